@@ -1,0 +1,1 @@
+"""Demo data: a realistic churn data set written into Snowflake tables."""

@@ -1,0 +1,1 @@
+"""Serving: the model loader, the request codecs and the HTTP server."""

@@ -1,0 +1,187 @@
+"""Request parsing and response encoding for the endpoint, checked against the schema.
+
+Accepted bodies (each row holds the features in schema order unless keyed by name):
+  text/csv                   one row per line, no header (or a header of feature names)
+  application/json records   [{"tenure_days": 120, ...}, ...]
+                   instances {"instances": [[...], ...]} or {"instances": [{...}, ...]}
+                   columns   {"columns": [...], "data": [[...], ...]}
+                   Snowflake {"data": [[row_number, f1, f2, ...], ...]}
+Errors name the row (0-based) and the column, and become HTTP 4xx.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from features import FeatureSchema
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker InvokeEndpoint's limit
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ParsedRequest:
+    matrix: np.ndarray
+    # Snowflake external-function row numbers, echoed back in the reply; None otherwise.
+    row_numbers: list[Any] | None = None
+
+
+def parse_request(
+    body: bytes, content_type: str, schema: FeatureSchema
+) -> ParsedRequest:
+    media_type = content_type.split(";")[0].strip().lower()
+    if not body:
+        raise RequestError("the request body is empty")
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise RequestError(f"the body exceeds {MAX_PAYLOAD_BYTES} bytes", status=413)
+    if media_type in (CSV, "text/plain"):
+        return ParsedRequest(_parse_csv(body, schema))
+    if media_type in (JSON, "application/jsonlines") or media_type == "":
+        return _parse_json(body, schema)
+    raise RequestError(
+        f"unsupported content type {content_type!r} (use {CSV} or {JSON})", status=415
+    )
+
+
+def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the CSV body is not UTF-8") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if rows and [c.strip().lower() for c in rows[0]] == schema.feature_names:
+        rows = rows[1:]
+    if not rows:
+        raise RequestError("the CSV body holds no rows")
+    return _to_matrix(rows, schema)
+
+
+def _parse_json(body: bytes, schema: FeatureSchema) -> ParsedRequest:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}") from None
+    if isinstance(data, list):
+        return ParsedRequest(_rows(data, schema))
+    if not isinstance(data, dict):
+        raise RequestError("the JSON body must be a list of records or an object")
+    if "instances" in data:
+        return ParsedRequest(_rows(data["instances"], schema))
+    if "columns" in data and "data" in data:
+        columns = data["columns"]
+        if not isinstance(columns, list) or not isinstance(data["data"], list):
+            raise RequestError("'columns' and 'data' must both be lists")
+        records = []
+        for i, row in enumerate(data["data"]):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise RequestError(f"row {i}: expected {len(columns)} values")
+            records.append(dict(zip(columns, row, strict=True)))
+        return ParsedRequest(_rows(records, schema))
+    if "data" in data:
+        return _parse_snowflake(data["data"], schema)
+    raise RequestError(
+        "unrecognised JSON body: send records, {'instances': ...}, "
+        "{'columns': ..., 'data': ...} or Snowflake's {'data': [[row, ...]]}"
+    )
+
+
+def _parse_snowflake(rows: Any, schema: FeatureSchema) -> ParsedRequest:
+    if not isinstance(rows, list) or not rows:
+        raise RequestError("'data' must be a non-empty list of rows")
+    numbers, features = [], []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not row:
+            raise RequestError(f"row {i}: each row must be [row_number, feature, ...]")
+        numbers.append(row[0])
+        features.append(row[1:])
+    return ParsedRequest(_to_matrix(features, schema), row_numbers=numbers)
+
+
+def _rows(rows: Any, schema: FeatureSchema) -> np.ndarray:
+    if not isinstance(rows, list) or not rows:
+        raise RequestError("expected a non-empty list of rows")
+    if isinstance(rows[0], dict):
+        names = schema.feature_names
+        ordered = []
+        for i, record in enumerate(rows):
+            if not isinstance(record, dict):
+                raise RequestError(f"row {i}: expected an object like row 0")
+            missing = [n for n in names if n not in record]
+            if missing:
+                raise RequestError(f"row {i}: missing feature(s) {', '.join(missing)}")
+            ordered.append([record[n] for n in names])
+        return _to_matrix(ordered, schema)
+    return _to_matrix(rows, schema)
+
+
+def _to_matrix(rows: list[Any], schema: FeatureSchema) -> np.ndarray:
+    width = len(schema.features)
+    matrix = np.empty((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if not isinstance(row, list | tuple) or len(row) != width:
+            got = len(row) if isinstance(row, list | tuple) else type(row).__name__
+            raise RequestError(f"row {i}: expected {width} features, got {got}")
+        for j, value in enumerate(row):
+            matrix[i, j] = _number(value, i, schema.features[j])
+    return matrix
+
+
+def _number(value: Any, row: int, feature: Any) -> float:
+    if value is None or value == "":
+        if not feature.nullable:
+            raise RequestError(f"row {row}, column {feature.name}: a value is required")
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise RequestError(
+                f"row {row}, column {feature.name}: {value[:40]!r} is not a number"
+            ) from None
+    else:
+        raise RequestError(
+            f"row {row}, column {feature.name}: expected a number, "
+            f"got {type(value).__name__}"
+        )
+    if math.isinf(number):
+        raise RequestError(
+            f"row {row}, column {feature.name}: infinite values are refused"
+        )
+    return number
+
+
+def encode_response(
+    scores: np.ndarray, accept: str, row_numbers: list[Any] | None
+) -> tuple[bytes, str]:
+    """Encode scores for the ``Accept`` header; Snowflake requests get Snowflake
+    replies.
+    """
+    if row_numbers is not None:
+        data = [[n, float(s)] for n, s in zip(row_numbers, scores, strict=True)]
+        return orjson.dumps({"data": data}), JSON
+    wanted = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
+    if not accept or any(w in (JSON, "*/*", "application/*") for w in wanted):
+        return orjson.dumps({"predictions": scores.tolist()}), JSON
+    if CSV in wanted or "text/*" in wanted:
+        return ("\n".join(f"{s:.6f}" for s in scores) + "\n").encode(), CSV
+    raise RequestError(f"cannot answer in {accept!r} (use {JSON} or {CSV})", status=406)

@@ -1,0 +1,344 @@
+"""The SageMaker pipeline: Extract → Train → Evaluate → CheckAuc → Register → Deploy.
+
+``get_pipeline(config, session)`` builds it with the SageMaker SDK v3; its JSON
+definition is what ``--upsert`` sends to SageMaker and what the local runner executes.
+The code runs inside our image as modules, so nothing is uploaded while building and the
+build makes no AWS call. Everything environment-specific comes from ``config``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+from stack.config import Config
+
+EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
+CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
+CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
+    "CheckApproval",
+    "CreateModel",
+    "EndpointConfig",
+    "Deploy",
+)
+EVALUATION_REPORT = "EvaluationReport"
+AUC_PATH = "binary_classification_metrics.auc.value"
+SPLITS = ("train", "validation", "test")
+
+
+def make_session(config: Config, boto_session: Any | None = None) -> Any:
+    """A PipelineSession with the bucket and region fixed, so building needs no AWS
+    call.
+    """
+    from pipelines.sdk import load_sdk
+
+    sdk = load_sdk(config.aws.region)
+    if boto_session is None:
+        import boto3
+
+        boto_session = boto3.Session(region_name=config.aws.region)
+    return sdk.PipelineSession(
+        boto_session=boto_session, default_bucket=config.aws.bucket
+    )
+
+
+def _role(config: Config) -> str:
+    # Local runs need no role; SageMaker's request shapes still want an ARN-shaped
+    # value.
+    return config.aws.role_arn or "arn:aws:iam::000000000000:role/local-execution"
+
+
+def get_pipeline(config: Config, session: Any) -> Any:
+    """Build the pipeline for ``config`` on ``session`` (a PipelineSession)."""
+    sdk = load_sdk_for(config)
+    sm = config.sagemaker
+    role = _role(config)
+    p_as_of = sdk.ParameterString(
+        "AsOfDate", default_value=config.features.as_of.isoformat()
+    )
+    p_window = sdk.ParameterInteger(
+        "LabelWindowDays", default_value=config.features.label_window_days
+    )
+    p_instances = sdk.ParameterInteger(
+        "ProcessingInstanceCount", default_value=sm.processing_instance_count
+    )
+    p_threshold = sdk.ParameterFloat(
+        "AucThreshold", default_value=config.evaluation.auc_threshold
+    )
+    p_approval = sdk.ParameterString(
+        "ModelApprovalStatus", default_value=sm.model_approval_status
+    )
+    parameters = [p_as_of, p_window, p_instances, p_threshold, p_approval]
+
+    execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
+    base = sdk.Join(on="/", values=[config.artifact_root, execution_id])
+
+    def under(*parts: str) -> Any:
+        return sdk.Join(on="/", values=[base, *parts])
+
+    step_env = {"MLOPS_ENV": config.env}
+
+    extract_processor = sdk.Processor(
+        image_uri=sm.image_uri,
+        role=role,
+        instance_count=p_instances,
+        instance_type=sm.processing_instance_type,
+        entrypoint=["python", "-m", "processing.extract"],
+        sagemaker_session=session,
+        env=step_env,
+        max_runtime_in_seconds=sm.max_runtime_seconds,
+    )
+    extract = sdk.ProcessingStep(
+        name=EXTRACT,
+        step_args=extract_processor.run(
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name=split,
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("features", split),
+                        local_path=f"/opt/ml/processing/output/{split}",
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+                for split in SPLITS
+            ],
+            arguments=[
+                "--feature-set",
+                config.features.feature_set,
+                "--as-of",
+                p_as_of,
+                "--label-window-days",
+                p_window.to_string(),
+                "--validation-fraction",
+                str(config.features.validation_fraction),
+                "--test-fraction",
+                str(config.features.test_fraction),
+            ],
+        ),
+    )
+
+    def split_uri(split: str) -> Any:
+        return extract.properties.ProcessingOutputConfig.Outputs[split].S3Output.S3Uri
+
+    train_env: dict[str, Any] = {"PIPELINE_EXECUTION_ID": execution_id}
+    tracking_uri = config.mlflow.tracking_uri or (
+        None if config.is_aws else config.mlflow_tracking_uri
+    )
+    if tracking_uri:
+        train_env["MLFLOW_TRACKING_URI"] = tracking_uri
+        train_env["MLFLOW_EXPERIMENT_NAME"] = (
+            config.mlflow.experiment or sm.pipeline_name
+        )
+    trainer = sdk.ModelTrainer(
+        training_image=sm.image_uri,
+        role=role,
+        sagemaker_session=session,
+        base_job_name=f"{sm.pipeline_name}-train",
+        compute=sdk.Compute(instance_type=sm.training_instance_type, instance_count=1),
+        stopping_condition=sdk.StoppingCondition(
+            max_runtime_in_seconds=sm.max_runtime_seconds
+        ),
+        hyperparameters={
+            "feature_set": config.features.feature_set,
+            **config.training.hyperparameters,
+        },
+        environment=train_env,
+        output_data_config=sdk.OutputDataConfig(s3_output_path=under("model")),
+    )
+    train = sdk.TrainingStep(
+        name=TRAIN,
+        step_args=trainer.train(
+            input_data_config=[
+                sdk.InputData(channel_name=split, data_source=split_uri(split))
+                for split in ("train", "validation")
+            ]
+        ),
+    )
+
+    report = sdk.PropertyFile(
+        name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json"
+    )
+    evaluate_processor = sdk.Processor(
+        image_uri=sm.image_uri,
+        role=role,
+        instance_count=1,
+        instance_type=sm.processing_instance_type,
+        entrypoint=["python", "-m", "processing.evaluate"],
+        sagemaker_session=session,
+        max_runtime_in_seconds=sm.max_runtime_seconds,
+    )
+    evaluate = sdk.ProcessingStep(
+        name=EVALUATE,
+        step_args=evaluate_processor.run(
+            inputs=[
+                _s3_input(
+                    sdk,
+                    "model",
+                    train.properties.ModelArtifacts.S3ModelArtifacts,
+                    "/opt/ml/processing/model",
+                ),
+                _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
+            ],
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="evaluation",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("evaluation"),
+                        local_path="/opt/ml/processing/evaluation",
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+        ),
+        property_files=[report],
+    )
+    auc = sdk.JsonGet(step_name=EVALUATE, property_file=report, json_path=AUC_PATH)
+    evaluation_uri = sdk.Join(
+        on="/",
+        values=[
+            evaluate.properties.ProcessingOutputConfig.Outputs[
+                "evaluation"
+            ].S3Output.S3Uri,
+            "evaluation.json",
+        ],
+    )
+
+    register = sdk.ModelStep(
+        name=REGISTER,
+        step_args=sdk.ModelBuilder(
+            s3_model_data_url=train.properties.ModelArtifacts.S3ModelArtifacts,
+            image_uri=sm.image_uri,
+            sagemaker_session=session,
+            role_arn=role,
+            dependencies={},  # the code is in the image: nothing to upload
+        ).register(
+            model_package_group_name=sm.model_package_group,
+            content_types=["text/csv", "application/json"],
+            response_types=["application/json", "text/csv"],
+            inference_instances=[sm.endpoint_instance_type],
+            transform_instances=[sm.endpoint_instance_type],
+            approval_status=p_approval,
+            model_metrics=sdk.ModelMetrics(
+                model_statistics=sdk.MetricsSource(
+                    content_type="application/json", s3_uri=evaluation_uri
+                )
+            ),
+            customer_metadata_properties={
+                "pipeline_execution_id": execution_id,
+                "as_of_date": p_as_of,
+                "feature_set": config.features.feature_set,
+            },
+        ),
+    )
+    deploy_steps = _deploy_steps(sdk, config, session, role, register, execution_id)
+    check_approval = sdk.ConditionStep(
+        name=CHECK_APPROVAL,
+        conditions=[sdk.ConditionEquals(left=p_approval, right="Approved")],
+        if_steps=deploy_steps,
+        else_steps=[],
+    )
+    too_low = sdk.FailStep(
+        name=AUC_TOO_LOW,
+        error_message=sdk.Join(
+            on=" ",
+            values=[
+                "Test AUC",
+                auc,
+                "is below the threshold",
+                p_threshold,
+                "; the model was not registered",
+            ],
+        ),
+    )
+    check_auc = sdk.ConditionStep(
+        name=CHECK_AUC,
+        conditions=[sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold)],
+        if_steps=[register, check_approval],
+        else_steps=[too_low],
+    )
+    return sdk.Pipeline(
+        name=sm.pipeline_name,
+        parameters=parameters,
+        steps=[extract, train, evaluate, check_auc],
+        sagemaker_session=session,
+    )
+
+
+def _deploy_steps(
+    sdk: Any, config: Config, session: Any, role: str, register: Any, execution_id: Any
+) -> list[Any]:
+    """CreateModel (from the registered package) → EndpointConfig → Endpoint."""
+    sm = config.sagemaker
+    holder = _ModelHolder(session)
+    session.init_model_step_arguments(holder)
+    session.create_model(
+        name=sdk.Join(on="-", values=[sm.endpoint_name, execution_id]),
+        role=role,
+        container_defs=[{"ModelPackageName": register.properties.ModelPackageArn}],
+    )
+    model_args = session.context
+    session.context = None
+    create_model = sdk.ModelStep(name=CREATE_MODEL, step_args=model_args)
+    endpoint_config = sdk.EndpointConfigStep(
+        name=ENDPOINT_CONFIG,
+        step_args=session.create_endpoint_config(
+            name=sdk.Join(on="-", values=[sm.endpoint_name, execution_id]),
+            production_variants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": create_model.properties.ModelName,
+                    "InitialInstanceCount": sm.endpoint_instance_count,
+                    "InstanceType": sm.endpoint_instance_type,
+                }
+            ],
+        ),
+    )
+    deploy = sdk.EndpointStep(
+        name=DEPLOY,
+        step_args=session.create_endpoint(
+            endpoint_name=sm.endpoint_name,
+            config_name=endpoint_config.properties.EndpointConfigName,
+        ),
+    )
+    return [create_model, endpoint_config, deploy]
+
+
+class _ModelHolder:
+    """What ``PipelineSession.init_model_step_arguments`` expects to hold a model's
+    session.
+
+    SDK 3.27 captures a CreateModel request for a ModelStep only through a model object;
+    our model is the registered package, so this stands in for one.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.sagemaker_session = session
+
+
+def _s3_input(sdk: Any, name: str, uri: Any, local_path: str) -> Any:
+    return sdk.ProcessingInput(
+        input_name=name,
+        s3_input=sdk.ProcessingS3Input(
+            s3_uri=uri,
+            local_path=local_path,
+            s3_data_type="S3Prefix",
+            s3_input_mode="File",
+        ),
+    )
+
+
+def load_sdk_for(config: Config) -> Any:
+    from pipelines.sdk import load_sdk
+
+    return load_sdk(config.aws.region)
+
+
+def build_definition(config: Config, session: Any | None = None) -> dict[str, Any]:
+    """The pipeline definition for ``config`` as a dict (what SageMaker stores)."""
+    session = session or make_session(config)
+    with warnings.catch_warnings():
+        # "Running within a PipelineSession, there will be No Wait ...": that is the
+        # point
+        warnings.simplefilter("ignore", UserWarning)
+        return json.loads(get_pipeline(config, session).definition())

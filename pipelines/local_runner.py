@@ -1,0 +1,445 @@
+"""Execute a SageMaker pipeline definition on this machine.
+
+The runner knows the pipeline only through its definition JSON, the same document
+``--upsert`` sends to SageMaker: it orders steps by ``DependsOn`` and by the steps their
+arguments refer to, resolves parameters, execution variables and step properties, runs
+processing and training steps under the container contract (``pipelines.local_jobs``),
+evaluates conditions, and hands RegisterModel, Model, EndpointConfig and Endpoint steps
+to the registry and endpoint deployer of the environment. Each execution is recorded in
+``<state>/executions/<id>/``: the definition it ran, and every step's status, duration
+and failure reason.
+
+Not emulated locally: step caching and retry policies (they are in the definition for
+SageMaker to apply), and parallel branches run one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.expressions import (
+    EvaluationContext,
+    ExpressionError,
+    references,
+    resolve,
+)
+from pipelines.local_jobs import JobFailed, run_processing_job, run_training_job
+from stack.endpoints import EndpointError
+from stack.objectstore import ObjectStoreError, join_uri
+from stack.registry import RegistryError
+from stack.resources import Resources
+
+SUCCEEDED, FAILED, EXECUTING = "Succeeded", "Failed", "Executing"
+NOT_EXECUTED = "NotExecuted"
+
+
+class DefinitionError(Exception):
+    """The definition or the parameters given for it cannot be executed."""
+
+
+@dataclass
+class StepRecord:
+    name: str
+    type: str
+    status: str = "Pending"
+    started_at: str | None = None
+    duration_seconds: float | None = None
+    failure_reason: str | None = None
+    outcome: str | None = None  # a condition's result, a job's name, an ARN ...
+    logs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Execution:
+    execution_id: str
+    pipeline_name: str
+    parameters: dict[str, Any]
+    directory: str
+    status: str = EXECUTING
+    started_at: str = field(default_factory=lambda: _now())
+    ended_at: str | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    property_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed_step(self) -> StepRecord | None:
+        return next((s for s in self.steps if s.status == FAILED), None)
+
+    def step(self, name: str) -> StepRecord:
+        return next(s for s in self.steps if s.name == name)
+
+    def save(self) -> None:
+        path = Path(self.directory) / "execution.json"
+        tmp = path.with_suffix(".partial")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+
+
+@dataclass
+class _Step:
+    definition: dict[str, Any]
+    depends_on: set[str]
+    branch: tuple[str, bool] | None  # (condition step, which outcome enables it)
+
+    @property
+    def name(self) -> str:
+        return str(self.definition["Name"])
+
+
+Progress = Callable[[str, StepRecord, Execution], None]
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        resources: Resources,
+        progress: Progress | None = None,
+        platform_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.resources = resources
+        self.progress = progress or (lambda event, step, execution: None)
+        # What the platform hands every job on top of the definition's Environment.
+        self.platform_env = dict(platform_env or {})
+
+    def run(
+        self,
+        definition: dict[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+        pipeline_name: str | None = None,
+    ) -> Execution:
+        parameters = bind_parameters(definition, overrides or {})
+        steps = flatten_steps(definition)
+        execution_id = secrets.token_hex(6)
+        name = pipeline_name or self.resources.config.sagemaker.pipeline_name
+        directory = (
+            self.resources.config.state_dir.resolve() / "executions" / execution_id
+        )
+        directory.mkdir(parents=True)
+        (directory / "definition.json").write_text(json.dumps(definition, indent=2))
+        execution = Execution(
+            execution_id,
+            name,
+            parameters,
+            str(directory),
+            steps=[StepRecord(s.name, s.definition["Type"]) for s in steps],
+        )
+        context = EvaluationContext(
+            parameters=parameters,
+            execution={
+                "PipelineExecutionId": execution_id,
+                "PipelineName": name,
+                "PipelineExecutionArn": (
+                    f"arn:aws:sagemaker:{self.resources.config.aws.region}:000000000000:"
+                    f"pipeline/{name}/execution/{execution_id}"
+                ),
+                "StartDateTime": execution.started_at,
+                "CurrentDateTime": execution.started_at,
+            },
+            steps=execution.properties,
+            property_files=execution.property_files,
+        )
+        execution.save()
+        self._execute(steps, execution, context)
+        execution.ended_at = _now()
+        if execution.status == EXECUTING:
+            execution.status = SUCCEEDED
+        execution.save()
+        return execution
+
+    def _execute(
+        self, steps: list[_Step], execution: Execution, context: EvaluationContext
+    ) -> None:
+        outcome: dict[str, bool] = {}
+        done: set[str] = set()
+        pending = list(steps)
+        while pending and execution.status == EXECUTING:
+            ready = next((s for s in pending if s.depends_on <= done), None)
+            if ready is None:
+                break  # what is left depends on steps that did not run
+            pending.remove(ready)
+            record = execution.step(ready.name)
+            if (
+                ready.branch is not None
+                and outcome.get(ready.branch[0]) != ready.branch[1]
+            ):
+                record.status = NOT_EXECUTED
+                continue
+            self._run_step(ready, record, execution, context, outcome)
+            if record.status == SUCCEEDED:
+                done.add(ready.name)
+        for record in execution.steps:
+            if record.status == "Pending":
+                record.status = NOT_EXECUTED
+
+    def _run_step(
+        self,
+        step: _Step,
+        record: StepRecord,
+        execution: Execution,
+        context: EvaluationContext,
+        outcome: dict[str, bool],
+    ) -> None:
+        record.status, record.started_at = EXECUTING, _now()
+        self.progress("start", record, execution)
+        started = time.monotonic()
+        try:
+            arguments = step.definition.get("Arguments", {})
+            if step.definition["Type"] == "Condition":
+                arguments = {"Conditions": arguments.get("Conditions", [])}
+            arguments = resolve(arguments, context)
+            result = self._dispatch(step, arguments, execution, context, outcome)
+            record.outcome = result
+            record.status = SUCCEEDED
+        except _StepFailure as failure:
+            record.status, record.failure_reason = FAILED, str(failure)
+        except (
+            JobFailed,
+            ExpressionError,
+            RegistryError,
+            EndpointError,
+            ObjectStoreError,
+            DefinitionError,
+        ) as exc:
+            record.status, record.failure_reason = FAILED, str(exc)
+        record.duration_seconds = round(time.monotonic() - started, 2)
+        if record.status == FAILED:
+            execution.status = FAILED
+        execution.save()
+        self.progress("end", record, execution)
+
+    def _dispatch(
+        self,
+        step: _Step,
+        arguments: dict[str, Any],
+        execution: Execution,
+        context: EvaluationContext,
+        outcome: dict[str, bool],
+    ) -> str | None:
+        kind, name = step.definition["Type"], step.name
+        work_dir = Path(execution.directory) / "steps" / name
+        platform = {
+            **self.platform_env,
+            "MLOPS_STATE_DIR": str(self.resources.config.state_dir.resolve()),
+        }
+        record = execution.step(name)
+        job_name = f"pipelines-{execution.execution_id}-{name}".lower()
+        if kind == "Processing":
+            result = run_processing_job(
+                job_name, arguments, work_dir, self.resources.store, platform
+            )
+            record.logs = [str(p) for p in result.log_paths]
+            execution.properties[name] = result.properties
+            execution.property_files[name] = self._property_files(
+                step, result.properties
+            )
+            return job_name
+        if kind == "Training":
+            result = run_training_job(
+                job_name, arguments, work_dir, self.resources.store, platform
+            )
+            record.logs = [str(p) for p in result.log_paths]
+            execution.properties[name] = result.properties
+            return job_name
+        if kind == "Condition":
+            holds = all(evaluate_condition(c) for c in arguments["Conditions"])
+            outcome[name] = holds
+            execution.properties[name] = {"Outcome": str(holds).lower()}
+            return "true" if holds else "false"
+        if kind == "Fail":
+            raise _StepFailure(
+                str(arguments.get("ErrorMessage", "the pipeline reached a FailStep"))
+            )
+        if kind == "RegisterModel":
+            package = self.resources.registry.register(arguments)
+            execution.properties[name] = {
+                "ModelPackageArn": package.arn,
+                "ModelPackageVersion": package.version,
+                "ModelApprovalStatus": package.approval_status,
+                "ModelPackageGroupName": package.group,
+            }
+            return package.arn
+        if kind == "Model":
+            model_name = self.resources.endpoints.create_model(arguments)
+            execution.properties[name] = {"ModelName": model_name}
+            return model_name
+        if kind == "EndpointConfig":
+            config_name = self.resources.endpoints.create_endpoint_config(arguments)
+            execution.properties[name] = {"EndpointConfigName": config_name}
+            return config_name
+        if kind == "Endpoint":
+            info = self.resources.endpoints.create_or_update_endpoint(arguments)
+            execution.properties[name] = {
+                "EndpointName": info.name,
+                "EndpointStatus": info.status,
+                "EndpointConfigName": info.config_name,
+                "Url": info.url,
+            }
+            return info.url or info.name
+        raise DefinitionError(
+            f"step type {kind!r} is not supported by the local runner"
+        )
+
+    def _property_files(
+        self, step: _Step, properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        files = {}
+        outputs = properties.get("ProcessingOutputConfig", {}).get("Outputs", [])
+        for spec in step.definition.get("PropertyFiles", []):
+            output = next(
+                (o for o in outputs if o["OutputName"] == spec["OutputName"]), None
+            )
+            if output is None:
+                raise DefinitionError(
+                    f"property file {spec['PropertyFileName']} names an "
+                    f"unknown output {spec['OutputName']!r}"
+                )
+            uri = join_uri(output["S3Output"]["S3Uri"], spec["FilePath"])
+            try:
+                files[spec["PropertyFileName"]] = json.loads(
+                    self.resources.store.read_bytes(uri)
+                )
+            except json.JSONDecodeError as exc:
+                raise DefinitionError(
+                    f"property file {uri} is not JSON: {exc}"
+                ) from None
+        return files
+
+
+class _StepFailure(Exception):
+    pass
+
+
+def flatten_steps(definition: dict[str, Any]) -> list[_Step]:
+    """Every step, condition branches included, with the steps each depends on."""
+    flat: list[_Step] = []
+
+    def visit(step: dict[str, Any], branch: tuple[str, bool] | None) -> None:
+        arguments = step.get("Arguments", {})
+        if step["Type"] == "Condition":  # its branches are steps of their own
+            arguments = arguments.get("Conditions", [])
+        depends = set(step.get("DependsOn", [])) | references(arguments)
+        if branch is not None:
+            depends.add(branch[0])
+        flat.append(_Step(step, depends, branch))
+        if step["Type"] == "Condition":
+            for child in step["Arguments"].get("IfSteps", []):
+                visit(child, (step["Name"], True))
+            for child in step["Arguments"].get("ElseSteps", []):
+                visit(child, (step["Name"], False))
+
+    for step in definition.get("Steps", []):
+        visit(step, None)
+    names = [s.name for s in flat]
+    if len(set(names)) != len(names):
+        raise DefinitionError("step names in the definition are not unique")
+    unknown = {d for s in flat for d in s.depends_on} - set(names)
+    if unknown:
+        raise DefinitionError(
+            f"steps refer to unknown step(s): {', '.join(sorted(unknown))}"
+        )
+    _check_acyclic(flat)
+    return flat
+
+
+def _check_acyclic(steps: list[_Step]) -> None:
+    graph = {s.name: s.depends_on for s in steps}
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise DefinitionError(
+                f"the steps form a cycle: {' -> '.join([*path, name])}"
+            )
+        state[name] = 1
+        for dependency in graph[name]:
+            visit(dependency, [*path, name])
+        state[name] = 2
+
+    for name in graph:
+        visit(name, [])
+
+
+_PARAMETER_TYPES: dict[str, Callable[[Any], Any]] = {
+    "String": str,
+    "Integer": int,
+    "Float": float,
+    "Boolean": lambda v: v if isinstance(v, bool) else str(v).lower() == "true",
+}
+
+
+def bind_parameters(
+    definition: dict[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Defaults from the definition, overridden by ``overrides`` converted to their
+    types.
+    """
+    declared = {p["Name"]: p for p in definition.get("Parameters", [])}
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise DefinitionError(
+            f"unknown parameter(s) {', '.join(unknown)}; the pipeline declares "
+            f"{', '.join(sorted(declared)) or 'none'}"
+        )
+    bound = {}
+    for name, spec in declared.items():
+        convert = _PARAMETER_TYPES.get(spec["Type"])
+        if convert is None:
+            raise DefinitionError(
+                f"parameter {name} has unsupported type {spec['Type']}"
+            )
+        if name in overrides:
+            try:
+                bound[name] = convert(overrides[name])
+            except (TypeError, ValueError):
+                raise DefinitionError(
+                    f"parameter {name}={overrides[name]!r} "
+                    f"is not a valid {spec['Type']}"
+                ) from None
+        elif "DefaultValue" in spec:
+            bound[name] = spec["DefaultValue"]
+        else:
+            raise DefinitionError(f"parameter {name} has no default; give it a value")
+    return bound
+
+
+def evaluate_condition(condition: dict[str, Any]) -> bool:
+    """A resolved condition of SageMaker's condition types."""
+    kind = condition["Type"]
+    if kind == "Not":
+        return not evaluate_condition(condition["Expression"])
+    if kind == "Or":
+        return any(evaluate_condition(c) for c in condition["Conditions"])
+    if kind == "In":
+        return condition["QueryValue"] in condition["Values"]
+    left, right = condition["LeftValue"], condition["RightValue"]
+    if kind == "Equals":
+        return bool(left == right)
+    try:
+        left, right = float(left), float(right)
+    except (TypeError, ValueError):
+        raise DefinitionError(
+            f"{kind} compares non-numbers {left!r} and {right!r}"
+        ) from None
+    comparisons = {
+        "GreaterThan": left > right,
+        "GreaterThanOrEqualTo": left >= right,
+        "LessThan": left < right,
+        "LessThanOrEqualTo": left <= right,
+    }
+    if kind not in comparisons:
+        raise DefinitionError(f"condition type {kind!r} is not supported")
+    return comparisons[kind]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,1 @@
+"""Processing-job step code: feature extraction and model evaluation."""

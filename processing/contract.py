@@ -1,0 +1,57 @@
+"""The SageMaker processing container contract, with the ``/opt/ml`` root overridable.
+
+SageMaker mounts inputs and outputs under ``/opt/ml/processing/``, describes the cluster
+in ``/opt/ml/config/resourceconfig.json`` and turns ``/opt/ml/output/message`` into the
+job's failure reason. The local runner sets ``OPT_ML_ROOT`` to place all of this in a
+folder of its own; in a real container the variable is absent and the root is
+``/opt/ml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "/opt/ml"
+
+
+@dataclass(frozen=True)
+class ProcessingContract:
+    root: Path
+    current_host: str
+    hosts: tuple[str, ...]
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None
+    ) -> ProcessingContract:
+        environ = os.environ if environ is None else environ
+        root = Path(environ.get("OPT_ML_ROOT", DEFAULT_ROOT))
+        resource_file = root / "config" / "resourceconfig.json"
+        host, hosts = "algo-1", ("algo-1",)
+        if resource_file.exists():
+            resource = json.loads(resource_file.read_text())
+            host = resource.get("current_host", host)
+            hosts = tuple(resource.get("hosts", hosts))
+        return cls(root=root, current_host=host, hosts=hosts)
+
+    def path(self, container_path: str) -> Path:
+        """Map a path the definition names (``/opt/ml/processing/...``) under the
+        root.
+        """
+        if not container_path.startswith(DEFAULT_ROOT + "/"):
+            raise ValueError(f"{container_path} is not under {DEFAULT_ROOT}")
+        return self.root / container_path[len(DEFAULT_ROOT) + 1 :]
+
+    @property
+    def host_index(self) -> int:
+        return self.hosts.index(self.current_host)
+
+    def fail(self, reason: str) -> None:
+        """Record ``reason`` where SageMaker reads a failed job's message."""
+        message = self.root / "output" / "message"
+        message.parent.mkdir(parents=True, exist_ok=True)
+        message.write_text(reason[:1024])

@@ -1,0 +1,344 @@
+"""Configuration: read once, validated, typed, passed down as one object.
+
+Precedence, highest first:
+  1. overrides from the command line (``load_config(overrides=...)``),
+  2. environment variables ``MLOPS_<SECTION>__<FIELD>`` (e.g. ``MLOPS_AWS__ROLE_ARN``),
+  3. ``conf/<env>.yaml``,
+  4. ``conf/base.yaml``,
+  5. the defaults declared on the models below.
+
+The environment is chosen by ``--env``, else ``MLOPS_ENV``, else ``local``. Nothing
+else in the project reads ``os.environ`` for configuration: step entry points read only
+the SageMaker container contract.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
+ENV_PREFIX = "MLOPS_"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration is missing something or holds a bad value; nothing has run
+    yet.
+    """
+
+
+def validate_identifier(value: str, what: str) -> str:
+    """Return ``value`` if it is a plain Snowflake identifier, else raise ConfigError.
+
+    Identifiers from configuration end up in SQL text (values are always bound), so
+    they are restricted to letters, digits, ``_`` and ``$``.
+    """
+    if not _IDENTIFIER.match(value or ""):
+        raise ConfigError(
+            f"{what} {value!r} is not a valid identifier "
+            "(letters, digits, _ and $; must not start with a digit)"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AwsConfig(_Section):
+    region: str = "us-east-1"
+    role_arn: str | None = None
+    bucket: str = "mlops-local"
+    prefix: str = "churn"
+    # Points every AWS client at another endpoint (moto in tests); None means AWS
+    # itself.
+    endpoint_url: str | None = None
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET.match(value):
+            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        return value
+
+
+class SnowflakeConfig(_Section):
+    # embedded: fakesnow on DuckDB files in the state folder; connector: the real
+    # Snowflake connector (Snowflake itself, or a fakesnow server in tests).
+    mode: Literal["embedded", "connector"] = "embedded"
+    account: str | None = None
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    protocol: Literal["https", "http"] = "https"
+    warehouse: str | None = None
+    role: str | None = None
+    database: str = "MLOPS"
+    schema_name: str = Field("CHURN", alias="schema")
+    # Secrets: a Secrets Manager secret (JSON with user/password or private_key), a
+    # private key file, or a password from MLOPS_SNOWFLAKE__PASSWORD. Resolved at
+    # connect.
+    secret_arn: str | None = None
+    private_key_path: str | None = None
+    password: SecretStr | None = None
+    # Passed to the connector as session parameters (e.g. QUERY_TAG; FAKESNOW_DB_PATH in
+    # tests, which makes a fakesnow server open the DuckDB files of a folder).
+    session_parameters: dict[str, str] = Field(default_factory=dict)
+    login_timeout: int = Field(20, ge=1, le=600)
+    network_timeout: int = Field(60, ge=1, le=3600)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("database", "schema_name", "warehouse", "role")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a valid Snowflake identifier")
+        return value
+
+
+class SageMakerConfig(_Section):
+    pipeline_name: str = "churn-pipeline"
+    # Our one image: processing and training entry points plus the serving stack.
+    image_uri: str = "local/snowflake-sagemaker-mlops:latest"
+    processing_instance_type: str = "ml.m5.xlarge"
+    processing_instance_count: int = Field(1, ge=1, le=100)
+    training_instance_type: str = "ml.m5.xlarge"
+    endpoint_name: str = "churn-endpoint"
+    endpoint_instance_type: str = "ml.m5.large"
+    endpoint_instance_count: int = Field(1, ge=1, le=100)
+    model_package_group: str = "churn-models"
+    model_approval_status: Literal["Approved", "PendingManualApproval", "Rejected"] = (
+        "Approved"
+    )
+    max_runtime_seconds: int = Field(3600, ge=60)
+
+    @field_validator("pipeline_name", "endpoint_name", "model_package_group")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SAGEMAKER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid SageMaker resource name")
+        return value
+
+
+class FeaturesConfig(_Section):
+    feature_set: str = "churn"
+    as_of: date = date(2026, 3, 31)
+    label_window_days: int = Field(90, ge=1, le=3650)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class TrainingConfig(_Section):
+    hyperparameters: dict[str, str | int | float] = Field(
+        default_factory=lambda: {
+            "max_depth": 5,
+            "eta": 0.1,
+            "num_round": 300,
+            "early_stopping_rounds": 20,
+            "subsample": 0.9,
+            "colsample_bytree": 0.9,
+            "seed": 7,
+        }
+    )
+
+
+class EvaluationConfig(_Section):
+    auc_threshold: float = Field(0.7, ge=0.0, le=1.0)
+
+
+class MlflowConfig(_Section):
+    # None: a SQLite store in the state folder (local). On AWS, the ARN of a SageMaker
+    # managed MLflow tracking server.
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class DemoConfig(_Section):
+    customers: int = Field(100_000, ge=100, le=10_000_000)
+    seed: int = 7
+
+
+class LocalEndpointConfig(_Section):
+    host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
+    port: int = Field(8080, ge=1024, le=65535)
+    startup_timeout_seconds: int = Field(60, ge=1, le=600)
+
+
+class WritebackConfig(_Section):
+    table: str = "PREDICTIONS"
+    batch_rows: int = Field(2000, ge=1, le=100_000)
+    as_of: date | None = None  # None: the training as-of date
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a valid Snowflake identifier")
+        return value
+
+
+class ResourcesConfig(_Section):
+    """Which implementation stands behind each outside system."""
+
+    object_store: Literal["local", "s3"] = "local"
+    registry: Literal["local", "sagemaker"] = "local"
+    endpoints: Literal["local", "sagemaker"] = "local"
+
+
+class Config(_Section):
+    env: Literal["local", "test", "dev", "staging", "prod"] = "local"
+    state_dir: Path = Path(".state")
+    resources: ResourcesConfig = ResourcesConfig()
+    aws: AwsConfig = AwsConfig()
+    snowflake: SnowflakeConfig = SnowflakeConfig()
+    sagemaker: SageMakerConfig = SageMakerConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    demo: DemoConfig = DemoConfig()
+    local_endpoint: LocalEndpointConfig = LocalEndpointConfig()
+    writeback: WritebackConfig = WritebackConfig()
+
+    @property
+    def is_aws(self) -> bool:
+        """True for the environments whose pipelines run on SageMaker itself."""
+        return self.env in ("dev", "staging", "prod")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        return f"s3://{self.aws.bucket}/{self.aws.prefix}"
+
+
+def conf_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the YAML files live: ``MLOPS_CONF_DIR``, the source tree, or the
+    install.
+    """
+    explicit = (os.environ if environ is None else environ).get("MLOPS_CONF_DIR")
+    if explicit:
+        return Path(explicit)
+    source_tree = Path(__file__).resolve().parents[1] / "conf"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(sys.prefix) / "share" / "snowflake-sagemaker-mlops" / "conf"
+
+
+def load_config(
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the configuration for ``env`` once, with the precedence in the module doc.
+
+    Args:
+        env: ``local``, ``test``, ``dev``, ``staging`` or ``prod``; None reads
+            ``MLOPS_ENV``.
+        overrides: dotted keys from the command line, e.g.
+            ``{"aws.role_arn": "..."}``.
+        environ: the environment to read (``os.environ`` unless given; tests pass a
+            dict).
+
+    Raises:
+        ConfigError: naming the bad key and what to do about it.
+    """
+    environ = os.environ if environ is None else environ
+    env = env or environ.get(f"{ENV_PREFIX}ENV") or "local"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
+        )
+    merged: dict[str, Any] = {}
+    directory = conf_dir(environ)
+    for name in ("base", env):
+        _deep_merge(merged, _read_yaml(directory / f"{name}.yaml"))
+    _deep_merge(merged, _from_environ(environ))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _deep_merge(merged, _nest(dotted.split("."), value))
+    merged["env"] = env
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"configuration file {path} is missing")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in (f"{ENV_PREFIX}ENV",):
+            continue
+        if key == f"{ENV_PREFIX}CONF_DIR":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        _deep_merge(result, _nest(path, value))
+    return result
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    node: Any = value
+    for part in reversed(path):
+        node = {part: node}
+    return node
+
+
+def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        env_name = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message} (set it in conf/*.yaml or {env_name})")
+    return "; ".join(problems)

@@ -1,0 +1,93 @@
+"""The one place that picks implementations for an environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from stack.config import Config
+from stack.endpoints import EndpointDeployer, LocalEndpoints, SageMakerEndpoints
+from stack.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
+from stack.registry import LocalModelRegistry, ModelRegistry, SageMakerModelRegistry
+from stack.warehouse import (
+    ConnectorWarehouse,
+    EmbeddedWarehouse,
+    Warehouse,
+    secrets_manager_resolver,
+)
+
+
+class AwsClients:
+    """boto3 clients made on first use, all from one session and endpoint setting."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    @cached_property
+    def session(self) -> Any:
+        import boto3
+
+        return boto3.Session(region_name=self._config.aws.region)
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self._config.aws.endpoint_url)
+
+
+@dataclass
+class Resources:
+    config: Config
+    warehouse: Warehouse
+    store: ObjectStore
+    registry: ModelRegistry
+    endpoints: EndpointDeployer
+    aws: AwsClients
+
+
+def build_warehouse(config: Config, aws: AwsClients | None = None) -> Warehouse:
+    snowflake = config.snowflake
+    if snowflake.mode == "embedded":
+        return EmbeddedWarehouse(
+            config.state_dir / "snowflake", snowflake.database, snowflake.schema_name
+        )
+    aws = aws or AwsClients(config)
+    resolver = (
+        secrets_manager_resolver(aws.client("secretsmanager"))
+        if snowflake.secret_arn
+        else None
+    )
+    return ConnectorWarehouse(snowflake, resolver)
+
+
+def build_resources(config: Config) -> Resources:
+    """Everything outside our code, for ``config.env``; nothing connects until used."""
+    aws = AwsClients(config)
+    state = config.state_dir
+    choice = config.resources
+    store: ObjectStore = (
+        LocalObjectStore(state / "s3")
+        if choice.object_store == "local"
+        else S3ObjectStore(aws.client("s3"))
+    )
+    registry: ModelRegistry = (
+        LocalModelRegistry(state / "registry", config.aws.region)
+        if choice.registry == "local"
+        else SageMakerModelRegistry(aws.client("sagemaker"))
+    )
+    endpoints: EndpointDeployer
+    if choice.endpoints == "local":
+        endpoints = LocalEndpoints(
+            state / "endpoints",
+            store,
+            registry,
+            host=config.local_endpoint.host,
+            port=config.local_endpoint.port,
+            startup_timeout=config.local_endpoint.startup_timeout_seconds,
+        )
+    else:
+        endpoints = SageMakerEndpoints(
+            aws.client("sagemaker"), aws.client("sagemaker-runtime"), registry
+        )
+    return Resources(
+        config, build_warehouse(config, aws), store, registry, endpoints, aws
+    )

@@ -1,0 +1,221 @@
+"""Snowflake connections: the real connector, or fakesnow on DuckDB files for ``local``.
+
+Callers get a DB-API connection from ``connect()`` and a ``write_pandas`` that matches
+it; they never know which Snowflake they hold. Credentials are resolved here, when a
+connection is made, never earlier and never into a definition or a log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stack.config import SnowflakeConfig
+
+# fakesnow 0.12 warns "Arrow output on a DB-API result makes an extra copy" on every
+# fetch through its cursor; nothing a caller can act on.
+warnings.filterwarnings(
+    "ignore", message="Arrow output on a DB-API result", category=UserWarning
+)
+
+
+class WarehouseUnavailable(Exception):
+    """Snowflake could not be reached or refused the login."""
+
+
+class Warehouse(ABC):
+    """A source of Snowflake connections (database and schema already selected)."""
+
+    database: str
+    schema: str
+
+    @abstractmethod
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        """Yield an open DB-API connection, closed afterwards."""
+
+    @abstractmethod
+    def write_pandas(
+        self, conn: Any, frame: pd.DataFrame, table: str, **kwargs: Any
+    ) -> int:
+        """Bulk-load ``frame`` into ``table`` and return the number of rows written."""
+
+
+class EmbeddedWarehouse(Warehouse):
+    """fakesnow (Snowflake's SQL on DuckDB), one DuckDB file per database under
+    ``root``.
+
+    DuckDB lets one process at a time write a database file, so connections here are
+    short-lived: open, do the work, close.
+    """
+
+    def __init__(self, root: Path, database: str, schema: str) -> None:
+        self.root = root
+        self.database = database
+        self.schema = schema
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        from fakesnow.instance import FakeSnow
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            instance = FakeSnow(db_path=self.root)
+            conn = instance.connect(database=self.database, schema=self.schema)
+        except Exception as exc:  # duckdb raises IOException on a locked file
+            raise WarehouseUnavailable(
+                f"cannot open the embedded Snowflake at {self.root}: {exc}"
+            ) from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+            instance.duck_conn.close()
+
+    def write_pandas(
+        self, conn: Any, frame: pd.DataFrame, table: str, **kwargs: Any
+    ) -> int:
+        from fakesnow import fakes
+
+        _, _, rows, _ = fakes.write_pandas(conn, frame, table, **kwargs)
+        return int(rows)
+
+
+class ConnectorWarehouse(Warehouse):
+    """Snowflake through ``snowflake-connector-python`` (or a fakesnow server in
+    tests).
+    """
+
+    def __init__(
+        self,
+        config: SnowflakeConfig,
+        secret_resolver: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
+        if not config.account:
+            raise WarehouseUnavailable(
+                "snowflake.account is not set "
+                "(set MLOPS_SNOWFLAKE__ACCOUNT or conf/<env>.yaml)"
+            )
+        self._config = config
+        self._resolve_secret = secret_resolver
+        self.database = config.database
+        self.schema = config.schema_name
+
+    def _credentials(self) -> dict[str, Any]:
+        cfg = self._config
+        creds: dict[str, Any] = {"user": cfg.user}
+        if cfg.secret_arn:
+            if self._resolve_secret is None:
+                raise WarehouseUnavailable(
+                    "snowflake.secret_arn is set but no AWS client"
+                )
+            secret = self._resolve_secret(cfg.secret_arn)
+            creds["user"] = secret.get("user", cfg.user)
+            if "private_key" in secret:
+                creds["private_key"] = _load_private_key(secret["private_key"].encode())
+            else:
+                creds["password"] = secret.get("password")
+        elif cfg.private_key_path:
+            creds["private_key"] = _load_private_key(
+                Path(cfg.private_key_path).read_bytes()
+            )
+        elif cfg.password is not None:
+            creds["password"] = cfg.password.get_secret_value()
+        if not creds.get("user"):
+            raise WarehouseUnavailable(
+                "snowflake.user is not set "
+                "(set MLOPS_SNOWFLAKE__USER or the secret's 'user')"
+            )
+        return creds
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        import snowflake.connector
+
+        cfg = self._config
+        params: dict[str, Any] = {
+            "account": cfg.account,
+            "database": cfg.database,
+            "schema": cfg.schema_name,
+            "login_timeout": cfg.login_timeout,
+            "network_timeout": cfg.network_timeout,
+            "application": "snowflake-sagemaker-mlops",
+            **self._credentials(),
+        }
+        for key in ("warehouse", "role", "host", "port"):
+            if getattr(cfg, key):
+                params[key] = getattr(cfg, key)
+        if cfg.session_parameters:
+            # Snowflake parameter names are upper-case; env var keys arrive lower-cased
+            params["session_parameters"] = {
+                k.upper(): v for k, v in cfg.session_parameters.items()
+            }
+        if cfg.protocol != "https":
+            params["protocol"] = cfg.protocol
+        try:
+            conn = snowflake.connector.connect(**params)
+        except snowflake.connector.errors.Error as exc:
+            where = cfg.host or f"account {cfg.account}"
+            raise WarehouseUnavailable(
+                f"cannot connect to Snowflake at {where}: {_first_line(exc)}"
+            ) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def write_pandas(
+        self, conn: Any, frame: pd.DataFrame, table: str, **kwargs: Any
+    ) -> int:
+        from snowflake.connector.pandas_tools import write_pandas
+
+        _, _, rows, _ = write_pandas(conn, frame, table, **kwargs)
+        return int(rows)
+
+
+def secrets_manager_resolver(client: Any) -> Callable[[str], dict[str, Any]]:
+    """Read a JSON secret (``user``, ``password`` or ``private_key``) at connect
+    time.
+    """
+
+    def resolve(secret_arn: str) -> dict[str, Any]:
+        try:
+            value = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+        except Exception as exc:
+            raise WarehouseUnavailable(
+                f"cannot read the Snowflake secret {secret_arn}: {_first_line(exc)}"
+            ) from None
+        try:
+            secret = json.loads(value)
+        except json.JSONDecodeError:
+            raise WarehouseUnavailable(
+                f"the secret {secret_arn} is not JSON with user/password or private_key"
+            ) from None
+        if not isinstance(secret, dict):
+            raise WarehouseUnavailable(f"the secret {secret_arn} must be a JSON object")
+        return secret
+
+    return resolve
+
+
+def _load_private_key(pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.private_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

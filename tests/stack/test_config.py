@@ -1,0 +1,70 @@
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from stack.config import ConfigError, load_config, validate_identifier
+
+
+def test_local_is_the_default_environment():
+    config = load_config(environ={})
+    assert config.env == "local"
+    assert config.snowflake.mode == "embedded"
+    assert config.resources.object_store == "local"
+    assert not config.is_aws
+
+
+def test_environment_file_overrides_base():
+    assert load_config("prod", environ={}).sagemaker.model_approval_status == (
+        "PendingManualApproval"
+    )
+    assert load_config("dev", environ={}).sagemaker.model_approval_status == "Approved"
+
+
+def test_precedence_cli_over_environment_over_files():
+    environ = {"MLOPS_ENV": "dev", "MLOPS_AWS__BUCKET": "from-env",
+               "MLOPS_FEATURES__AS_OF": "2025-12-31"}
+    config = load_config(environ=environ)
+    assert config.env == "dev"
+    assert config.aws.bucket == "from-env"
+    assert config.features.as_of == date(2025, 12, 31)
+    config = load_config(environ=environ, overrides={"aws.bucket": "from-cli"})
+    assert config.aws.bucket == "from-cli"
+
+
+def test_unknown_environment_is_refused():
+    with pytest.raises(ConfigError, match="unknown environment 'qa'"):
+        load_config("qa", environ={})
+
+
+def test_bad_role_arn_names_the_key_and_the_variable():
+    with pytest.raises(ConfigError) as error:
+        load_config("dev", environ={"MLOPS_AWS__ROLE_ARN": "not-an-arn"})
+    message = str(error.value)
+    assert "aws.role_arn" in message and "MLOPS_AWS__ROLE_ARN" in message
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="aws.regoin"):
+        load_config(environ={"MLOPS_AWS__REGOIN": "eu-west-1"})
+
+
+@pytest.mark.parametrize("bad", ["PRED;DROP", "1TABLE", "a b", ""])
+def test_sql_identifiers_are_validated(bad):
+    with pytest.raises(ConfigError):
+        validate_identifier(bad, "table")
+    with pytest.raises(ConfigError):
+        load_config(environ={"MLOPS_WRITEBACK__TABLE": bad or " "})
+
+
+def test_password_is_a_secret(tmp_path: Path):
+    config = load_config(environ={"MLOPS_SNOWFLAKE__PASSWORD": "hunter2-sentinel"})
+    assert config.snowflake.password is not None
+    assert config.snowflake.password.get_secret_value() == "hunter2-sentinel"
+    assert "hunter2-sentinel" not in repr(config)
+    assert "hunter2-sentinel" not in config.model_dump_json()
+
+
+def test_missing_conf_file_fails_fast(tmp_path: Path):
+    with pytest.raises(ConfigError, match="missing"):
+        load_config(environ={"MLOPS_CONF_DIR": str(tmp_path)})

@@ -1,0 +1,1 @@
+"""Training-job step code: an XGBoost churn classifier under the SageMaker contract."""

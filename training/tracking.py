@@ -1,0 +1,47 @@
+"""MLflow tracking for the train step.
+
+Active only when ``MLFLOW_TRACKING_URI`` is in the job's environment (the pipeline
+definition sets it: a SQLite store in the state folder locally, a SageMaker managed
+MLflow tracking server on AWS). Hyperparameters are the only parameters logged, so no
+setting or secret of the environment can reach MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from training.train import TrainedModel, save_model
+
+log = logging.getLogger("training.tracking")
+
+
+def log_training_run(model: TrainedModel) -> str | None:
+    """Log params, per-round metrics and the model; return the run id (None if off)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        log.info("MLFLOW_TRACKING_URI is not set: not tracking this run")
+        return None
+    import mlflow
+
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "churn")
+    execution_id = os.environ.get("PIPELINE_EXECUTION_ID", "manual")
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"train-{execution_id}") as run:
+        mlflow.set_tags({"pipeline_execution_id": execution_id, "step": "Train"})
+        mlflow.log_params(model.hyperparameters)
+        for split, metrics in model.history.items():
+            for metric, values in metrics.items():
+                for step, value in enumerate(values):
+                    mlflow.log_metric(f"{split}_{metric}", value, step=step)
+        mlflow.log_metrics(
+            {
+                "best_iteration": model.best_iteration,
+                "best_validation_auc": model.metadata["best_validation_auc"],
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, Path(tmp))
+            mlflow.log_artifacts(tmp, artifact_path="model")
+        return str(run.info.run_id)

@@ -1,0 +1,231 @@
+"""Train step: an XGBoost churn classifier with early stopping on the validation split.
+
+``train_model`` is pure (frames and hyperparameters in, a booster and its record out);
+``main`` is the entry point the training container runs (``docker run IMAGE train``
+reaches it through the image's entrypoint). The model folder it writes holds everything
+serving needs: the booster, the feature schema and the training summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from features import FeatureSchema, SchemaError, load_feature_set
+from training.contract import TrainingContract
+
+log = logging.getLogger("training.train")
+
+# Known hyperparameters and their types: a typo fails the job instead of being ignored.
+HYPERPARAMETER_TYPES: dict[str, type] = {
+    "feature_set": str,
+    "max_depth": int,
+    "eta": float,
+    "num_round": int,
+    "early_stopping_rounds": int,
+    "subsample": float,
+    "colsample_bytree": float,
+    "min_child_weight": float,
+    "reg_lambda": float,
+    "seed": int,
+}
+DEFAULTS: dict[str, Any] = {
+    "feature_set": "churn",
+    "max_depth": 5,
+    "eta": 0.1,
+    "num_round": 300,
+    "early_stopping_rounds": 20,
+    "subsample": 0.9,
+    "colsample_bytree": 0.9,
+    "min_child_weight": 1.0,
+    "reg_lambda": 1.0,
+    "seed": 7,
+}
+
+
+class HyperparameterError(ValueError):
+    pass
+
+
+def parse_hyperparameters(raw: Mapping[str, str]) -> dict[str, Any]:
+    """Typed hyperparameters from SageMaker's all-strings form, with defaults filled
+    in.
+    """
+    unknown = sorted(set(raw) - set(HYPERPARAMETER_TYPES))
+    if unknown:
+        raise HyperparameterError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(HYPERPARAMETER_TYPES))}"
+        )
+    parsed = dict(DEFAULTS)
+    for name, value in raw.items():
+        try:
+            parsed[name] = HYPERPARAMETER_TYPES[name](value)
+        except ValueError:
+            raise HyperparameterError(
+                f"hyperparameter {name}={value!r} is not a valid "
+                f"{HYPERPARAMETER_TYPES[name].__name__}"
+            ) from None
+    if parsed["num_round"] < 1 or parsed["max_depth"] < 1:
+        raise HyperparameterError("num_round and max_depth must be at least 1")
+    if not 0 < parsed["eta"] <= 1:
+        raise HyperparameterError("eta must be in (0, 1]")
+    return parsed
+
+
+def read_channel(directory: Path) -> pd.DataFrame:
+    files = sorted(directory.rglob("*.parquet"))
+    if not files:
+        raise SchemaError(f"no Parquet files in channel {directory.name}")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+@dataclass
+class TrainedModel:
+    booster: xgb.Booster
+    schema: FeatureSchema
+    hyperparameters: dict[str, Any]
+    history: dict[str, dict[str, list[float]]]
+    best_iteration: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def train_model(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    schema: FeatureSchema,
+    hyperparameters: Mapping[str, Any],
+    threads: int = 0,
+) -> TrainedModel:
+    """Fit the classifier; class imbalance is offset with ``scale_pos_weight``."""
+    schema.check_frame(train)
+    schema.check_frame(validation)
+    labels = train[schema.label].astype(int).to_numpy()
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        raise SchemaError("the training split has only one class; cannot train")
+    dtrain = xgb.DMatrix(
+        schema.feature_matrix(train), label=labels, feature_names=schema.feature_names
+    )
+    dvalid = xgb.DMatrix(
+        schema.feature_matrix(validation),
+        label=validation[schema.label].astype(int).to_numpy(),
+        feature_names=schema.feature_names,
+    )
+    hp = dict(hyperparameters)
+    params = {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "auc"],
+        "max_depth": hp["max_depth"],
+        "eta": hp["eta"],
+        "subsample": hp["subsample"],
+        "colsample_bytree": hp["colsample_bytree"],
+        "min_child_weight": hp["min_child_weight"],
+        "lambda": hp["reg_lambda"],
+        "scale_pos_weight": (len(labels) - positives) / positives,
+        "tree_method": "hist",
+        "seed": hp["seed"],
+        "nthread": threads,
+    }
+    history: dict[str, dict[str, list[float]]] = {}
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=hp["num_round"],
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=hp["early_stopping_rounds"],
+        evals_result=history,
+        verbose_eval=False,
+    )
+    best = int(booster.best_iteration)
+    metadata = {
+        "best_iteration": best,
+        "best_validation_auc": float(history["validation"]["auc"][best]),
+        "train_rows": len(train),
+        "validation_rows": len(validation),
+        "train_positive_rate": positives / len(labels),
+        "feature_statistics": _statistics(train, schema),
+        "versions": {
+            "python": platform.python_version(),
+            "xgboost": xgb.__version__,
+            "pandas": pd.__version__,
+        },
+        "hyperparameters": hp,
+    }
+    return TrainedModel(booster, schema, hp, history, best, metadata)
+
+
+def _statistics(
+    frame: pd.DataFrame, schema: FeatureSchema
+) -> dict[str, dict[str, float]]:
+    stats = {}
+    for name in schema.feature_names:
+        column = frame[name].astype("float64")
+        stats[name] = {
+            "mean": _finite(column.mean()),
+            "std": _finite(column.std()),
+            "min": _finite(column.min()),
+            "max": _finite(column.max()),
+            "null_fraction": float(column.isna().mean()),
+        }
+    return stats
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def save_model(model: TrainedModel, model_dir: Path) -> None:
+    """Write the booster (trimmed to the best iteration), schema and metadata."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    best = model.booster[: model.best_iteration + 1]
+    best.save_model(model_dir / "model.json")
+    (model_dir / "schema.json").write_text(json.dumps(model.schema.to_dict(), indent=2))
+    (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    contract = TrainingContract.from_environment()
+    try:
+        hp = parse_hyperparameters(contract.hyperparameters)
+        schema = load_feature_set(hp["feature_set"]).schema
+        for required in ("train", "validation"):
+            if required not in contract.channels:
+                raise SchemaError(f"the {required} channel is missing")
+        train = read_channel(contract.channels["train"])
+        validation = read_channel(contract.channels["validation"])
+        model = train_model(train, validation, schema, hp, threads=contract.num_cpus)
+        save_model(model, contract.model_dir)
+        from training.tracking import log_training_run
+
+        log_training_run(model)
+    except (HyperparameterError, SchemaError) as exc:
+        contract.fail(str(exc))
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:
+        contract.fail(f"{type(exc).__name__}: {exc}")
+        log.exception("training failed")
+        return 1
+    log.info(
+        "trained %d rounds (best %d), validation AUC %.4f",
+        len(model.history["validation"]["auc"]),
+        model.best_iteration,
+        model.metadata["best_validation_auc"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
