@@ -183,11 +183,16 @@ def run_local(
         )
     from datagen.seed import ensure_demo_data
     from pipelines.definition import build_definition
-    from pipelines.local_runner import DefinitionError, LocalRunner
+    from pipelines.local_runner import DefinitionError, LocalRunner, bind_parameters
     from stack.resources import build_resources
 
-    resources = build_resources(config)
     started = time.monotonic()
+    definition = build_definition(config)
+    try:
+        bind_parameters(definition, parameters)  # bad parameters fail before any work
+    except DefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    resources = build_resources(config)
     print(f"Environment {config.env}: state in {config.state_dir.resolve()}", file=out)
     seed = ensure_demo_data(
         resources.warehouse, config.demo.customers, config.demo.seed
@@ -198,17 +203,13 @@ def run_local(
         + ", ".join(f"{name} {rows:,}" for name, rows in seed.rows.items()),
         file=out,
     )
-    definition = build_definition(config)
     print(
-        f"Built the pipeline definition ({len(json.dumps(definition)):,} bytes); "
-        "running it locally",
+        f"Running the pipeline definition ({len(json.dumps(definition)):,} bytes) "
+        "locally",
         file=out,
     )
     runner = LocalRunner(resources, progress=lambda e, s, x: _progress(e, s, out))
-    try:
-        execution = runner.run(definition, parameters)
-    except DefinitionError as exc:
-        raise UsageError(str(exc)) from None
+    execution = runner.run(definition, parameters)
     rows_written = None
     if (
         writeback

@@ -33,12 +33,70 @@ def load_sdk(region: str) -> SimpleNamespace:
     handlers, level = list(root.handlers), root.level
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        sdk = _import_sdk()
     _validate_once()
     root.handlers[:] = handlers
     root.setLevel(level)
     for noisy in ("sagemaker", "botocore", "boto3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k[0].isupper()})
+    return sdk
+
+
+def _import_sdk() -> SimpleNamespace:
+    from sagemaker.core import model_metrics, processing, shapes
+    from sagemaker.core.training import configs
+    from sagemaker.core.workflow import (
+        conditions,
+        execution_variables,
+        functions,
+        parameters,
+        pipeline_context,
+        properties,
+    )
+    from sagemaker.mlops.workflow import (
+        condition_step,
+        endpoint_step,
+        fail_step,
+        model_step,
+        pipeline,
+        steps,
+    )
+    from sagemaker.serve import model_builder
+    from sagemaker.train import model_trainer
+
+    return SimpleNamespace(
+        Processor=processing.Processor,
+        ProcessingInput=shapes.ProcessingInput,
+        ProcessingOutput=shapes.ProcessingOutput,
+        ProcessingS3Input=shapes.ProcessingS3Input,
+        ProcessingS3Output=shapes.ProcessingS3Output,
+        StoppingCondition=shapes.StoppingCondition,
+        Compute=configs.Compute,
+        InputData=configs.InputData,
+        OutputDataConfig=configs.OutputDataConfig,
+        ConditionEquals=conditions.ConditionEquals,
+        ConditionGreaterThanOrEqualTo=conditions.ConditionGreaterThanOrEqualTo,
+        ExecutionVariables=execution_variables.ExecutionVariables,
+        Join=functions.Join,
+        JsonGet=functions.JsonGet,
+        ParameterFloat=parameters.ParameterFloat,
+        ParameterInteger=parameters.ParameterInteger,
+        ParameterString=parameters.ParameterString,
+        PipelineSession=pipeline_context.PipelineSession,
+        PropertyFile=properties.PropertyFile,
+        MetricsSource=model_metrics.MetricsSource,
+        ModelMetrics=model_metrics.ModelMetrics,
+        ConditionStep=condition_step.ConditionStep,
+        EndpointConfigStep=endpoint_step.EndpointConfigStep,
+        EndpointStep=endpoint_step.EndpointStep,
+        FailStep=fail_step.FailStep,
+        ModelStep=model_step.ModelStep,
+        Pipeline=pipeline.Pipeline,
+        ProcessingStep=steps.ProcessingStep,
+        TrainingStep=steps.TrainingStep,
+        ModelBuilder=model_builder.ModelBuilder,
+        ModelTrainer=model_trainer.ModelTrainer,
+    )
 
 
 def _validate_once() -> None:

@@ -67,14 +67,19 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pipelines.run ARGS`` as a user would, from the project root."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "pipelines.run", *args],
-        cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -85,14 +90,17 @@ class FakesnowServer:
 
 
 @pytest.fixture
-def fakesnow_server(seeded_snowflake_dir: Path, tmp_path: Path) -> Iterator[FakesnowServer]:
+def fakesnow_server(
+    seeded_snowflake_dir: Path, tmp_path: Path
+) -> Iterator[FakesnowServer]:
     """A fakesnow HTTP server on 127.0.0.1 over a copy of the seeded data."""
     root = tmp_path / "served"
     shutil.copytree(seeded_snowflake_dir, root)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "fakesnow", "-s", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30

@@ -4,11 +4,16 @@ import pytest
 
 from features import FeatureSchema, SchemaError, load_feature_set
 
-SCHEMA = FeatureSchema.from_dict({
-    "entity_id": "id", "label": "y",
-    "features": [{"name": "a", "dtype": "float", "nullable": False},
-                 {"name": "b", "dtype": "int", "nullable": True}],
-})
+SCHEMA = FeatureSchema.from_dict(
+    {
+        "entity_id": "id",
+        "label": "y",
+        "features": [
+            {"name": "a", "dtype": "float", "nullable": False},
+            {"name": "b", "dtype": "int", "nullable": True},
+        ],
+    }
+)
 
 
 def frame(**columns):
@@ -50,12 +55,15 @@ def test_decimals_from_number_columns_are_coerced():
     SCHEMA.check_frame(data)
 
 
-@pytest.mark.parametrize("bad", [
-    {"entity_id": "id", "label": "y", "features": []},
-    {"entity_id": "id", "label": "y", "features": [{"name": "Bad Name"}]},
-    {"entity_id": "id", "label": "id", "features": [{"name": "a"}]},
-    {"entity_id": "id", "features": [{"name": "a"}]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"entity_id": "id", "label": "y", "features": []},
+        {"entity_id": "id", "label": "y", "features": [{"name": "Bad Name"}]},
+        {"entity_id": "id", "label": "id", "features": [{"name": "a"}]},
+        {"entity_id": "id", "features": [{"name": "a"}]},
+    ],
+)
 def test_bad_schema_definitions_are_refused(bad):
     with pytest.raises(SchemaError):
         FeatureSchema.from_dict(bad)

@@ -3,12 +3,20 @@ import orjson
 import pytest
 
 from features import FeatureSchema
-from inference.codec import MAX_PAYLOAD_BYTES, RequestError, encode_response, parse_request
+from inference.codec import (
+    MAX_PAYLOAD_BYTES,
+    RequestError,
+    encode_response,
+    parse_request,
+)
 
-SCHEMA = FeatureSchema.from_dict({
-    "entity_id": "id", "label": "y",
-    "features": [{"name": "a", "nullable": False}, {"name": "b"}],
-})
+SCHEMA = FeatureSchema.from_dict(
+    {
+        "entity_id": "id",
+        "label": "y",
+        "features": [{"name": "a", "nullable": False}, {"name": "b"}],
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +39,9 @@ def test_every_accepted_shape_gives_the_same_matrix(body, content_type):
 
 
 def test_snowflake_format_keeps_row_numbers():
-    parsed = parse_request(b'{"data": [[0, 1, 2], [1, 3, 4]]}', "application/json", SCHEMA)
+    parsed = parse_request(
+        b'{"data": [[0, 1, 2], [1, 3, 4]]}', "application/json", SCHEMA
+    )
     assert parsed.row_numbers == [0, 1]
     body, media = encode_response(np.array([0.25, 0.75]), "", parsed.row_numbers)
     assert orjson.loads(body) == {"data": [[0, 0.25], [1, 0.75]]}
@@ -48,7 +58,12 @@ def test_snowflake_format_keeps_row_numbers():
         (b'{"instances": [[1, "inf"]]}', "application/json", 400, "infinite"),
         (b'[{"a": 1}]', "application/json", 400, "missing feature"),
         (b'{"something": 1}', "application/json", 400, "unrecognised"),
-        (b'{"instances": [[1, {"x": 1}]]}', "application/json", 400, "expected a number"),
+        (
+            b'{"instances": [[1, {"x": 1}]]}',
+            "application/json",
+            400,
+            "expected a number",
+        ),
         (b"1,2", "application/xml", 415, "unsupported content type"),
         (b"\xff\xfe", "text/csv", 400, "UTF-8"),
         (b"1" * (MAX_PAYLOAD_BYTES + 1), "text/csv", 413, "exceeds"),

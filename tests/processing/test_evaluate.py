@@ -7,10 +7,13 @@ from inference.model import load_model
 from processing.evaluate import evaluate
 from training.train import DEFAULTS, save_model, train_model
 
-SCHEMA = FeatureSchema.from_dict({
-    "entity_id": "id", "label": "y",
-    "features": [{"name": "x1"}, {"name": "x2"}],
-})
+SCHEMA = FeatureSchema.from_dict(
+    {
+        "entity_id": "id",
+        "label": "y",
+        "features": [{"name": "x1"}, {"name": "x2"}],
+    }
+)
 
 
 def synthetic(n: int, seed: int) -> pd.DataFrame:
@@ -22,8 +25,13 @@ def synthetic(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    trained = train_model(synthetic(2000, 1), synthetic(500, 2), SCHEMA,
-                          {**DEFAULTS, "num_round": 50}, threads=1)
+    trained = train_model(
+        synthetic(2000, 1),
+        synthetic(500, 2),
+        SCHEMA,
+        {**DEFAULTS, "num_round": 50},
+        threads=1,
+    )
     folder = tmp_path_factory.mktemp("model")
     save_model(trained, folder)
     return load_model(folder)
@@ -33,7 +41,15 @@ def test_metrics_follow_the_model_quality_layout(model):
     report = evaluate(model, synthetic(800, 3))
     metrics = report["binary_classification_metrics"]
     assert metrics["auc"]["value"] > 0.85
-    for name in ("pr_auc", "log_loss", "brier_score", "precision", "recall", "f1", "accuracy"):
+    for name in (
+        "pr_auc",
+        "log_loss",
+        "brier_score",
+        "precision",
+        "recall",
+        "f1",
+        "accuracy",
+    ):
         assert isinstance(metrics[name]["value"], float)
     matrix = metrics["confusion_matrix"]
     assert sum(matrix[a][b] for a in "01" for b in "01") == 800

@@ -44,8 +44,10 @@ def test_events_after_the_as_of_date_do_not_change_the_features(warehouse):
 def test_split_is_deterministic_and_close_to_the_fractions():
     ids = pd.Series(np.arange(20_000))
     first = assign_split(ids, 0.15, 0.15)
-    assert (first == assign_split(ids.sample(frac=1, random_state=1).sort_index(), 0.15,
-                                  0.15)).all()
+    assert (
+        first
+        == assign_split(ids.sample(frac=1, random_state=1).sort_index(), 0.15, 0.15)
+    ).all()
     shares = pd.Series(first).value_counts(normalize=True)
     assert abs(shares["test"] - 0.15) < 0.02 and abs(shares["validation"] - 0.15) < 0.02
     with pytest.raises(ValueError):
@@ -56,7 +58,9 @@ def test_two_shards_are_disjoint_and_cover_every_row(warehouse):
     feature_set = load_feature_set("churn")
     with warehouse.connect() as conn:
         whole = extract(conn, feature_set, AS_OF, 90)
-        parts = [extract(conn, feature_set, AS_OF, 90, shard=i, shards=2) for i in (0, 1)]
+        parts = [
+            extract(conn, feature_set, AS_OF, 90, shard=i, shards=2) for i in (0, 1)
+        ]
     ids = [set(p["customer_id"]) for p in parts]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
     assert ids[0] | ids[1] == set(whole["customer_id"])
@@ -78,7 +82,9 @@ def test_splits_are_written_as_parquet(tmp_path):
     dirs = {s: tmp_path / s for s in ("train", "validation", "test")}
     counts = write_splits(frame, schema, splits, dirs, "part-algo-1")
     assert counts == {"train": 1, "validation": 1, "test": 1}
-    assert pd.read_parquet(dirs["test"] / "part-algo-1.parquet")[schema.entity_id].tolist() == [2]
+    assert pd.read_parquet(dirs["test"] / "part-algo-1.parquet")[
+        schema.entity_id
+    ].tolist() == [2]
 
 
 def test_the_entry_point_writes_the_failure_reason(tmp_path, seeded_snowflake_dir):
@@ -87,21 +93,35 @@ def test_the_entry_point_writes_the_failure_reason(tmp_path, seeded_snowflake_di
 
     state = tmp_path / "state"
     shutil.copytree(seeded_snowflake_dir, state / "snowflake")
-    env = {**os.environ, "OPT_ML_ROOT": str(tmp_path / "opt_ml"),
-           "MLOPS_STATE_DIR": str(state), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {
+        **os.environ,
+        "OPT_ML_ROOT": str(tmp_path / "opt_ml"),
+        "MLOPS_STATE_DIR": str(state),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "processing.extract", "--as-of", "2000-01-01"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     message = (tmp_path / "opt_ml" / "output" / "message").read_text()
     assert "no rows" in message
     ok = subprocess.run(
         [sys.executable, "-m", "processing.extract", "--as-of", "2026-03-31"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
-    written = sorted(p.relative_to(tmp_path / "opt_ml").as_posix()
-                     for p in (tmp_path / "opt_ml").rglob("*.parquet"))
-    assert written == [f"processing/output/{s}/part-algo-1.parquet"
-                       for s in ("test", "train", "validation")]
+    written = sorted(
+        p.relative_to(tmp_path / "opt_ml").as_posix()
+        for p in (tmp_path / "opt_ml").rglob("*.parquet")
+    )
+    assert written == [
+        f"processing/output/{s}/part-algo-1.parquet"
+        for s in ("test", "train", "validation")
+    ]

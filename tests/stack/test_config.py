@@ -22,8 +22,11 @@ def test_environment_file_overrides_base():
 
 
 def test_precedence_cli_over_environment_over_files():
-    environ = {"MLOPS_ENV": "dev", "MLOPS_AWS__BUCKET": "from-env",
-               "MLOPS_FEATURES__AS_OF": "2025-12-31"}
+    environ = {
+        "MLOPS_ENV": "dev",
+        "MLOPS_AWS__BUCKET": "from-env",
+        "MLOPS_FEATURES__AS_OF": "2025-12-31",
+    }
     config = load_config(environ=environ)
     assert config.env == "dev"
     assert config.aws.bucket == "from-env"

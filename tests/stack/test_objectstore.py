@@ -4,7 +4,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stack.objectstore import LocalObjectStore, ObjectStoreError, S3ObjectStore, split_uri
+from stack.objectstore import (
+    LocalObjectStore,
+    ObjectStoreError,
+    S3ObjectStore,
+    split_uri,
+)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -24,18 +29,25 @@ def test_round_trip_and_prefix_listing(store, tmp_path: Path):
     (source / "a.txt").write_text("a")
     (source / "sub" / "b.txt").write_text("b")
     uploaded = store.upload_dir(source, "s3://bucket/run/features")
-    assert uploaded == ["s3://bucket/run/features/a.txt", "s3://bucket/run/features/sub/b.txt"]
+    assert uploaded == [
+        "s3://bucket/run/features/a.txt",
+        "s3://bucket/run/features/sub/b.txt",
+    ]
     store.write_bytes("s3://bucket/run/featuresX/other.txt", b"x")
     # a prefix means a folder: "features" must not pick up "featuresX"
     out = store.download_prefix("s3://bucket/run/features", tmp_path / "out")
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in out) == [
-        "a.txt", "sub/b.txt"]
+        "a.txt",
+        "sub/b.txt",
+    ]
     assert store.read_bytes("s3://bucket/run/featuresX/other.txt") == b"x"
 
 
 def test_single_object_prefix_downloads_that_file(store, tmp_path: Path):
     store.write_bytes("s3://bucket/model/output/model.tar.gz", b"tar")
-    paths = store.download_prefix("s3://bucket/model/output/model.tar.gz", tmp_path / "m")
+    paths = store.download_prefix(
+        "s3://bucket/model/output/model.tar.gz", tmp_path / "m"
+    )
     assert [p.name for p in paths] == ["model.tar.gz"]
 
 
@@ -46,7 +58,9 @@ def test_missing_objects_are_reported(store, tmp_path: Path):
         store.read_bytes("s3://bucket/nothing.json")
 
 
-@pytest.mark.parametrize("uri", ["bucket/key", "http://bucket/key", "s3:///key", "s3://b/../x"])
+@pytest.mark.parametrize(
+    "uri", ["bucket/key", "http://bucket/key", "s3:///key", "s3://b/../x"]
+)
 def test_malformed_uris_are_refused(uri):
     with pytest.raises(ObjectStoreError):
         split_uri(uri)

@@ -14,8 +14,14 @@ def package_request(status="Approved", group="churn-models"):
             "SupportedResponseMIMETypes": ["application/json"],
         },
         "ModelApprovalStatus": status,
-        "ModelMetrics": {"ModelQuality": {"Statistics": {
-            "ContentType": "application/json", "S3Uri": "s3://b/evaluation.json"}}},
+        "ModelMetrics": {
+            "ModelQuality": {
+                "Statistics": {
+                    "ContentType": "application/json",
+                    "S3Uri": "s3://b/evaluation.json",
+                }
+            }
+        },
     }
 
 

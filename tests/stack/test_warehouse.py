@@ -7,17 +7,25 @@ from moto import mock_aws
 
 from stack.config import load_config
 from stack.resources import AwsClients, build_warehouse
-from stack.warehouse import ConnectorWarehouse, WarehouseUnavailable, secrets_manager_resolver
+from stack.warehouse import (
+    ConnectorWarehouse,
+    WarehouseUnavailable,
+    secrets_manager_resolver,
+)
 from tests.conftest import free_port
 
 
 def connector_config(port: int, **extra: str):
     environ = {
-        "MLOPS_SNOWFLAKE__MODE": "connector", "MLOPS_SNOWFLAKE__ACCOUNT": "fakesnow",
-        "MLOPS_SNOWFLAKE__USER": "fake", "MLOPS_SNOWFLAKE__PASSWORD": "fake",
+        "MLOPS_SNOWFLAKE__MODE": "connector",
+        "MLOPS_SNOWFLAKE__ACCOUNT": "fakesnow",
+        "MLOPS_SNOWFLAKE__USER": "fake",
+        "MLOPS_SNOWFLAKE__PASSWORD": "fake",
         "MLOPS_SNOWFLAKE__HOST": "127.0.0.1",
-        "MLOPS_SNOWFLAKE__PORT": str(port), "MLOPS_SNOWFLAKE__PROTOCOL": "http",
-        "MLOPS_SNOWFLAKE__LOGIN_TIMEOUT": "3", "MLOPS_SNOWFLAKE__NETWORK_TIMEOUT": "5",
+        "MLOPS_SNOWFLAKE__PORT": str(port),
+        "MLOPS_SNOWFLAKE__PROTOCOL": "http",
+        "MLOPS_SNOWFLAKE__LOGIN_TIMEOUT": "3",
+        "MLOPS_SNOWFLAKE__NETWORK_TIMEOUT": "5",
         **extra,
     }
     return load_config("local", environ=environ)
@@ -26,22 +34,32 @@ def connector_config(port: int, **extra: str):
 def test_unreachable_snowflake_fails_fast_with_one_clear_error():
     warehouse = build_warehouse(connector_config(free_port()))
     started = time.monotonic()
-    with pytest.raises(WarehouseUnavailable, match="cannot connect to Snowflake at 127.0.0.1"):
-        with warehouse.connect():
-            pass
+    with (
+        pytest.raises(
+            WarehouseUnavailable, match="cannot connect to Snowflake at 127.0.0.1"
+        ),
+        warehouse.connect(),
+    ):
+        pass
     assert time.monotonic() - started < 60
 
 
 def test_connector_path_runs_our_queries_on_a_fakesnow_server(fakesnow_server):
-    warehouse = build_warehouse(connector_config(
-        fakesnow_server.port,
-        MLOPS_SNOWFLAKE__SESSION_PARAMETERS__FAKESNOW_DB_PATH=str(fakesnow_server.db_path),
-    ))
+    warehouse = build_warehouse(
+        connector_config(
+            fakesnow_server.port,
+            MLOPS_SNOWFLAKE__SESSION_PARAMETERS__FAKESNOW_DB_PATH=str(
+                fakesnow_server.db_path
+            ),
+        )
+    )
     assert isinstance(warehouse, ConnectorWarehouse)
     with warehouse.connect() as conn:
         cursor = conn.cursor()
-        cursor.execute("SELECT COUNT(*) FROM CUSTOMERS WHERE SIGNUP_DATE < %(d)s",
-                       {"d": "2030-01-01"})
+        cursor.execute(
+            "SELECT COUNT(*) FROM CUSTOMERS WHERE SIGNUP_DATE < %(d)s",
+            {"d": "2030-01-01"},
+        )
         assert cursor.fetchone()[0] == 3000
 
 
@@ -50,7 +68,9 @@ def test_credentials_come_from_secrets_manager_at_connect_time(aws_credentials):
         client = boto3.client("secretsmanager", region_name="us-east-1")
         arn = client.create_secret(
             Name="snowflake/churn",
-            SecretString=json.dumps({"user": "svc_user", "password": "s3cret-sentinel"}),
+            SecretString=json.dumps(
+                {"user": "svc_user", "password": "s3cret-sentinel"}
+            ),
         )["ARN"]
         config = connector_config(1, MLOPS_SNOWFLAKE__SECRET_ARN=arn)
         warehouse = build_warehouse(config, AwsClients(config))
@@ -62,8 +82,12 @@ def test_credentials_come_from_secrets_manager_at_connect_time(aws_credentials):
 
 def test_a_missing_secret_is_a_clear_error(aws_credentials):
     with mock_aws():
-        resolve = secrets_manager_resolver(boto3.client("secretsmanager", region_name="us-east-1"))
-        with pytest.raises(WarehouseUnavailable, match="cannot read the Snowflake secret"):
+        resolve = secrets_manager_resolver(
+            boto3.client("secretsmanager", region_name="us-east-1")
+        )
+        with pytest.raises(
+            WarehouseUnavailable, match="cannot read the Snowflake secret"
+        ):
             resolve("arn:aws:secretsmanager:us-east-1:000000000000:secret:none")
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from features import SchemaError, load_feature_set
+from tests.conftest import PROJECT_ROOT
 from training.train import (
     DEFAULTS,
     HyperparameterError,
@@ -15,7 +16,6 @@ from training.train import (
     save_model,
     train_model,
 )
-from tests.conftest import PROJECT_ROOT
 
 SCHEMA = load_feature_set("churn").schema
 
@@ -48,7 +48,11 @@ def test_training_is_reproducible_and_saves_what_serving_needs(tmp_path):
     assert first.history == second.history
     assert first.metadata["best_validation_auc"] > 0.8
     save_model(first, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"model.json", "schema.json", "metadata.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "model.json",
+        "schema.json",
+        "metadata.json",
+    }
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert set(metadata["feature_statistics"]) == set(SCHEMA.feature_names)
     assert metadata["versions"]["xgboost"]
@@ -69,7 +73,12 @@ def test_the_entry_point_reports_a_missing_channel_as_the_failure(tmp_path):
     (config / "inputdataconfig.json").write_text(json.dumps({"train": {}}))
     env = {**os.environ, "OPT_ML_ROOT": str(root), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([sys.executable, "-m", "training.train"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "validation channel is missing" in (root / "output" / "failure").read_text()

@@ -1,0 +1,102 @@
+"""The whole loop on the embedded stack, run as a user runs it: the CLI, twice."""
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from stack.warehouse import EmbeddedWarehouse
+from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS, free_port, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def state(tmp_path):
+    folder = tmp_path / "state"
+    yield folder
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.endpoint",
+            "stop",
+            "--state-dir",
+            str(folder),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def predictions(folder):
+    with EmbeddedWarehouse(folder / "snowflake", "MLOPS", "CHURN").connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT CUSTOMER_ID), MIN(SCORE), MAX(SCORE), "
+            "COUNT(DISTINCT PIPELINE_EXECUTION_ID) FROM PREDICTIONS"
+        )
+        return cursor.fetchone()
+
+
+def test_the_whole_loop_twice(state):
+    port = free_port()
+    args = (
+        "--state-dir",
+        str(state),
+        "--customers",
+        str(SMALL_CUSTOMERS),
+        "--port",
+        str(port),
+    )
+
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.strip().endswith("Succeeded")
+    auc = float(re.search(r"Test metrics: auc (\d\.\d+)", first.stdout).group(1))
+    assert auc >= 0.7
+    assert "model-package/churn-models/1 (version 1, Approved)" in first.stdout
+    assert f"at http://127.0.0.1:{port} (/ping 200)" in first.stdout
+    rows, customers, low, high, executions = predictions(state)
+    assert rows == customers > 1000 and 0 <= low < high <= 1 and executions == 1
+
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Found demo data" in second.stdout
+    assert "(version 2, Approved)" in second.stdout
+    assert predictions(state)[:2] == (rows, customers)  # one current row per customer
+
+    # the endpoint outlives the command, serving the second model
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+        assert response.status == 200
+
+    # what ran is exactly the definition --upsert would send for this configuration
+    executed = sorted((state / "executions").glob("*/definition.json"))
+    printed = run_cli("--definition", *args)
+    assert printed.returncode == 0, printed.stderr
+    for path in executed:
+        assert json.loads(path.read_text()) == json.loads(printed.stdout)
+
+
+def test_a_failed_gate_exits_1_with_the_step_and_reason(state):
+    args = (
+        "--state-dir",
+        str(state),
+        "--customers",
+        str(SMALL_CUSTOMERS),
+        "--port",
+        str(free_port()),
+        "--param",
+        "AucThreshold=0.99",
+    )
+    result = run_cli(*args)
+    assert result.returncode == 1
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.match(
+        r"Failed: step AucTooLow: Test AUC 0\.\d+ is below the threshold 0\.99", last
+    )
+    assert not (state / "registry").exists()

@@ -1,0 +1,165 @@
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from features import FeatureSchema
+from inference.model import load_model
+from inference.server import ScoringApp
+from tests.conftest import PROJECT_ROOT, free_port
+from training.train import DEFAULTS, save_model, train_model
+
+SCHEMA = FeatureSchema.from_dict(
+    {
+        "entity_id": "id",
+        "label": "y",
+        "features": [{"name": "x1"}, {"name": "x2"}],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+
+    def data(n):
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        return pd.DataFrame(
+            {"id": range(n), "x1": x1, "x2": x2, "y": (x1 > 0.5).astype(int)}
+        )
+
+    folder = tmp_path_factory.mktemp("model")
+    save_model(
+        train_model(data(500), data(200), SCHEMA, {**DEFAULTS, "num_round": 20}), folder
+    )
+    return folder
+
+
+def call(app, method, path, body=b"", headers=()):
+    """Drive the ASGI app directly; returns (status, headers, body)."""
+    messages = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+    }
+    asyncio.run(app(scope, receive, send))
+    start = messages[0]
+    return start["status"], dict(start["headers"]), messages[1]["body"]
+
+
+def test_ping_and_invocations(model_dir):
+    app = ScoringApp(load_model(model_dir))
+    assert call(app, "GET", "/ping")[0] == 200
+    status, headers, body = call(
+        app, "POST", "/invocations", b"2,0\n-2,0\n", [("content-type", "text/csv")]
+    )
+    assert status == 200
+    high, low = orjson.loads(body)["predictions"]
+    assert high > 0.5 > low
+    status, _, body = call(
+        app,
+        "POST",
+        "/endpoints/churn/invocations",
+        b"2,0\n",
+        [("content-type", "text/csv"), ("accept", "text/csv")],
+    )
+    assert status == 200 and body.decode().strip().startswith("0.")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "ctype", "status"),
+    [
+        ("POST", "/invocations", b"1,2,3\n", "text/csv", 400),
+        ("POST", "/invocations", b"", "text/csv", 400),
+        ("POST", "/invocations", b"1,2", "image/png", 415),
+        ("GET", "/invocations", b"", "text/csv", 405),
+        ("POST", "/nowhere", b"", "text/csv", 404),
+    ],
+)
+def test_bad_requests_get_4xx_and_the_app_keeps_serving(
+    model_dir, method, path, body, ctype, status
+):
+    app = ScoringApp(load_model(model_dir))
+    got, _, payload = call(app, method, path, body, [("content-type", ctype)])
+    assert got == status
+    assert orjson.loads(payload)["error"]
+    assert (
+        call(app, "POST", "/invocations", b"1,2\n", [("content-type", "text/csv")])[0]
+        == 200
+    )
+
+
+def test_declared_oversized_bodies_are_refused_before_reading(model_dir):
+    app = ScoringApp(load_model(model_dir))
+    status, _, _ = call(
+        app,
+        "POST",
+        "/invocations",
+        b"1,2\n",
+        [("content-type", "text/csv"), ("content-length", str(7 * 2**20))],
+    )
+    assert status == 413
+
+
+def test_the_real_server_answers_boto3_sagemaker_runtime(model_dir):
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "inference.server",
+            "--model-dir",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        runtime = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        response = runtime.invoke_endpoint(
+            EndpointName="churn-endpoint",
+            ContentType="application/json",
+            Body=orjson.dumps({"data": [[0, 2.0, 0.0], [1, -2.0, 0.0]]}),
+        )
+        rows = orjson.loads(response["Body"].read())["data"]
+        assert [r[0] for r in rows] == [0, 1] and rows[0][1] > rows[1][1]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,76 @@
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT, free_port, run_cli
+
+
+def one_line_error(result):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_unknown_environment_exits_2():
+    result = run_cli("--env", "qa")
+    assert result.returncode == 2
+    assert "unknown environment 'qa'" in one_line_error(result)
+
+
+def test_upsert_without_a_role_exits_2():
+    result = run_cli("--env", "dev", "--upsert")
+    assert result.returncode == 2
+    assert "aws.role_arn is not set" in one_line_error(result)
+
+
+def test_upsert_of_the_local_environment_is_a_usage_error():
+    result = run_cli("--upsert")
+    assert result.returncode == 2
+    assert "needs an AWS environment" in one_line_error(result)
+
+
+def test_unreachable_snowflake_exits_2(tmp_path):
+    env = {
+        "MLOPS_SNOWFLAKE__PORT": str(free_port()),
+        "MLOPS_SNOWFLAKE__PASSWORD": "x",
+        "MLOPS_STATE_DIR": str(tmp_path),
+    }
+    result = run_cli("--env", "test", env=env, timeout=300)
+    assert result.returncode == 2
+    assert "cannot connect to Snowflake at 127.0.0.1" in one_line_error(result)
+
+
+def test_bad_parameters_fail_before_any_work(tmp_path):
+    result = run_cli(
+        "--state-dir", str(tmp_path / "state"), "--param", "AucThreshhold=0.9"
+    )
+    assert result.returncode == 2
+    assert "unknown parameter(s) AucThreshhold" in one_line_error(result)
+    assert not (tmp_path / "state" / "snowflake").exists()
+    malformed = run_cli("--param", "novalue")
+    assert malformed.returncode == 2 and "NAME=VALUE" in one_line_error(malformed)
+
+
+def test_a_dev_run_without_upsert_is_refused():
+    result = run_cli("--env", "dev")
+    assert result.returncode == 2
+    assert "runs on SageMaker" in one_line_error(result)
+
+
+def test_help_does_not_import_the_sagemaker_sdk():
+    code = (
+        "import sys, pipelines.run\n"
+        "try:\n    pipelines.run.main(['--help'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sagemaker'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

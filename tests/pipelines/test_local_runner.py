@@ -1,0 +1,282 @@
+import json
+
+import pytest
+
+from pipelines.local_runner import (
+    DefinitionError,
+    LocalRunner,
+    bind_parameters,
+    evaluate_condition,
+    flatten_steps,
+)
+from stack.resources import build_resources
+
+WRITE_REPORT = (
+    "import json, os, pathlib, sys; "
+    "root = pathlib.Path(os.environ['OPT_ML_ROOT']); "
+    "out = root / 'processing' / 'report'; out.mkdir(parents=True, exist_ok=True); "
+    "(out / 'report.json').write_text(json.dumps({'metrics': {'score': float(sys.argv[1])}, "
+    "'host': json.loads((root / 'config' / 'resourceconfig.json').read_text())['current_host'],"
+    " 'env': os.environ['STEP_ENV']}))"
+)
+READ_INPUT = (
+    "import os, pathlib, sys; "
+    "root = pathlib.Path(os.environ['OPT_ML_ROOT']); "
+    "files = sorted(p.name for p in (root / 'processing' / 'input').iterdir()); "
+    "files == ['report.json'] or sys.exit('unexpected input ' + repr(files))"
+)
+FAIL_WITH_MESSAGE = (
+    "import os, pathlib, sys; "
+    "m = pathlib.Path(os.environ['OPT_ML_ROOT']) / 'output' / 'message'; "
+    "m.parent.mkdir(parents=True, exist_ok=True); m.write_text('the data was bad'); sys.exit(1)"
+)
+
+
+def processing(
+    name, code, args=(), outputs=(), inputs=(), instances=1, property_files=None
+):
+    step = {
+        "Name": name,
+        "Type": "Processing",
+        "Arguments": {
+            "ProcessingResources": {
+                "ClusterConfig": {
+                    "InstanceType": "ml.m5.large",
+                    "InstanceCount": instances,
+                    "VolumeSizeInGB": 1,
+                }
+            },
+            "AppSpecification": {
+                "ImageUri": "img",
+                "ContainerEntrypoint": ["python", "-c", code],
+                "ContainerArguments": list(args),
+            },
+            "RoleArn": "arn:aws:iam::000000000000:role/r",
+            "Environment": {"STEP_ENV": "from-definition"},
+            "ProcessingInputs": list(inputs),
+            "ProcessingOutputConfig": {"Outputs": list(outputs)},
+        },
+    }
+    if property_files:
+        step["PropertyFiles"] = property_files
+    return step
+
+
+def report_output(name="report"):
+    return {
+        "OutputName": name,
+        "S3Output": {
+            "S3Uri": {
+                "Std:Join": {
+                    "On": "/",
+                    "Values": [
+                        "s3://mlops-local/t",
+                        {"Get": "Execution.PipelineExecutionId"},
+                        name,
+                    ],
+                }
+            },
+            "LocalPath": "/opt/ml/processing/report",
+            "S3UploadMode": "EndOfJob",
+        },
+    }
+
+
+def definition(threshold_default=0.5, fail_second=False):
+    score_arg = {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Score"}]}}
+    second = processing(
+        "Consume",
+        FAIL_WITH_MESSAGE if fail_second else READ_INPUT,
+        inputs=[
+            {
+                "InputName": "in",
+                "S3Input": {
+                    "S3Uri": {
+                        "Get": "Steps.Produce.ProcessingOutputConfig.Outputs['report'].S3Output.S3Uri"
+                    },
+                    "LocalPath": "/opt/ml/processing/input",
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                },
+            }
+        ],
+    )
+    score_value = {
+        "Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.Produce.PropertyFiles.Report"},
+            "Path": "metrics.score",
+        }
+    }
+    return {
+        "Version": "2020-12-01",
+        "Parameters": [
+            {"Name": "Score", "Type": "Float", "DefaultValue": 0.9},
+            {"Name": "Threshold", "Type": "Float", "DefaultValue": threshold_default},
+        ],
+        "Steps": [
+            processing(
+                "Produce",
+                WRITE_REPORT,
+                args=[score_arg],
+                outputs=[report_output()],
+                property_files=[
+                    {
+                        "PropertyFileName": "Report",
+                        "OutputName": "report",
+                        "FilePath": "report.json",
+                    }
+                ],
+            ),
+            second,
+            {
+                "Name": "Check",
+                "Type": "Condition",
+                "DependsOn": ["Consume"],
+                "Arguments": {
+                    "Conditions": [
+                        {
+                            "Type": "GreaterThanOrEqualTo",
+                            "LeftValue": score_value,
+                            "RightValue": {"Get": "Parameters.Threshold"},
+                        }
+                    ],
+                    "IfSteps": [],
+                    "ElseSteps": [
+                        {
+                            "Name": "TooLow",
+                            "Type": "Fail",
+                            "Arguments": {
+                                "ErrorMessage": {
+                                    "Std:Join": {
+                                        "On": " ",
+                                        "Values": [
+                                            "score",
+                                            score_value,
+                                            "below",
+                                            {"Get": "Parameters.Threshold"},
+                                        ],
+                                    }
+                                }
+                            },
+                        }
+                    ],
+                },
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def runner(local_config):
+    return LocalRunner(build_resources(local_config))
+
+
+def test_steps_pass_data_through_the_store_and_conditions_pick_a_branch(runner):
+    execution = runner.run(definition())
+    assert execution.status == "Succeeded", [s.failure_reason for s in execution.steps]
+    statuses = {s.name: s.status for s in execution.steps}
+    assert statuses == {
+        "Produce": "Succeeded",
+        "Consume": "Succeeded",
+        "Check": "Succeeded",
+        "TooLow": "NotExecuted",
+    }
+    report = execution.property_files["Produce"]["Report"]
+    assert report == {
+        "metrics": {"score": 0.9},
+        "host": "algo-1",
+        "env": "from-definition",
+    }
+    uri = execution.properties["Produce"]["ProcessingOutputConfig"]["Outputs"][0][
+        "S3Output"
+    ]["S3Uri"]
+    assert uri == f"s3://mlops-local/t/{execution.execution_id}/report"
+    record = json.loads(
+        (
+            runner.resources.config.state_dir
+            / "executions"
+            / execution.execution_id
+            / "execution.json"
+        ).read_text()
+    )
+    assert record["status"] == "Succeeded"
+
+
+def test_a_fail_step_fails_the_execution_with_its_message(runner):
+    execution = runner.run(definition(), {"Score": "0.2"})
+    assert execution.status == "Failed"
+    assert execution.failed_step.name == "TooLow"
+    assert execution.failed_step.failure_reason == "score 0.2 below 0.5"
+
+
+def test_a_failing_job_reports_its_message_and_stops_the_pipeline(runner):
+    execution = runner.run(definition(fail_second=True))
+    assert execution.failed_step.name == "Consume"
+    assert execution.failed_step.failure_reason == "the data was bad"
+    assert execution.step("Check").status == "NotExecuted"
+
+
+def test_instance_count_runs_one_worker_per_instance(runner):
+    step = processing(
+        "Produce", WRITE_REPORT, args=["0.5"], outputs=[report_output()], instances=3
+    )
+    execution = runner.run({"Version": "2020-12-01", "Parameters": [], "Steps": [step]})
+    assert execution.status == "Succeeded"
+    hosts = sorted(
+        p.parent.name
+        for p in (runner.resources.config.state_dir / "executions").rglob("job.log")
+    )
+    assert hosts == ["algo-1", "algo-2", "algo-3"]
+
+
+def test_parameters_are_typed_and_unknown_ones_refused():
+    spec = definition()
+    assert bind_parameters(spec, {"Score": "0.3"}) == {"Score": 0.3, "Threshold": 0.5}
+    with pytest.raises(DefinitionError, match="unknown parameter"):
+        bind_parameters(spec, {"Scor": "1"})
+    with pytest.raises(DefinitionError, match="not a valid Float"):
+        bind_parameters(spec, {"Score": "high"})
+
+
+def test_cycles_and_unknown_steps_are_refused():
+    looped = {
+        "Steps": [
+            {"Name": "A", "Type": "Fail", "DependsOn": ["B"], "Arguments": {}},
+            {"Name": "B", "Type": "Fail", "DependsOn": ["A"], "Arguments": {}},
+        ]
+    }
+    with pytest.raises(DefinitionError, match="cycle"):
+        flatten_steps(looped)
+    with pytest.raises(DefinitionError, match="unknown step"):
+        flatten_steps({"Steps": [{"Name": "A", "Type": "Fail", "DependsOn": ["Z"]}]})
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({"Type": "GreaterThanOrEqualTo", "LeftValue": 0.7, "RightValue": 0.7}, True),
+        ({"Type": "GreaterThan", "LeftValue": "0.7", "RightValue": 0.7}, False),
+        ({"Type": "LessThan", "LeftValue": 1, "RightValue": 2}, True),
+        ({"Type": "Equals", "LeftValue": "Approved", "RightValue": "Approved"}, True),
+        ({"Type": "In", "QueryValue": "a", "Values": ["b", "c"]}, False),
+        (
+            {
+                "Type": "Not",
+                "Expression": {"Type": "Equals", "LeftValue": 1, "RightValue": 2},
+            },
+            True,
+        ),
+        (
+            {
+                "Type": "Or",
+                "Conditions": [
+                    {"Type": "Equals", "LeftValue": 1, "RightValue": 2},
+                    {"Type": "Equals", "LeftValue": 2, "RightValue": 2},
+                ],
+            },
+            True,
+        ),
+    ],
+)
+def test_condition_types(condition, expected):
+    assert evaluate_condition(condition) is expected

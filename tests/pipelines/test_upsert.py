@@ -1,0 +1,109 @@
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipelines.definition import build_definition
+from pipelines.deploy import upsert_pipeline
+from stack.config import ConfigError, load_config
+from tests.conftest import free_port, run_cli
+
+ROLE = "arn:aws:iam::000000000000:role/mlops-dev"
+
+
+def dev_config(**extra):
+    return load_config("dev", environ={"MLOPS_AWS__ROLE_ARN": ROLE, **extra})
+
+
+def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_executes(
+    aws_credentials,
+):
+    config = dev_config(MLOPS_SNOWFLAKE__PASSWORD="pw-sentinel-77")
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        first = upsert_pipeline(config, sagemaker_client=client)
+        second = upsert_pipeline(
+            config,
+            sagemaker_client=client,
+            start=True,
+            parameters={"AucThreshold": "0.75"},
+        )
+        assert (first.action, second.action) == ("Created", "Updated")
+        assert first.pipeline_arn == second.pipeline_arn
+        assert second.execution_arn and "/execution/" in second.execution_arn
+        stored = client.describe_pipeline(PipelineName="churn-pipeline-dev")
+    assert json.loads(stored["PipelineDefinition"]) == build_definition(config)
+    assert stored["RoleArn"] == ROLE
+    assert "pw-sentinel-77" not in stored["PipelineDefinition"]
+
+
+def test_unknown_parameters_fail_before_any_aws_call(aws_credentials):
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        with pytest.raises(ConfigError, match="unknown parameter"):
+            upsert_pipeline(
+                dev_config(),
+                sagemaker_client=client,
+                start=True,
+                parameters={"AucTreshold": "0.8"},
+            )
+        assert client.list_pipelines()["PipelineSummaries"] == []
+
+
+@pytest.fixture
+def moto_server():
+    port = free_port()
+    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    process = subprocess.Popen(
+        [executable or "moto_server", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_cli_upserts_to_a_sagemaker_api(moto_server):
+    env = {
+        "MLOPS_AWS__ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    first = run_cli(
+        "--env", "dev", "--upsert", "--role-arn", ROLE, env=env, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("Created pipeline arn:aws:sagemaker:")
+    second = run_cli(
+        "--env",
+        "dev",
+        "--upsert",
+        "--start",
+        "--role-arn",
+        ROLE,
+        "--param",
+        "AucThreshold=0.8",
+        env=env,
+        timeout=120,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "Updated pipeline" in second.stdout and "started execution" in second.stdout
