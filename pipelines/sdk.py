@@ -1,6 +1,6 @@
 """Import the SageMaker SDK (v3.27) with its import-time side effects contained.
 
-Measured with sagemaker 3.27.0 (see docs/decisions.md):
+Measured with sagemaker 3.27.0 (see docs/architecture.md, "Decisions"):
 - importing ``sagemaker.mlops`` creates boto3 clients and fails without a region, so a
   region is put in the environment first;
 - it calls ``logging.basicConfig(level=INFO)``, so the root logger is restored after;
