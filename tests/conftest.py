@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,38 +82,64 @@ def run_cli(
     )
 
 
-@dataclass(frozen=True)
-class FakesnowServer:
-    port: int
-    db_path: Path  # sessions open it with the FAKESNOW_DB_PATH session parameter
-
-
 @pytest.fixture
-def fakesnow_server(
-    seeded_snowflake_dir: Path, tmp_path: Path
-) -> Iterator[FakesnowServer]:
-    """A fakesnow HTTP server on 127.0.0.1 over a copy of the seeded data."""
+def fakesnow_server(seeded_snowflake_dir: Path, tmp_path: Path) -> Iterator[int]:
+    """A fakesnow HTTP server on 127.0.0.1 over a copy of the seeded data; its port."""
     root = tmp_path / "served"
     shutil.copytree(seeded_snowflake_dir, root)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "fakesnow", "-s", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.fakesnow_shared_server",
+            str(port),
+            str(root),
+        ],
+        cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the fakesnow server did not start within 30 s")
-        yield FakesnowServer(port, root)
+        _wait_for_port(port, process, "the fakesnow server")
+        yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1, speaking the AWS APIs; yields its endpoint URL."""
+    port = free_port()
+    executable = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(executable), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process, "moto_server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start within 30 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

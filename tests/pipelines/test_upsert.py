@@ -1,10 +1,4 @@
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import boto3
 import pytest
@@ -13,7 +7,7 @@ from moto import mock_aws
 from pipelines.definition import build_definition
 from pipelines.deploy import upsert_pipeline
 from stack.config import ConfigError, load_config
-from tests.conftest import free_port, run_cli
+from tests.conftest import run_cli
 
 ROLE = "arn:aws:iam::000000000000:role/mlops-dev"
 
@@ -55,30 +49,6 @@ def test_unknown_parameters_fail_before_any_aws_call(aws_credentials):
                 parameters={"AucTreshold": "0.8"},
             )
         assert client.list_pipelines()["PipelineSummaries"] == []
-
-
-@pytest.fixture
-def moto_server():
-    port = free_port()
-    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    process = subprocess.Popen(
-        [executable or "moto_server", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_the_cli_upserts_to_a_sagemaker_api(moto_server):

@@ -47,10 +47,7 @@ def test_unreachable_snowflake_fails_fast_with_one_clear_error():
 def test_connector_path_runs_our_queries_on_a_fakesnow_server(fakesnow_server):
     warehouse = build_warehouse(
         connector_config(
-            fakesnow_server.port,
-            MLOPS_SNOWFLAKE__SESSION_PARAMETERS__FAKESNOW_DB_PATH=str(
-                fakesnow_server.db_path
-            ),
+            fakesnow_server, MLOPS_SNOWFLAKE__SESSION_PARAMETERS__QUERY_TAG="t"
         )
     )
     assert isinstance(warehouse, ConnectorWarehouse)
