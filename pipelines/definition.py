@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from stack.config import Config
+from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
 CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
@@ -140,6 +141,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
             max_runtime_in_seconds=sm.max_runtime_seconds
         ),
         hyperparameters={
+            **DEFAULTS,
             "feature_set": config.features.feature_set,
             **config.training.hyperparameters,
         },

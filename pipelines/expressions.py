@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 _TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(?:'([^']*)'|\"([^\"]*)\"|(\d+))\]")
 
@@ -39,7 +39,7 @@ def references(value: Any) -> set[str]:
     if isinstance(value, dict):
         get = value.get("Get")
         if isinstance(get, str) and get.startswith("Steps."):
-            found.add(_path_tokens(get)[1])
+            found.add(cast(str, _path_tokens(get)[1]))
         for item in value.values():
             found |= references(item)
     elif isinstance(value, list):
@@ -99,12 +99,12 @@ def _get(path: str, context: EvaluationContext) -> Any:
         name = rest[0]
         if name not in context.parameters:
             raise ExpressionError(f"unknown parameter {name!r}")
-        return context.parameters[name]
+        return context.parameters[cast(str, name)]
     if root == "Execution":
         name = rest[0]
         if name not in context.execution:
             raise ExpressionError(f"unknown execution variable {name!r}")
-        return context.execution[name]
+        return context.execution[cast(str, name)]
     if root == "Steps":
         step = str(rest[0])
         if rest[1:2] == ["PropertyFiles"]:

@@ -209,6 +209,9 @@ class LocalRunner:
             DefinitionError,
         ) as exc:
             record.status, record.failure_reason = FAILED, str(exc)
+        except Exception as exc:  # an unforeseen error fails this step, not the runner
+            record.status = FAILED
+            record.failure_reason = f"{type(exc).__name__}: {exc}"
         record.duration_seconds = round(time.monotonic() - started, 2)
         if record.status == FAILED:
             execution.status = FAILED

@@ -156,17 +156,21 @@ class FeaturesConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    hyperparameters: dict[str, str | int | float] = Field(
-        default_factory=lambda: {
-            "max_depth": 5,
-            "eta": 0.1,
-            "num_round": 300,
-            "early_stopping_rounds": 20,
-            "subsample": 0.9,
-            "colsample_bytree": 0.9,
-            "seed": 7,
-        }
-    )
+    # Overrides of training.hyperparameters.DEFAULTS, checked when the config loads.
+    hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_hyperparameters(
+        cls, value: dict[str, str | int | float]
+    ) -> dict[str, str | int | float]:
+        from training.hyperparameters import HyperparameterError, parse_hyperparameters
+
+        try:
+            parse_hyperparameters({k: str(v) for k, v in value.items()})
+        except HyperparameterError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class EvaluationConfig(_Section):

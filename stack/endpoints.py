@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -163,6 +164,7 @@ class LocalEndpoints(EndpointDeployer):
         model_name = config["ProductionVariants"][0]["ModelName"]
         model = self._read("models", model_name)
         model_dir = self._stage_model(model_name, model["ModelDataUrl"])
+        _check_loads(model_dir)  # a model that cannot load never replaces a serving one
         self.stop(name)
         _ensure_port_free(self.host, self.port)
         pid = self._start_server(name, model_dir)
@@ -192,7 +194,10 @@ class LocalEndpoints(EndpointDeployer):
         target = self.root / "model-data" / model_name
         archive = target / "model.tar.gz"
         self.store.download_file(model_data_url, archive)
-        return unpack_model(archive, target / "model")
+        try:
+            return unpack_model(archive, target / "model")
+        except (tarfile.TarError, OSError) as exc:
+            raise EndpointError(f"cannot unpack {model_data_url}: {exc}") from None
 
     def _start_server(self, name: str, model_dir: Path) -> int:
         log_path = self.root / "logs" / f"{name}.log"
@@ -312,6 +317,15 @@ class SageMakerEndpoints(EndpointDeployer):
 
     def runtime_client(self) -> Any:
         return self._runtime
+
+
+def _check_loads(model_dir: Path) -> None:
+    from inference.model import ModelLoadError, load_model
+
+    try:
+        load_model(model_dir)
+    except ModelLoadError as exc:
+        raise EndpointError(f"the model cannot be served: {exc}") from None
 
 
 def _alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ prefixes in and out, small reads and writes), so callers never know which one th
 
 from __future__ import annotations
 
+import builtins
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -43,7 +44,7 @@ class ObjectStore(ABC):
     def download_file(self, uri: str, path: Path) -> None: ...
 
     @abstractmethod
-    def list(self, prefix_uri: str) -> list[str]:
+    def list(self, prefix_uri: str) -> builtins.list[str]:
         """URIs of every object under ``prefix_uri``, sorted."""
 
     @abstractmethod
@@ -52,7 +53,7 @@ class ObjectStore(ABC):
     @abstractmethod
     def write_bytes(self, uri: str, data: bytes) -> None: ...
 
-    def upload_dir(self, directory: Path, prefix_uri: str) -> list[str]:
+    def upload_dir(self, directory: Path, prefix_uri: str) -> builtins.list[str]:
         """Copy every file under ``directory`` to ``prefix_uri``, keeping relative
         paths.
         """
@@ -63,7 +64,7 @@ class ObjectStore(ABC):
             uploaded.append(uri)
         return uploaded
 
-    def download_prefix(self, prefix_uri: str, directory: Path) -> list[Path]:
+    def download_prefix(self, prefix_uri: str, directory: Path) -> builtins.list[Path]:
         """Copy every object under ``prefix_uri`` into ``directory`` (S3Prefix
         semantics).
 
@@ -113,7 +114,7 @@ class LocalObjectStore(ObjectStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
 
-    def list(self, prefix_uri: str) -> list[str]:
+    def list(self, prefix_uri: str) -> builtins.list[str]:
         bucket, key = split_uri(prefix_uri)
         bucket_root = self.root / bucket
         start = self.path_of(prefix_uri)
@@ -163,10 +164,10 @@ class S3ObjectStore(ObjectStore):
         except self._client.exceptions.ClientError as exc:
             raise ObjectStoreError(f"cannot download {uri}: {exc}") from exc
 
-    def list(self, prefix_uri: str) -> list[str]:
+    def list(self, prefix_uri: str) -> builtins.list[str]:
         bucket, key = split_uri(prefix_uri)
         paginator = self._client.get_paginator("list_objects_v2")
-        found = []
+        found: builtins.list[str] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             found.extend(
                 f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", [])

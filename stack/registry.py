@@ -82,6 +82,13 @@ def _check_request(request: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     return group, containers[0], status
 
 
+def _check_status(status: str) -> None:
+    if status not in APPROVAL_STATUSES:
+        raise RegistryError(
+            f"approval status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}"
+        )
+
+
 def _metrics_uri(request: dict[str, Any]) -> str | None:
     statistics = (
         request.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
@@ -154,10 +161,7 @@ class LocalModelRegistry(ModelRegistry):
     def set_approval(
         self, arn: str, status: str, description: str = ""
     ) -> ModelPackage:
-        if status not in APPROVAL_STATUSES:
-            raise RegistryError(
-                f"approval status {status!r} is not one of {APPROVAL_STATUSES}"
-            )
+        _check_status(status)
         package = self.get(arn)
         with self._locked(package.group):
             updated = ModelPackage(
@@ -195,7 +199,7 @@ class SageMakerModelRegistry(ModelRegistry):
 
     def list_versions(self, group: str) -> list[ModelPackage]:
         paginator = self._client.get_paginator("list_model_packages")
-        arns = []
+        arns: list[str] = []
         for page in paginator.paginate(
             ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Ascending"
         ):
@@ -207,10 +211,7 @@ class SageMakerModelRegistry(ModelRegistry):
     def set_approval(
         self, arn: str, status: str, description: str = ""
     ) -> ModelPackage:
-        if status not in APPROVAL_STATUSES:
-            raise RegistryError(
-                f"approval status {status!r} is not one of {APPROVAL_STATUSES}"
-            )
+        _check_status(status)
         kwargs: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
         if description:
             kwargs["ApprovalDescription"] = description
@@ -220,7 +221,7 @@ class SageMakerModelRegistry(ModelRegistry):
 
 def _from_description(described: dict[str, Any]) -> ModelPackage:
     container = described.get("InferenceSpecification", {}).get("Containers", [{}])[0]
-    created = described.get("CreationTime")
+    created: Any = described.get("CreationTime")
     return ModelPackage(
         arn=described["ModelPackageArn"],
         group=described.get("ModelPackageGroupName", ""),

@@ -14,7 +14,8 @@ from features import FeatureSchema
 from inference.model import load_model
 from inference.server import ScoringApp
 from tests.conftest import PROJECT_ROOT, free_port
-from training.train import DEFAULTS, save_model, train_model
+from training.hyperparameters import DEFAULTS
+from training.train import save_model, train_model
 
 SCHEMA = FeatureSchema.from_dict(
     {

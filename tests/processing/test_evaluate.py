@@ -5,7 +5,8 @@ import pytest
 from features import FeatureSchema, SchemaError
 from inference.model import load_model
 from processing.evaluate import evaluate
-from training.train import DEFAULTS, save_model, train_model
+from training.hyperparameters import DEFAULTS
+from training.train import save_model, train_model
 
 SCHEMA = FeatureSchema.from_dict(
     {

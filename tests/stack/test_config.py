@@ -71,3 +71,12 @@ def test_password_is_a_secret(tmp_path: Path):
 def test_missing_conf_file_fails_fast(tmp_path: Path):
     with pytest.raises(ConfigError, match="missing"):
         load_config(environ={"MLOPS_CONF_DIR": str(tmp_path)})
+
+
+def test_hyperparameter_overrides_are_checked_when_the_config_loads():
+    config = load_config(environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPTH": "3"})
+    assert config.training.hyperparameters == {"max_depth": "3"}
+    with pytest.raises(ConfigError, match="unknown hyperparameter"):
+        load_config(environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPHT": "3"})
+    with pytest.raises(ConfigError, match="max_depth='deep'"):
+        load_config(environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPTH": "deep"})

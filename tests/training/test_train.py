@@ -9,13 +9,12 @@ import pytest
 
 from features import SchemaError, load_feature_set
 from tests.conftest import PROJECT_ROOT
-from training.train import (
+from training.hyperparameters import (
     DEFAULTS,
     HyperparameterError,
     parse_hyperparameters,
-    save_model,
-    train_model,
 )
+from training.train import save_model, train_model
 
 SCHEMA = load_feature_set("churn").schema
 
