@@ -87,13 +87,21 @@ def _run_all(commands: list[tuple[list[str], dict, Path]], timeout: float) -> li
             )
     deadline = time.monotonic() + timeout
     codes = []
-    for process in processes:
-        try:
-            codes.append(process.wait(timeout=max(0.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            codes.append(-9)
+    try:
+        for process in processes:
+            try:
+                remaining = max(0.0, deadline - time.monotonic())
+                codes.append(process.wait(timeout=remaining))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                codes.append(-9)
+    except BaseException:  # Ctrl-C: no job outlives the runner
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        raise
     return codes
 
 

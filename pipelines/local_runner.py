@@ -37,7 +37,7 @@ from stack.registry import RegistryError
 from stack.resources import Resources
 
 SUCCEEDED, FAILED, EXECUTING = "Succeeded", "Failed", "Executing"
-NOT_EXECUTED = "NotExecuted"
+NOT_EXECUTED, STOPPED = "NotExecuted", "Stopped"
 
 
 class DefinitionError(Exception):
@@ -147,7 +147,15 @@ class LocalRunner:
             property_files=execution.property_files,
         )
         execution.save()
-        self._execute(steps, execution, context)
+        try:
+            self._execute(steps, execution, context)
+        except KeyboardInterrupt:
+            for record in execution.steps:
+                if record.status == EXECUTING:
+                    record.status, record.failure_reason = STOPPED, "interrupted"
+            execution.status, execution.ended_at = STOPPED, _now()
+            execution.save()
+            raise
         execution.ended_at = _now()
         if execution.status == EXECUTING:
             execution.status = SUCCEEDED

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from stack.config import Config, ConfigError, load_config
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_local(config, parameters, writeback=not args.no_writeback)
     except (UsageError, ConfigError) as exc:
         return _fail(EXIT_USAGE, str(exc), args.verbose)
+    except KeyboardInterrupt:
+        print("interrupted: the execution was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
         from stack.warehouse import WarehouseUnavailable
 

@@ -12,6 +12,7 @@ from stack.warehouse import EmbeddedWarehouse
 from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
+SENTINEL = "pw-sentinel-5b1e9"
 
 
 @pytest.fixture
@@ -54,8 +55,10 @@ def test_the_whole_loop_twice(state):
         str(port),
     )
 
-    first = run_cli(*args)
+    # a password in the environment (unused by the embedded Snowflake) must not leak
+    first = run_cli(*args, env={"MLOPS_SNOWFLAKE__PASSWORD": SENTINEL})
     assert first.returncode == 0, first.stdout + first.stderr
+    assert SENTINEL not in first.stdout + first.stderr
     assert first.stdout.strip().endswith("Succeeded")
     auc = float(re.search(r"Test metrics: auc (\d\.\d+)", first.stdout).group(1))
     assert auc >= 0.7
@@ -73,6 +76,14 @@ def test_the_whole_loop_twice(state):
     # the endpoint outlives the command, serving the second model
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
         assert response.status == 200
+
+    # no file the run wrote (logs, records, MLflow's store, DuckDB files) holds it
+    leaks = [
+        p
+        for p in state.rglob("*")
+        if p.is_file() and SENTINEL.encode() in p.read_bytes()
+    ]
+    assert leaks == []
 
     # what ran is exactly the definition --upsert would send for this configuration
     executed = sorted((state / "executions").glob("*/definition.json"))

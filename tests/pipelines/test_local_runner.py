@@ -1,4 +1,6 @@
+import contextlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -280,3 +282,57 @@ def test_cycles_and_unknown_steps_are_refused():
 )
 def test_condition_types(condition, expected):
     assert evaluate_condition(condition) is expected
+
+
+SLEEP = "import time; time.sleep(60)"
+
+
+def test_an_interrupted_run_stops_its_jobs_and_records_it(local_config):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PROJECT_ROOT
+
+    script = (
+        "import json, sys\n"
+        "from pipelines.local_runner import LocalRunner\n"
+        "from stack.config import load_config\n"
+        "from stack.resources import build_resources\n"
+        "config = load_config('local', {'state_dir': sys.argv[1]}, environ={})\n"
+        "definition = json.loads(sys.argv[2])\n"
+        "try:\n"
+        "    LocalRunner(build_resources(config)).run(definition)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    definition = {"Parameters": [], "Steps": [processing("Sleep", SLEEP)]}
+    state = local_config.state_dir
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(state), json.dumps(definition)],
+        cwd=PROJECT_ROOT,
+    )
+    deadline = time.monotonic() + 60
+    while not list(state.glob("executions/*/steps/Sleep/algo-1/job.log")):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    (record_path,) = state.glob("executions/*/execution.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "Stopped"
+    assert record["steps"][0]["status"] == "Stopped"
+    assert not [
+        c for c in _command_lines() if b"time.sleep(60)" in c and b"sys.argv" not in c
+    ]
+
+
+def _command_lines() -> list[bytes]:
+    lines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # the process ended while we looked
+            lines.append(path.read_bytes())
+    return lines
