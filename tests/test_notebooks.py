@@ -41,14 +41,23 @@ def test_notebook_runs(notebook, tmp_path):
             "PYTHONPATH": str(PROJECT_ROOT),
         }
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script_of(notebook)],
-        cwd=notebook.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script_of(notebook)],
+            cwd=notebook.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:  # a notebook that failed half-way may have left its endpoint serving
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.endpoint", "stop"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "Succeeded" in result.stdout
 
