@@ -23,6 +23,7 @@ import orjson
 from features import FeatureSchema
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker InvokeEndpoint's limit
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are scored as float32
 JSON = "application/json"
 CSV = "text/csv"
 
@@ -64,7 +65,10 @@ def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError("the CSV body is not UTF-8") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as exc:
+        raise RequestError(f"the CSV body cannot be parsed: {exc}") from None
     if rows and [c.strip().lower() for c in rows[0]] == schema.feature_names:
         rows = rows[1:]
     if not rows:
@@ -163,9 +167,10 @@ def _number(value: Any, row: int, feature: Any) -> float:
             f"row {row}, column {feature.name}: expected a number, "
             f"got {type(value).__name__}"
         )
-    if math.isinf(number):
+    if math.isinf(number) or abs(number) > _FLOAT32_MAX:
         raise RequestError(
-            f"row {row}, column {feature.name}: infinite values are refused"
+            f"row {row}, column {feature.name}: "
+            f"infinite or out-of-range value {str(value)[:40]!r}"
         )
     return number
 

@@ -66,6 +66,8 @@ def test_snowflake_format_keeps_row_numbers():
         ),
         (b"1,2", "application/xml", 415, "unsupported content type"),
         (b"\xff\xfe", "text/csv", 400, "UTF-8"),
+        (b"1," + b"9" * 200_000, "text/csv", 400, "cannot be parsed"),
+        (b'{"instances": [[1, 1e39]]}', "application/json", 400, "out-of-range"),
         (b"1" * (MAX_PAYLOAD_BYTES + 1), "text/csv", 413, "exceeds"),
     ],
 )

@@ -5,17 +5,13 @@ import time
 import urllib.request
 
 import boto3
-import numpy as np
 import orjson
-import pandas as pd
 import pytest
 
 from features import FeatureSchema
 from inference.model import load_model
 from inference.server import ScoringApp
 from tests.conftest import PROJECT_ROOT, free_port
-from training.hyperparameters import DEFAULTS
-from training.train import save_model, train_model
 
 SCHEMA = FeatureSchema.from_dict(
     {
@@ -24,23 +20,6 @@ SCHEMA = FeatureSchema.from_dict(
         "features": [{"name": "x1"}, {"name": "x2"}],
     }
 )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    rng = np.random.default_rng(0)
-
-    def data(n):
-        x1, x2 = rng.normal(size=n), rng.normal(size=n)
-        return pd.DataFrame(
-            {"id": range(n), "x1": x1, "x2": x2, "y": (x1 > 0.5).astype(int)}
-        )
-
-    folder = tmp_path_factory.mktemp("model")
-    save_model(
-        train_model(data(500), data(200), SCHEMA, {**DEFAULTS, "num_round": 20}), folder
-    )
-    return folder
 
 
 def call(app, method, path, body=b"", headers=()):
