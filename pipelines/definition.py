@@ -131,6 +131,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
         train_env["MLFLOW_EXPERIMENT_NAME"] = (
             config.mlflow.experiment or sm.pipeline_name
         )
+    if tracking_uri and not config.mlflow.tracking_uri:
+        # the local store keeps run artifacts beside it, not in a job's folder
+        train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,

@@ -243,6 +243,11 @@ class Config(_Section):
         return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
 
     @property
+    def mlflow_artifact_location(self) -> str:
+        """Where the local tracking store's experiments keep their artifacts."""
+        return (self.state_dir / "mlflow-artifacts").resolve().as_uri()
+
+    @property
     def artifact_root(self) -> str:
         return f"s3://{self.aws.bucket}/{self.aws.prefix}"
 

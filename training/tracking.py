@@ -2,8 +2,9 @@
 
 Active only when ``MLFLOW_TRACKING_URI`` is in the job's environment (the pipeline
 definition sets it: a SQLite store in the state folder locally, a SageMaker managed
-MLflow tracking server on AWS). Hyperparameters are the only parameters logged, so no
-setting or secret of the environment can reach MLflow.
+MLflow tracking server on AWS). ``MLFLOW_ARTIFACT_LOCATION``, set for the local store,
+is where a new experiment keeps its artifacts. Hyperparameters are the only parameters
+logged, so no setting or secret of the environment can reach MLflow.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def log_training_run(model: TrainedModel) -> str | None:
 
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "churn")
     execution_id = os.environ.get("PIPELINE_EXECUTION_ID", "manual")
+    location = os.environ.get("MLFLOW_ARTIFACT_LOCATION")
+    if location and mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{execution_id}") as run:
         mlflow.set_tags({"pipeline_execution_id": execution_id, "step": "Train"})

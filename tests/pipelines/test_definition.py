@@ -81,6 +81,9 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
         "churn-endpoint": "churn-endpoint-dev",
         "churn-models": "churn-models-dev",
     }
+    # the one local-only setting: where the local MLflow store keeps artifacts
+    train_env = local["Steps"][1]["Arguments"]["Environment"]
+    assert train_env.pop("MLFLOW_ARTIFACT_LOCATION").startswith("file:///")
     assert substitute(local, mapping) == dev
 
 
