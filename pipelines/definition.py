@@ -12,7 +12,7 @@ import json
 import warnings
 from typing import Any
 
-from stack.config import Config
+from stack.config import Config, ConfigError
 from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
@@ -44,10 +44,19 @@ def make_session(config: Config, boto_session: Any | None = None) -> Any:
     )
 
 
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-execution"
+
+
 def _role(config: Config) -> str:
-    # Local runs need no role; SageMaker's request shapes still want an ARN-shaped
-    # value.
-    return config.aws.role_arn or "arn:aws:iam::000000000000:role/local-execution"
+    """The execution role; local runs need none, but the request shapes want an ARN."""
+    if config.aws.role_arn:
+        return config.aws.role_arn
+    if config.is_aws:
+        raise ConfigError(
+            f"aws.role_arn is not set for {config.env} "
+            "(pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
+        )
+    return LOCAL_ROLE
 
 
 def get_pipeline(config: Config, session: Any) -> Any:

@@ -74,3 +74,9 @@ def test_help_does_not_import_the_sagemaker_sdk():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_definition_of_an_aws_environment_needs_a_role():
+    result = run_cli("--env", "prod", "--definition")
+    assert result.returncode == 2
+    assert "aws.role_arn is not set for prod" in one_line_error(result)

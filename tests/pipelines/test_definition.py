@@ -3,7 +3,7 @@ import json
 import boto3
 import pytest
 
-from pipelines.definition import build_definition, make_session
+from pipelines.definition import LOCAL_ROLE, build_definition, make_session
 from stack.config import load_config
 
 DEV = {
@@ -74,7 +74,7 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     mapping = {
         local_config.artifact_root: dev_config.artifact_root,
         local_config.sagemaker.image_uri: dev_config.sagemaker.image_uri,
-        "arn:aws:iam::000000000000:role/local-execution": dev_config.aws.role_arn,
+        LOCAL_ROLE: dev_config.aws.role_arn,
         "local": "dev",
         local_config.mlflow_tracking_uri: dev_config.mlflow.tracking_uri,
         "churn-pipeline": "churn-pipeline-dev",
