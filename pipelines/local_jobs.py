@@ -34,6 +34,10 @@ IMAGE_COMMANDS: dict[str, list[str]] = {
 class JobFailed(Exception):
     """A job exited non-zero; the message is its failure reason."""
 
+    def __init__(self, reason: str, log_paths: Sequence[Path] = ()) -> None:
+        super().__init__(reason)
+        self.log_paths = list(log_paths)
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -159,7 +163,9 @@ def run_processing_job(
     codes = _run_all(commands, timeout)
     for root, code, (_, _, log_path) in zip(roots, codes, commands, strict=True):
         if code != 0:
-            raise JobFailed(_reason(root, "message", code, log_path))
+            raise JobFailed(
+                _reason(root, "message", code, log_path), [c[2] for c in commands]
+            )
     for output in request.get("ProcessingOutputConfig", {}).get("Outputs", []):
         s3 = output["S3Output"]
         for root in roots:
@@ -245,7 +251,7 @@ def run_training_job(
     log_path = work_dir / "algo-1" / "job.log"
     (code,) = _run_all([(argv, env, log_path)], timeout)
     if code != 0:
-        raise JobFailed(_reason(root, "failure", code, log_path))
+        raise JobFailed(_reason(root, "failure", code, log_path), [log_path])
     archive = work_dir / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted((root / "model").rglob("*")):

@@ -208,8 +208,10 @@ class LocalRunner:
             record.status = SUCCEEDED
         except _StepFailure as failure:
             record.status, record.failure_reason = FAILED, str(failure)
+        except JobFailed as failure:
+            record.status, record.failure_reason = FAILED, str(failure)
+            record.logs = [str(p) for p in failure.log_paths]
         except (
-            JobFailed,
             ExpressionError,
             RegistryError,
             EndpointError,

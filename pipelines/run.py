@@ -236,6 +236,8 @@ def _progress(event: str, step: Any, out: TextIO) -> None:
             file=out,
             flush=True,
         )
+        for log in step.logs:
+            print(f"         log: {log}", file=out, flush=True)
     else:
         detail = f" -> {step.outcome}" if step.type == "Condition" else ""
         print(

@@ -215,6 +215,8 @@ def test_a_failing_job_reports_its_message_and_stops_the_pipeline(runner):
     execution = runner.run(definition(fail_second=True))
     assert execution.failed_step.name == "Consume"
     assert execution.failed_step.failure_reason == "the data was bad"
+    (log,) = execution.failed_step.logs
+    assert log.endswith("steps/Consume/algo-1/job.log")
     assert execution.step("Check").status == "NotExecuted"
 
 
