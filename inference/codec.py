@@ -167,6 +167,10 @@ def _number(value: Any, row: int, feature: Any) -> float:
             f"row {row}, column {feature.name}: expected a number, "
             f"got {type(value).__name__}"
         )
+    if math.isnan(number):  # "nan" is a missing value spelt out
+        if not feature.nullable:
+            raise RequestError(f"row {row}, column {feature.name}: a value is required")
+        return math.nan
     if math.isinf(number) or abs(number) > _FLOAT32_MAX:
         raise RequestError(
             f"row {row}, column {feature.name}: "

@@ -31,6 +31,10 @@ PAYLOAD_LIMIT_BYTES = 5 * 1024 * 1024  # under InvokeEndpoint's 6 MB, with headr
 Scorer = Callable[[bytes], np.ndarray]
 
 
+class WritebackError(Exception):
+    """The endpoint's answer cannot be written back; nothing was written."""
+
+
 @dataclass(frozen=True)
 class WritebackResult:
     table: str
@@ -78,27 +82,35 @@ def merge_sql(table: str, staging: str, entity_column: str) -> str:
     )
 
 
-def csv_batches(matrix: np.ndarray, batch_rows: int) -> Iterator[tuple[int, bytes]]:
-    """(first row, CSV body) pairs; a batch over the payload limit is halved until it
-    fits.
+def csv_batches(
+    matrix: np.ndarray, batch_rows: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """(first row, row count, CSV body) for batches of at most ``batch_rows`` rows and
+    ``PAYLOAD_LIMIT_BYTES`` bytes; rows are encoded once (missing values empty).
     """
+    lines = _csv_lines(matrix)
     start = 0
-    while start < len(matrix):
-        rows = min(batch_rows, len(matrix) - start)
-        while True:
-            body = _to_csv(matrix[start : start + rows])
-            if len(body) <= PAYLOAD_LIMIT_BYTES or rows == 1:
-                break
-            rows = max(1, rows // 2)
-        yield start, body
-        start += rows
+    while start < len(lines):
+        end, size = start, 0
+        while (
+            end < len(lines)
+            and end - start < batch_rows
+            and size + len(lines[end]) <= PAYLOAD_LIMIT_BYTES
+        ):
+            size += len(lines[end])
+            end += 1
+        end = max(
+            end, start + 1
+        )  # a row over the limit goes alone; the endpoint says so
+        yield start, end - start, b"".join(lines[start:end])
+        start = end
 
 
-def _to_csv(block: np.ndarray) -> bytes:
-    lines = (
-        ",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in block
+def _csv_lines(matrix: np.ndarray) -> list[bytes]:
+    text = pd.DataFrame(matrix).to_csv(
+        header=False, index=False, na_rep="", float_format="%.9g", lineterminator="\n"
     )
-    return ("\n".join(lines) + "\n").encode()
+    return [line + b"\n" for line in text.encode().split(b"\n")[:-1]]
 
 
 def endpoint_scorer(runtime_client: Any, endpoint_name: str) -> Scorer:
@@ -145,9 +157,8 @@ def write_back(
         matrix = schema.feature_matrix(frame)
         scores = np.empty(len(frame), dtype=float)
         batches = 0
-        for start, body in csv_batches(matrix, batch_rows):
-            result = score(body)
-            scores[start : start + len(result)] = result
+        for start, rows, body in csv_batches(matrix, batch_rows):
+            scores[start : start + rows] = _checked(score(body), start, rows)
             batches += 1
         scored = pd.DataFrame(
             {
@@ -182,6 +193,21 @@ def write_back(
         updated,
     )
     return WritebackResult(table, as_of, len(scored), inserted, updated, batches)
+
+
+def _checked(result: np.ndarray, start: int, rows: int) -> np.ndarray:
+    """The endpoint's scores for one batch, refused unless one probability per row."""
+    if result.shape != (rows,):
+        raise WritebackError(
+            f"the endpoint answered {result.size} scores for the {rows} rows "
+            f"starting at row {start}"
+        )
+    if not np.all(np.isfinite(result)) or result.min() < 0 or result.max() > 1:
+        raise WritebackError(
+            f"the endpoint answered scores outside [0, 1] for rows {start}.."
+            f"{start + rows - 1}"
+        )
+    return result
 
 
 def _merge_counts(cursor: Any) -> tuple[int, int]:

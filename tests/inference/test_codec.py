@@ -54,6 +54,7 @@ def test_snowflake_format_keeps_row_numbers():
         (b"1,2,3\n", "text/csv", 400, "row 0: expected 2 features, got 3"),
         (b"1,2\n1,x\n", "text/csv", 400, "row 1, column b"),
         (b",2\n", "text/csv", 400, "row 0, column a: a value is required"),
+        (b"nan,2\n", "text/csv", 400, "row 0, column a: a value is required"),
         (b"{not json", "application/json", 400, "not valid JSON"),
         (b'{"instances": [[1, "inf"]]}', "application/json", 400, "infinite"),
         (b'[{"a": 1}]', "application/json", 400, "missing feature"),

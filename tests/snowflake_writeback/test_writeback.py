@@ -6,6 +6,7 @@ import pytest
 from features import load_feature_set
 from snowflake.sagemaker_predictions.writeback import (
     PAYLOAD_LIMIT_BYTES,
+    WritebackError,
     csv_batches,
     merge_sql,
     write_back,
@@ -91,13 +92,36 @@ def test_an_interrupted_run_leaves_no_partial_rows(warehouse):
 def test_batches_stay_under_the_payload_limit_and_cover_every_row():
     matrix = np.random.default_rng(0).normal(size=(120_000, 19)).astype(np.float32)
     starts, total = [], 0
-    for start, body in csv_batches(matrix, batch_rows=100_000):
+    for start, rows, body in csv_batches(matrix, batch_rows=100_000):
         assert len(body) <= PAYLOAD_LIMIT_BYTES
+        assert body.count(b"\n") == rows
         starts.append(start)
-        total += body.count(b"\n")
+        total += rows
     assert total == len(matrix) and starts[0] == 0 and len(starts) > 2
 
 
 def test_identifiers_in_sql_are_validated():
     with pytest.raises(ConfigError):
         merge_sql("PREDICTIONS; DROP TABLE X", "S", "CUSTOMER_ID")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda n: np.full(n - 1, 0.5), "answered 499 scores for the 500 rows"),
+        (lambda n: np.full(n, 1.5), "outside \\[0, 1\\]"),
+        (lambda n: np.full(n, np.nan), "outside \\[0, 1\\]"),
+    ],
+)
+def test_a_wrong_answer_from_the_endpoint_writes_nothing(warehouse, answer, message):
+    def score(body: bytes) -> np.ndarray:
+        return answer(body.count(b"\n"))
+
+    with pytest.raises(WritebackError, match=message):
+        run(warehouse, score, batch_rows=500)
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'PREDICTIONS'"
+        )
+        assert cursor.fetchone()[0] == 0
