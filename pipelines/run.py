@@ -125,10 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the execution was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
-        from stack.warehouse import WarehouseUnavailable
-
-        code = EXIT_USAGE if isinstance(exc, WarehouseUnavailable) else EXIT_FAILED
+        code = EXIT_USAGE if _is_unreachable(exc) else EXIT_FAILED
         return _fail(code, f"{type(exc).__name__}: {exc}", args.verbose)
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    """Snowflake or AWS cannot be reached or refuses our credentials: a set-up error."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from stack.warehouse import WarehouseUnavailable
+
+    return isinstance(
+        exc, WarehouseUnavailable | EndpointConnectionError | NoCredentialsError
+    )
 
 
 def _fail(code: int, message: str, verbose: bool) -> int:
@@ -213,17 +222,32 @@ def run_local(
     )
     runner = LocalRunner(resources, progress=lambda e, s, x: _progress(e, s, out))
     execution = runner.run(definition, parameters)
-    rows_written = None
+    written, writeback_error = None, None
     if (
         writeback
         and execution.status == "Succeeded"
         and "Deploy" in execution.properties
     ):
-        rows_written = _write_back(config, resources, execution, out)
-    _summary(
-        config, resources, execution, rows_written, time.monotonic() - started, out
-    )
-    return EXIT_OK if execution.status == "Succeeded" else EXIT_FAILED
+        try:
+            written = _write_back(config, resources, execution, out)
+        except Exception as exc:  # reported with the summary; the exit code says it
+            writeback_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"  [FAIL] WriteBack: {writeback_error}", file=out, flush=True)
+    _summary(config, execution, written, time.monotonic() - started, out)
+    if execution.status != "Succeeded":
+        failed = execution.failed_step
+        print(
+            f"Failed: step {failed.name}: {failed.failure_reason}"
+            if failed
+            else f"Failed: the execution {execution.status.lower()}",
+            file=out,
+        )
+        return EXIT_FAILED
+    if writeback_error:
+        print(f"Failed: write-back: {writeback_error}", file=out)
+        return EXIT_FAILED
+    print("Succeeded", file=out)
+    return EXIT_OK
 
 
 def _progress(event: str, step: Any, out: TextIO) -> None:
@@ -274,12 +298,7 @@ def _write_back(config: Config, resources: Any, execution: Any, out: TextIO) -> 
 
 
 def _summary(
-    config: Config,
-    resources: Any,
-    execution: Any,
-    writeback: Any,
-    seconds: float,
-    out: TextIO,
+    config: Config, execution: Any, writeback: Any, seconds: float, out: TextIO
 ) -> None:
     print("", file=out)
     print(
@@ -331,11 +350,6 @@ def _summary(
         f"({seconds:.0f}s in all)",
         file=out,
     )
-    failed = execution.failed_step
-    if failed is None:
-        print("Succeeded", file=out)
-    else:
-        print(f"Failed: step {failed.name}: {failed.failure_reason}", file=out)
 
 
 def _ping(url: str | None) -> str:

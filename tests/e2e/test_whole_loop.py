@@ -111,3 +111,26 @@ def test_a_failed_gate_exits_1_with_the_step_and_reason(state):
         r"Failed: step AucTooLow: Test AUC 0\.\d+ is below the threshold 0\.99", last
     )
     assert not (state / "registry").exists()
+
+
+def test_a_failed_write_back_is_reported_and_exits_1(state):
+    """A PREDICTIONS table of another shape already exists: the MERGE cannot run."""
+    with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
+        conn.cursor().execute("CREATE TABLE PREDICTIONS (SOMETHING_ELSE VARCHAR)")
+    args = (
+        "--state-dir",
+        str(state),
+        "--customers",
+        str(SMALL_CUSTOMERS),
+        "--port",
+        str(free_port()),
+    )
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("Failed: write-back: ")
+    assert any(line.startswith("  Deploy          Succeeded") for line in lines)
+    with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT COUNT(*) FROM PREDICTIONS")
+        assert cursor.fetchone()[0] == 0
