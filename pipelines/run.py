@@ -125,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the execution was stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
-        code = EXIT_USAGE if _is_unreachable(exc) else EXIT_FAILED
-        return _fail(code, f"{type(exc).__name__}: {exc}", args.verbose)
+        if _is_unreachable(exc):
+            return _fail(EXIT_USAGE, str(exc), args.verbose)
+        return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
 
 
 def _is_unreachable(exc: Exception) -> bool:
