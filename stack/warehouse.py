@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -52,32 +53,48 @@ class EmbeddedWarehouse(Warehouse):
     """fakesnow (Snowflake's SQL on DuckDB), one DuckDB file per database under
     ``root``.
 
-    DuckDB lets one process at a time write a database file, so connections here are
-    short-lived: open, do the work, close.
+    DuckDB lets one process at a time open a database file, so connections here are
+    short-lived (open, do the work, close) and a process that finds the file locked
+    waits for it, up to ``lock_timeout`` seconds: several processing workers can then
+    share it, one query at a time.
     """
 
-    def __init__(self, root: Path, database: str, schema: str) -> None:
+    def __init__(
+        self, root: Path, database: str, schema: str, lock_timeout: float = 300.0
+    ) -> None:
         self.root = root
         self.database = database
         self.schema = schema
+        self.lock_timeout = lock_timeout
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
-        from fakesnow.instance import FakeSnow
-
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            instance = FakeSnow(db_path=self.root)
-            conn = instance.connect(database=self.database, schema=self.schema)
-        except Exception as exc:  # duckdb raises IOException on a locked file
-            raise WarehouseUnavailable(
-                f"cannot open the embedded Snowflake at {self.root}: {exc}"
-            ) from exc
+        instance, conn = self._open()
         try:
             yield conn
         finally:
             conn.close()
             instance.duck_conn.close()
+
+    def _open(self) -> tuple[Any, Any]:
+        from fakesnow.instance import FakeSnow
+
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            instance = FakeSnow(db_path=self.root)
+            try:
+                return instance, instance.connect(
+                    database=self.database, schema=self.schema
+                )
+            except Exception as exc:  # duckdb raises IOException on a locked file
+                instance.duck_conn.close()
+                locked = "Could not set lock" in str(exc)
+                if not locked or time.monotonic() > deadline:
+                    raise WarehouseUnavailable(
+                        f"cannot open the embedded Snowflake at {self.root}: {exc}"
+                    ) from exc
+            time.sleep(0.2)
 
     def write_pandas(
         self, conn: Any, frame: pd.DataFrame, table: str, **kwargs: Any

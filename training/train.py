@@ -55,9 +55,17 @@ def train_model(
     hyperparameters: Mapping[str, Any],
     threads: int = 0,
 ) -> TrainedModel:
-    """Fit the classifier; class imbalance is offset with ``scale_pos_weight``."""
+    """Fit the classifier; class imbalance is offset with ``scale_pos_weight``.
+
+    Rows are ordered by entity id first, so the model does not depend on how the
+    extract step happened to shard or order its files.
+    """
     schema.check_frame(train)
     schema.check_frame(validation)
+    train = train.sort_values(schema.entity_id, kind="stable", ignore_index=True)
+    validation = validation.sort_values(
+        schema.entity_id, kind="stable", ignore_index=True
+    )
     labels = train[schema.label].astype(int).to_numpy()
     positives = int(labels.sum())
     if positives == 0 or positives == len(labels):

@@ -134,3 +134,45 @@ def test_a_failed_write_back_is_reported_and_exits_1(state):
         cursor = conn.cursor()
         cursor.execute("SELECT COUNT(*) FROM PREDICTIONS")
         assert cursor.fetchone()[0] == 0
+
+
+def test_two_extract_workers_split_the_rows_between_them(state):
+    """ProcessingInstanceCount=2: two workers, disjoint shards, every row once."""
+    import pandas as pd
+
+    base = (
+        "--state-dir",
+        str(state),
+        "--customers",
+        str(SMALL_CUSTOMERS),
+        "--port",
+        str(free_port()),
+        "--no-writeback",
+    )
+    for instances in ("1", "2"):
+        result = run_cli(*base, "--param", f"ProcessingInstanceCount={instances}")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def extracted(execution_dir):
+        """(worker, customer ids) for every Parquet part the Extract step wrote."""
+        step = execution_dir / "steps" / "Extract"
+        parts = sorted(step.glob("algo-*/opt/ml/processing/output/*/*.parquet"))
+        return [
+            (p.relative_to(step).parts[0], pd.read_parquet(p)["customer_id"])
+            for p in parts
+        ]
+
+    records = sorted(
+        (state / "executions").glob("*/execution.json"), key=lambda p: p.stat().st_mtime
+    )
+    single, double = (extracted(p.parent) for p in records)
+    assert {host for host, _ in single} == {"algo-1"}
+    assert {host for host, _ in double} == {"algo-1", "algo-2"}
+    by_worker = [
+        set(pd.concat([ids for h, ids in double if h == host]))
+        for host in ("algo-1", "algo-2")
+    ]
+    assert by_worker[0] and by_worker[1] and not by_worker[0] & by_worker[1]
+    one = pd.concat([ids for _, ids in single])
+    two = pd.concat([ids for _, ids in double])
+    assert len(two) == len(one) and set(two) == set(one)

@@ -92,3 +92,41 @@ def test_connector_needs_an_account():
     config = load_config("local", environ={"MLOPS_SNOWFLAKE__MODE": "connector"})
     with pytest.raises(WarehouseUnavailable, match="snowflake.account is not set"):
         build_warehouse(config)
+
+
+def test_a_locked_embedded_snowflake_is_waited_for(warehouse):
+    """A second process waits for DuckDB's file lock instead of failing at once."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from stack.warehouse import EmbeddedWarehouse\n"
+        "w = EmbeddedWarehouse(Path(sys.argv[1]), 'MLOPS', 'CHURN', lock_timeout=float(sys.argv[2]))\n"
+        "with w.connect() as conn:\n"
+        "    cursor = conn.cursor()\n"
+        "    cursor.execute('SELECT COUNT(*) FROM CUSTOMERS')\n"
+        "    print(cursor.fetchone()[0])\n"
+    )
+
+    def other_process(timeout: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(warehouse.root), str(timeout)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    with warehouse.connect():
+        impatient = other_process(0.5)
+        assert impatient.wait(timeout=60) == 1
+        assert "Could not set lock" in impatient.stderr.read()
+        patient = other_process(60)
+        time.sleep(2)
+        assert patient.poll() is None  # still waiting for the lock
+    assert patient.wait(timeout=60) == 0
+    assert patient.stdout.read().strip() == "3000"

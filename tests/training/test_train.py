@@ -81,3 +81,12 @@ def test_the_entry_point_reports_a_missing_channel_as_the_failure(tmp_path):
     )
     assert result.returncode == 1
     assert "validation channel is missing" in (root / "output" / "failure").read_text()
+
+
+def test_the_model_does_not_depend_on_row_order():
+    hp = {**DEFAULTS, "num_round": 30}
+    train, validation = churn_like(1200, 5), churn_like(300, 6)
+    shuffled = train.sample(frac=1.0, random_state=3)
+    first = train_model(train, validation, SCHEMA, hp, threads=1)
+    second = train_model(shuffled, validation, SCHEMA, hp, threads=1)
+    assert first.history == second.history
