@@ -34,6 +34,19 @@ def state(tmp_path):
     )
 
 
+def local_args(state, *extra: str) -> tuple[str, ...]:
+    """A local run in ``state`` on the small demo data, with its own endpoint port."""
+    return (
+        "--state-dir",
+        str(state),
+        "--customers",
+        str(SMALL_CUSTOMERS),
+        "--port",
+        str(free_port()),
+        *extra,
+    )
+
+
 def predictions(folder):
     with EmbeddedWarehouse(folder / "snowflake", "MLOPS", "CHURN").connect() as conn:
         cursor = conn.cursor()
@@ -94,17 +107,7 @@ def test_the_whole_loop_twice(state):
 
 
 def test_a_failed_gate_exits_1_with_the_step_and_reason(state):
-    args = (
-        "--state-dir",
-        str(state),
-        "--customers",
-        str(SMALL_CUSTOMERS),
-        "--port",
-        str(free_port()),
-        "--param",
-        "AucThreshold=0.99",
-    )
-    result = run_cli(*args)
+    result = run_cli(*local_args(state, "--param", "AucThreshold=0.99"))
     assert result.returncode == 1
     last = result.stdout.strip().splitlines()[-1]
     assert re.match(
@@ -117,15 +120,7 @@ def test_a_failed_write_back_is_reported_and_exits_1(state):
     """A PREDICTIONS table of another shape already exists: the MERGE cannot run."""
     with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
         conn.cursor().execute("CREATE TABLE PREDICTIONS (SOMETHING_ELSE VARCHAR)")
-    args = (
-        "--state-dir",
-        str(state),
-        "--customers",
-        str(SMALL_CUSTOMERS),
-        "--port",
-        str(free_port()),
-    )
-    result = run_cli(*args)
+    result = run_cli(*local_args(state))
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[-1].startswith("Failed: write-back: ")
@@ -140,15 +135,7 @@ def test_two_extract_workers_split_the_rows_between_them(state):
     """ProcessingInstanceCount=2: two workers, disjoint shards, every row once."""
     import pandas as pd
 
-    base = (
-        "--state-dir",
-        str(state),
-        "--customers",
-        str(SMALL_CUSTOMERS),
-        "--port",
-        str(free_port()),
-        "--no-writeback",
-    )
+    base = local_args(state, "--no-writeback")
     for instances in ("1", "2"):
         result = run_cli(*base, "--param", f"ProcessingInstanceCount={instances}")
         assert result.returncode == 0, result.stdout + result.stderr
