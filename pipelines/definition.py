@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from stack.config import Config, ConfigError
+from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
@@ -44,7 +45,9 @@ def make_session(config: Config, boto_session: Any | None = None) -> Any:
     )
 
 
-LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-execution"
+# An ARN-shaped stand-in, in the placeholder account of local resources; never sent to
+# AWS (a definition for dev/staging/prod needs the real role).
+LOCAL_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-execution"
 
 
 def _role(config: Config) -> str:

@@ -33,7 +33,7 @@ from pipelines.expressions import (
 from pipelines.local_jobs import JobFailed, run_processing_job, run_training_job
 from stack.endpoints import EndpointError
 from stack.objectstore import ObjectStoreError, join_uri
-from stack.registry import RegistryError
+from stack.registry import LOCAL_ACCOUNT, RegistryError
 from stack.resources import Resources
 
 SUCCEEDED, FAILED, EXECUTING = "Succeeded", "Failed", "Executing"
@@ -137,7 +137,8 @@ class LocalRunner:
                 "PipelineExecutionId": execution_id,
                 "PipelineName": name,
                 "PipelineExecutionArn": (
-                    f"arn:aws:sagemaker:{self.resources.config.aws.region}:000000000000:"
+                    f"arn:aws:sagemaker:{self.resources.config.aws.region}:"
+                    f"{LOCAL_ACCOUNT}:"
                     f"pipeline/{name}/execution/{execution_id}"
                 ),
                 "StartDateTime": execution.started_at,
