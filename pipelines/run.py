@@ -168,11 +168,7 @@ def _upsert(
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    if not config.aws.role_arn:
-        raise ConfigError(
-            "aws.role_arn is not set (pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
-        )
-    from pipelines.deploy import upsert_pipeline
+    from pipelines.deploy import upsert_pipeline  # refuses a missing role first
 
     result = upsert_pipeline(
         config, description=args.description, start=args.start, parameters=parameters

@@ -24,13 +24,17 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+
+    def client(service):
+        return boto3.client(
+            service,
+            endpoint_url=moto_server,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    s3 = client("s3")
     s3.create_bucket(Bucket="mlops-test")  # the artifacts bucket exists before a deploy
     state = tmp_path / "state"
     env = {
@@ -72,13 +76,7 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
     ):
         assert any(k.endswith(expected) for k in keys), (expected, keys)
 
-    sagemaker = boto3.client(
-        "sagemaker",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sagemaker = client("sagemaker")
     packages = sagemaker.list_model_packages(ModelPackageGroupName="churn-models")
     summaries = packages["ModelPackageSummaryList"]
     assert [p["ModelApprovalStatus"] for p in summaries] == ["Approved"]
