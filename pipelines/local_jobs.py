@@ -248,6 +248,7 @@ def run_training_job(
         request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400)
     )
     env = _environment(request.get("Environment", {}), root, platform_env)
+    env["TRAINING_JOB_NAME"] = job_name  # as SageMaker sets it in the container
     log_path = work_dir / "algo-1" / "job.log"
     (code,) = _run_all([(argv, env, log_path)], timeout)
     if code != 0:

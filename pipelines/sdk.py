@@ -43,7 +43,7 @@ def load_sdk(region: str) -> SimpleNamespace:
 
 
 def _import_sdk() -> SimpleNamespace:
-    from sagemaker.core import model_metrics, processing, shapes
+    from sagemaker.core import model_metrics, network, processing, shapes
     from sagemaker.core.training import configs
     from sagemaker.core.workflow import (
         conditions,
@@ -59,6 +59,7 @@ def _import_sdk() -> SimpleNamespace:
         fail_step,
         model_step,
         pipeline,
+        retry,
         steps,
     )
     from sagemaker.serve import model_builder
@@ -71,6 +72,8 @@ def _import_sdk() -> SimpleNamespace:
         ProcessingS3Input=shapes.ProcessingS3Input,
         ProcessingS3Output=shapes.ProcessingS3Output,
         StoppingCondition=shapes.StoppingCondition,
+        NetworkConfig=network.NetworkConfig,
+        Networking=configs.Networking,
         Compute=configs.Compute,
         InputData=configs.InputData,
         OutputDataConfig=configs.OutputDataConfig,
@@ -92,6 +95,11 @@ def _import_sdk() -> SimpleNamespace:
         FailStep=fail_step.FailStep,
         ModelStep=model_step.ModelStep,
         Pipeline=pipeline.Pipeline,
+        CacheConfig=steps.CacheConfig,
+        StepRetryPolicy=retry.StepRetryPolicy,
+        StepExceptionTypeEnum=retry.StepExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy=retry.SageMakerJobStepRetryPolicy,
+        SageMakerJobExceptionTypeEnum=retry.SageMakerJobExceptionTypeEnum,
         ProcessingStep=steps.ProcessingStep,
         TrainingStep=steps.TrainingStep,
         ModelBuilder=model_builder.ModelBuilder,
