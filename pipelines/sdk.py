@@ -23,10 +23,19 @@ from types import SimpleNamespace
 _CONFIG = Path(__file__).with_name("sagemaker_config.yaml")
 
 
-@cache
 def load_sdk(region: str) -> SimpleNamespace:
-    """Import the SDK pieces the definition uses; the first call takes a few seconds."""
+    """Import the SDK pieces the definition uses; the first call takes a few seconds.
+
+    The region is put in the environment on every call, not only at import: SDK 3.27
+    builds a default boto session (``LocalSagemakerClient()`` in ``ProcessingStep``)
+    each time a step is made, which fails without one.
+    """
     os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    return _load_sdk()
+
+
+@cache
+def _load_sdk() -> SimpleNamespace:
     os.environ.setdefault("SAGEMAKER_USER_CONFIG_OVERRIDE", str(_CONFIG))
     os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
     root = logging.getLogger()

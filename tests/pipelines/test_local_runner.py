@@ -457,3 +457,26 @@ def test_a_failed_execution_is_retried_from_the_failed_step(runner, tmp_path):
         runner.retry(failed.execution_id)
     with pytest.raises(DefinitionError, match="no execution nope"):
         runner.retry("nope")
+
+
+def test_the_executions_command_lists_describes_and_retries(local_config, capsys):
+    from pipelines import executions
+
+    runner = LocalRunner(build_resources(local_config))
+    failed = runner.run(definition(fail_second=True))
+    state = ["--state-dir", str(local_config.state_dir)]
+
+    def cli(*args):
+        code = executions.main([*state, *args])
+        return code, capsys.readouterr().out
+
+    code, out = cli("list")
+    assert code == 0 and out.startswith(f"{failed.execution_id}  Failed")
+    code, out = cli("describe", failed.execution_id)
+    assert code == 0
+    assert "  Consume         Failed" in out and "the data was bad" in out
+    assert "  Check           NotExecuted" in out
+    code, out = cli("retry", failed.execution_id)  # the job fails the same way again
+    assert code == 1 and "attempt 2" in out
+    assert executions.main([*state, "describe", "nope"]) == 2
+    assert "no execution nope" in capsys.readouterr().err
