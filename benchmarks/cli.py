@@ -78,11 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one run of each")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the commands containing TEXT (and the SDK)"
+    )
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else args.repeat
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, command in cases(Path(scratch)):
+            if args.only and args.only not in name and "import sagemaker" not in name:
+                continue
             times = measure(command, repeat)
             results.append(
                 {
