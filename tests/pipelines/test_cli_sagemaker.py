@@ -98,7 +98,18 @@ def test_upsert_creates_then_updates_with_description_tags_and_display_name(
         "Churn-Dev",
     )
     assert code == 0 and out.startswith("Created pipeline arn:aws:sagemaker:")
-    code, out, _ = upsert(capsys, "--tags", "owner=data-eng")
+    image = "000000000000.dkr.ecr.us-east-1.amazonaws.com/mlops:2"
+    code, out, _ = upsert(
+        capsys,
+        "--tags",
+        "owner=data-eng",
+        "--bucket",
+        "team-bucket",
+        "--image-uri",
+        image,
+        "--region",
+        "us-east-1",
+    )
     assert code == 0 and out.startswith("Updated pipeline")
     client = sagemaker.client
     described = client.describe_pipeline(PipelineName=PIPELINE)
@@ -112,7 +123,13 @@ def test_upsert_creates_then_updates_with_description_tags_and_display_name(
         "owner": "data-eng",
     }
     definition = json.loads(described["PipelineDefinition"])
-    assert definition == build_definition(load_config("dev", {"aws.role_arn": ROLE}))
+    overrides = {
+        "aws.role_arn": ROLE,
+        "aws.bucket": "team-bucket",
+        "sagemaker.image_uri": image,
+    }
+    assert definition == build_definition(load_config("dev", overrides))
+    assert "s3://team-bucket/" in described["PipelineDefinition"]
 
 
 def test_start_passes_typed_parameters(sagemaker, capsys):
