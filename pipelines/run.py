@@ -300,9 +300,10 @@ def upsert_and_report(config: Config, console: Console, request: UpsertRequest) 
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    from pipelines.deploy import upsert_pipeline  # refuses a missing role first
+    from pipelines.deploy import require_role, upsert_pipeline
     from pipelines.remote import sagemaker_client
 
+    require_role(config)  # before looking for credentials: the likelier mistake
     client = sagemaker_client(config)
     result = upsert_pipeline(
         config,
