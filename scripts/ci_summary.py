@@ -80,9 +80,22 @@ def definitions(artifacts: Path) -> list[str]:
     lines = []
     for path in sorted(artifacts.glob("definition-*/*.json")):
         document = json.loads(path.read_text())
-        steps = [step["Name"] for step in document.get("Steps", [])]
+        steps = [step["Name"] for step in _steps(document.get("Steps", []))]
         lines.append(f"- {path.stem}: {len(steps)} steps ({', '.join(steps)})")
     return lines or ["- no definitions"]
+
+
+def _steps(steps: list) -> list:
+    """Steps in document order, the branches of condition steps included."""
+    found = []
+    for step in steps:
+        found.append(step)
+        arguments = step.get("Arguments", {})
+        if step.get("Type") == "Condition":
+            found += _steps(
+                arguments.get("IfSteps", []) + arguments.get("ElseSteps", [])
+            )
+    return found
 
 
 def benchmarks(artifacts: Path) -> list[str]:

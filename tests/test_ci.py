@@ -275,3 +275,39 @@ def test_the_parameters_of_each_environment_match_its_configuration(env):
     assert values["BucketName"] == config.aws.bucket
     assert values["EndpointName"] == config.sagemaker.endpoint_name
     assert values["ModelPackageGroupName"] == config.sagemaker.model_package_group
+
+
+# --- the job summary -----------------------------------------------------------------
+
+
+def test_the_job_summary_reads_what_the_jobs_uploaded(tmp_path):
+    import json
+
+    from scripts.ci_summary import summary
+
+    tests_dir = tmp_path / "test-reports-3.11"
+    tests_dir.mkdir()
+    (tests_dir / "junit.xml").write_text(
+        '<testsuites><testsuite tests="10" failures="1" errors="0" skipped="2"/>'
+        "</testsuites>"
+    )
+    (tests_dir / "coverage.xml").write_text('<coverage line-rate="0.8312"/>')
+    security = tmp_path / "security-reports"
+    security.mkdir()
+    (security / "pip-audit.json").write_text(
+        json.dumps(
+            {
+                "dependencies": [
+                    {"name": "a", "version": "1", "vulns": []},
+                    {"name": "b", "version": "2", "vulns": [{"id": "X"}]},
+                ]
+            }
+        )
+    )
+    text = summary(tmp_path, json.dumps({"tests": {"result": "failure"}}))
+    assert "| tests | failure |" in text
+    assert (
+        "- Python 3.11: 7 passed, 1 failed, 2 skipped; coverage 83.1% of lines" in text
+    )
+    assert "2 locked packages, 1 with known vulnerabilities\n  - b 2" in text
+    assert "- no distributions" in text
