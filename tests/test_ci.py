@@ -122,24 +122,51 @@ def commands(script):
     script = EXPRESSION.sub("X", script).replace("\\\n", " ")
     while SUBSTITUTION.search(script):
         script = SUBSTITUTION.sub(lambda m: "X; " + m.group(1) + " ;", script)
-    found = []
-    for line in script.splitlines():
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        segment = []
-        for token in [*lexer, ";"]:
-            if token in OPERATORS:
-                while segment and (
-                    segment[0] in SHELL_KEYWORDS or ASSIGNMENT.match(segment[0])
-                ):
-                    segment.pop(0)
-                if segment:
-                    found.append(segment)
-                segment = []
-            else:
-                segment.append(token)
+    lexer = shlex.shlex(
+        _unquoted_newlines_end_commands(script), posix=True, punctuation_chars=";&|"
+    )
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    found, segment = [], []
+    for token in [*lexer, ";"]:
+        if token in OPERATORS:
+            while segment and (
+                segment[0] in SHELL_KEYWORDS or ASSIGNMENT.match(segment[0])
+            ):
+                segment.pop(0)
+            if segment:
+                found.append(segment)
+            segment = []
+        else:
+            segment.append(token)
     return found
+
+
+def _unquoted_newlines_end_commands(script):
+    """Newlines outside quotes become ``;`` and comments go, so a quoted argument
+    may span lines (a jq program) while every line is still its own command.
+    """
+    out, quote, i = [], None, 0
+    while i < len(script):
+        char = script[i]
+        if quote:
+            if char == "\\" and quote == '"':
+                out.append(script[i : i + 2])
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (not out or out[-1][-1:] in " \t\n;"):
+            while i < len(script) and script[i] != "\n":
+                i += 1
+            continue
+        elif char == "\n":
+            char = " ; "
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 @cache
