@@ -192,7 +192,8 @@ def _module_problem(module, args):
     if module.split(".")[0] not in PROJECT_PACKAGES:
         return None
     text = _help((module,))
-    choices = re.search(r"\{([\w,-]+)\}", text)
+    # subcommands are the first positional argument's choices (not an option's)
+    choices = re.search(r"positional arguments:\s*\n\s*\{([\w,-]+)\}", text)
     positional = [a for a in args if not a.startswith("-")]
     if choices and positional:
         if positional[0] not in choices.group(1).split(","):
