@@ -127,6 +127,12 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 str(config.features.validation_fraction),
                 "--test-fraction",
                 str(config.features.test_fraction),
+                # one data version per execution: every worker (and a retry) reads
+                # the tables as of the execution's start (Snowflake Time Travel)
+                "--data-version",
+                sdk.ExecutionVariables.START_DATETIME,
+                "--execution-id",
+                execution_id,
             ],
         ),
     )
