@@ -141,14 +141,13 @@ def copy_into_statement(
 ) -> str:
     """``COPY INTO @stage/path/`` of one split of one shard, as Parquet with a header.
 
-    Columns are cast in SQL (features to FLOAT or NUMBER(38,0), the label to
-    NUMBER(38,0)), so the files hold doubles and integers, never decimals.
+    Snowflake writes NUMBER columns to Parquet as DECIMAL, which pandas reads as Python
+    ``Decimal`` objects (slow, and not numeric to the schema check), so every feature
+    and the label are cast to FLOAT (exact for integers below 2**53).
     """
     columns = [schema.entity_id]
-    for feature in schema.features:
-        kind = "FLOAT" if feature.dtype == "float" else "NUMBER(38,0)"
-        columns.append(f"CAST({feature.name} AS {kind}) AS {feature.name}")
-    columns.append(f"CAST({schema.label} AS NUMBER(38,0)) AS {schema.label}")
+    for name in [*schema.feature_names, schema.label]:
+        columns.append(f"CAST({name} AS FLOAT) AS {name}")
     shard_filter = slice_predicate(schema.entity_id, shard, shards)
     select = ",\n       ".join(columns)
     return (
