@@ -152,7 +152,9 @@ def _run_floor(rows: int, out: Path) -> dict[str, Any]:
     started = time.time()
     con.execute(f"COPY t TO '{out / 'floor.parquet'}' (FORMAT PARQUET)")
     ended = time.time()
-    written = con.execute(f"SELECT COUNT(*) FROM '{out / 'floor.parquet'}'").fetchone()
+    (written,) = con.execute(
+        f"SELECT COUNT(*) FROM '{out / 'floor.parquet'}'"
+    ).fetchall()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "rows": int(written[0]),
