@@ -65,10 +65,19 @@ def sliced_query(
     return f"SELECT * FROM (\n{_body(sql)}\n) AS features WHERE {predicate}"
 
 
-def count_query(sql: str, entity_id: str, shard: int, shards: int) -> str:
-    """How many rows this shard will extract (sizes the slices and the progress)."""
+def count_query(
+    sql: str, entity_id: str, shard: int, shards: int, counted: Sequence[str] = ()
+) -> str:
+    """Rows of this shard, and non-null values of each ``counted`` column.
+
+    Sizes the slices and the progress, and lets the schema contract refuse an empty
+    result or a feature null everywhere before anything is written.
+    """
     predicate = slice_predicate(entity_id, shard, shards)
-    return f"SELECT COUNT(*) FROM (\n{_body(sql)}\n) AS features WHERE {predicate}"
+    counts = "".join(f", COUNT({name})" for name in counted)
+    return (
+        f"SELECT COUNT(*){counts} FROM (\n{_body(sql)}\n) AS features WHERE {predicate}"
+    )
 
 
 def pin_to_data_version(sql: str) -> str:

@@ -84,11 +84,10 @@ def profile(
     missing = [c for c in schema.columns if c not in columns]
     if missing:
         raise SchemaError(f"missing column(s): {', '.join(missing)}")
-    counts = ", ".join(f"COUNT({name})" for name in schema.feature_names)
-    query = count_query(sql, schema.entity_id, shard, shards).replace(
-        "SELECT COUNT(*)", f"SELECT COUNT(*), {counts}", 1
+    cursor.execute(
+        count_query(sql, schema.entity_id, shard, shards, schema.feature_names),
+        params,
     )
-    cursor.execute(query, params)
     row = cursor.fetchone()
     total = int(row[0])
     non_null = {
