@@ -341,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = args.sizes or ([2_000, 20_000] if args.quick else [200_000, 2_000_000])
     # the default of extract.slice_rows; --quick scales it down with the sizes
-    slice_rows = args.slice_rows or (2_500 if args.quick else 250_000)
+    from stack.config import ExtractConfig
+
+    slice_rows = args.slice_rows or (
+        2_500 if args.quick else ExtractConfig().slice_rows
+    )
     measurements = []
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         for size in sizes:

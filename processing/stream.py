@@ -160,7 +160,7 @@ def stream_features(
     *,
     shard: int = 0,
     shards: int = 1,
-    slice_rows: int = 250_000,
+    slice_rows: int = 100_000,
     validation_fraction: float = 0.15,
     test_fraction: float = 0.15,
 ) -> StreamResult:
@@ -180,15 +180,28 @@ def stream_features(
             query = sliced_query(
                 sql, schema.entity_id, shard, shards, slice_, result.slices
             )
-            cursor.execute(query, params)
-            for batch in fetch_arrow(cursor):
-                table = schema.conform_arrow(batch)
-                del batch
-                _write_batch(
-                    table, schema, writers, result, validation_fraction, test_fraction
-                )
-                for name, count in schema.non_null_counts(table).items():
-                    non_null[name] += count
+            # a cursor per slice, closed after it: the connector keeps a result
+            # until the cursor's next query, so one slice would otherwise overlap the
+            # next
+            slice_cursor = conn.cursor()
+            try:
+                slice_cursor.execute(query, params)
+                for batch in fetch_arrow(slice_cursor):
+                    table = schema.conform_arrow(batch)
+                    del batch
+                    _write_batch(
+                        table,
+                        schema,
+                        writers,
+                        result,
+                        validation_fraction,
+                        test_fraction,
+                    )
+                    for name, count in schema.non_null_counts(table).items():
+                        non_null[name] += count
+                    del table
+            finally:
+                slice_cursor.close()
             log.info(
                 "slice %d/%d: %d of %d rows written (%.0f rows/s)",
                 slice_ + 1,

@@ -169,8 +169,11 @@ class ExtractConfig(_Section):
     # connector: the step streams the query in slices into Parquet (the default);
     # copy_into: Snowflake unloads Parquet to an external stage itself.
     route: Literal["connector", "copy_into"] = "connector"
-    # rows per slice of the query (each slice is fetched and written, then dropped)
-    slice_rows: int = Field(250_000, ge=1, le=50_000_000)
+    # rows per slice of the query (each slice is fetched and written, then dropped;
+    # about 700 bytes per row of 21 columns in flight). Each slice re-runs the query
+    # in Snowflake: an expensive query wants larger slices (Snowflake's own result
+    # chunks still bound memory there) or the copy_into route.
+    slice_rows: int = Field(100_000, ge=1, le=50_000_000)
     row_group_rows: int = Field(100_000, ge=1, le=10_000_000)
     # copy_into: the external stage (storage integration) whose URL is aws.bucket/prefix
     stage: str | None = None
