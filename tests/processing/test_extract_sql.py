@@ -220,3 +220,25 @@ def test_unload_writes_each_split_of_each_shard_once(warehouse):
 def test_the_query_hash_is_the_texts():
     assert query_sha256(FEATURES.sql) == query_sha256(FEATURES.sql)
     assert query_sha256(FEATURES.sql) != query_sha256(FEATURES.sql + " ")
+
+
+def test_pinning_changes_nothing_but_the_tables_read_point(warehouse):
+    """sqlglot's rewrite keeps the query's meaning: without its AT clauses it returns
+    exactly what the team's text returns (run on the embedded Snowflake)."""
+    from processing.extract import query_features
+
+    text = re.sub(
+        r"%\((\w+)\)s",
+        lambda m: f"__param_{m.group(1)}__",
+        pin_to_data_version(FEATURES.sql),
+    )
+    tree = sqlglot.parse_one(text, read="snowflake")
+    for table in tree.find_all(exp.Table):
+        table.set("when", None)
+    unpinned = re.sub(r"\b__param_(\w+)__\b", r"%(\1)s", tree.sql("snowflake"))
+    assert "AT (" not in unpinned
+    with warehouse.connect() as conn:
+        original = query_features(conn, FEATURES.sql, PARAMS)
+        rewritten = query_features(conn, unpinned, PARAMS)
+    assert len(original) > 1000
+    assert original.equals(rewritten)
