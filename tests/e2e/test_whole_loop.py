@@ -83,6 +83,9 @@ def test_the_whole_loop_twice(state):
     second = run_cli(*args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Found demo data" in second.stdout
+    first_id = re.search(r"execution (\w+)\n", first.stdout).group(1)
+    for step in ("Extract", "Train", "Evaluate"):  # same arguments: SageMaker's cache
+        assert f"[cache] {step} reused from execution {first_id}" in second.stdout
     assert "(version 2, Approved)" in second.stdout
     assert predictions(state)[:2] == (rows, customers)  # one current row per customer
 
