@@ -89,7 +89,11 @@ def extract_summary(directory: Path) -> dict[str, Any] | None:
         "feature_set": first.get("feature_set"),
         "query_sha256": first.get("query_sha256"),
         "parameters": first.get("parameters"),
-        "data_version": first.get("data_version"),
+        # one per instance: with DataVersion=latest each took its own instant
+        "data_versions": {
+            str(m.get("host", i)): m.get("data_version")
+            for i, m in enumerate(manifests)
+        },
         "instances": len(manifests),
         "rows": rows,
         "rows_total": sum(rows.values()),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 import warnings
@@ -52,7 +51,6 @@ from processing.stream import (
 __all__ = ["SPLITS", "assign_split", "query_features", "main"]
 
 log = logging.getLogger("processing.extract")
-_EXECUTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def query_features(conn: Any, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
@@ -86,32 +84,50 @@ class DataVersion:
         }
 
 
-def resolve_data_version(
-    requested: datetime | None, time_travel: bool, shards: int
-) -> DataVersion:
-    """One point in time per execution.
+LATEST = "latest"
 
-    The pipeline passes its execution's start time, the same for every worker and for a
-    retry of the execution, so all of them read the same data (within the tables' Time
-    Travel retention). Without Time Travel (the embedded warehouse, a fakesnow server)
-    the reads see the tables as they are, and the manifest says so.
+
+def parse_data_version(text: str) -> datetime | None:
+    """``latest`` (None: the time the extract starts) or an ISO 8601 instant (UTC when
+    it names no zone)."""
+    if text == LATEST:
+        return None
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--data-version {text!r} is neither 'latest' nor an ISO 8601 timestamp"
+        ) from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def resolve_data_version(
+    requested: datetime | None, time_travel: bool, conn: Any
+) -> DataVersion:
+    """The one point in time this worker reads every table at.
+
+    ``requested`` (the pipeline's DataVersion) pins every worker, and any rerun with the
+    same value, to the same data. ``None`` takes Snowflake's clock once, at the start:
+    all slices of this worker read that instant; with several instances each records
+    its own (they start within moments of each other). Without Time Travel (the
+    embedded warehouse, a fakesnow server) the tables are read as they are, and the
+    manifest says so.
     """
-    if requested is not None and requested.tzinfo is None:
-        requested = requested.replace(tzinfo=UTC)
     if not time_travel:
         return DataVersion(
             requested or datetime.now(UTC),
             False,
             "this warehouse has no Time Travel: the tables were read as they were",
         )
-    if requested is None:
-        if shards > 1:
-            raise ValueError(
-                "--data-version is required with more than one instance, so that "
-                "every worker reads the same point in time"
-            )
-        requested = datetime.now(UTC)
-    return DataVersion(requested, True, "every table read AT(TIMESTAMP => timestamp)")
+    if requested is not None:
+        return DataVersion(requested, True, "every table read AT(TIMESTAMP => ...)")
+    cursor = conn.cursor()
+    cursor.execute("SELECT CURRENT_TIMESTAMP()")
+    now = cursor.fetchone()[0]
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    return DataVersion(
+        now, True, "latest: Snowflake's time at the start of this instance's extract"
+    )
 
 
 def feature_query(feature_set: FeatureSet, version: DataVersion) -> str:
@@ -137,7 +153,7 @@ def unload_to_stage(
     params: Mapping[str, Any],
     feature_set: FeatureSet,
     stage: str,
-    path: Sequence[str],
+    paths: Mapping[str, str],
     part_name: str,
     *,
     shard: int,
@@ -146,7 +162,11 @@ def unload_to_stage(
     test_fraction: float,
     max_file_bytes: int,
 ) -> dict[str, int]:
-    """COPY INTO the stage, one statement per split; return the rows unloaded."""
+    """COPY INTO the stage, one statement per split; return the rows unloaded.
+
+    ``paths`` names each split's folder in the stage (``<execution>/features/train``),
+    so the files land where the step's outputs point and Train finds them there.
+    """
     schema = feature_set.schema
     cursor = conn.cursor()
     profile(cursor, sql, params, schema, shard, shards)
@@ -157,7 +177,7 @@ def unload_to_stage(
             sql,
             schema,
             stage,
-            [*path, split, part_name],
+            [*paths[split].split("/"), part_name],
             predicates[split],
             shard,
             shards,
@@ -190,12 +210,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--output-dir", default="/opt/ml/processing/output")
     parser.add_argument(
         "--data-version",
-        type=datetime.fromisoformat,
-        default=None,
-        help="read the tables as of this instant (the execution's start time)",
-    )
-    parser.add_argument(
-        "--execution-id", default=None, help="names the stage path of copy_into"
+        default=LATEST,
+        help="read the tables as of this ISO 8601 instant, or 'latest'",
     )
     parser.add_argument("--env", default=None, help="configuration environment")
     return parser.parse_args(argv)
@@ -234,54 +250,56 @@ def _run(args: argparse.Namespace, contract: ProcessingContract) -> dict[str, An
 
     config = load_config(args.env)
     settings = config.extract
+    requested = parse_data_version(args.data_version)
     feature_set = load_feature_set(args.feature_set, config.features.directory)
     shard, shards = contract.host_index, len(contract.hosts)
-    warehouse = build_warehouse(config)
-    version = resolve_data_version(args.data_version, warehouse.time_travel, shards)
-    sql = feature_query(feature_set, version)
-    params = query_params(args.as_of, args.label_window_days, version)
     output = contract.path(args.output_dir)
     directories = {s: output / s for s in SPLITS}
     part_name = f"part-{contract.current_host}"
-    manifest: dict[str, Any] = {
-        "feature_set": feature_set.name,
-        "query_sha256": query_sha256(feature_set.sql),
-        "schema": feature_set.schema.to_dict(),
-        "parameters": {
-            "as_of": args.as_of.isoformat(),
-            "label_window_days": args.label_window_days,
-            "validation_fraction": args.validation_fraction,
-            "test_fraction": args.test_fraction,
-        },
-        "data_version": version.to_dict(),
-        "route": settings.route,
-        "host": contract.current_host,
-        "shard": shard,
-        "shards": shards,
-    }
-    log.info(
-        "extracting %s on %s (shard %d of %d) as of %s, data version %s (%s)",
-        feature_set.name,
-        contract.current_host,
-        shard + 1,
-        shards,
-        args.as_of,
-        version.timestamp.isoformat(),
-        "pinned" if version.pinned else "not pinned",
+    stage_path = (
+        _stage_paths(contract, config.artifact_root)
+        if settings.route == "copy_into"
+        else {}
     )
+    warehouse = build_warehouse(config)
     with warehouse.connect() as conn:
+        version = resolve_data_version(requested, warehouse.time_travel, conn)
+        sql = feature_query(feature_set, version)
+        params = query_params(args.as_of, args.label_window_days, version)
+        log.info(
+            "extracting %s on %s (shard %d of %d) as of %s, data version %s (%s)",
+            feature_set.name,
+            contract.current_host,
+            shard + 1,
+            shards,
+            args.as_of,
+            version.timestamp.isoformat(),
+            "pinned" if version.pinned else "not pinned",
+        )
+        manifest: dict[str, Any] = {
+            "feature_set": feature_set.name,
+            "query_sha256": query_sha256(feature_set.sql),
+            "schema": feature_set.schema.to_dict(),
+            "parameters": {
+                "as_of": args.as_of.isoformat(),
+                "label_window_days": args.label_window_days,
+                "validation_fraction": args.validation_fraction,
+                "test_fraction": args.test_fraction,
+            },
+            "data_version": version.to_dict(),
+            "route": settings.route,
+            "host": contract.current_host,
+            "shard": shard,
+            "shards": shards,
+        }
         if settings.route == "copy_into":
-            if not args.execution_id or not _EXECUTION_ID.match(args.execution_id):
-                raise ValueError(
-                    "route copy_into needs --execution-id (letters, digits, -, _)"
-                )
             rows = unload_to_stage(
                 conn,
                 sql,
                 params,
                 feature_set,
                 str(settings.stage),
-                [args.execution_id, "features"],
+                stage_path,
                 part_name,
                 shard=shard,
                 shards=shards,
@@ -315,6 +333,23 @@ def _run(args: argparse.Namespace, contract: ProcessingContract) -> dict[str, An
     manifest["rows_total"] = sum(rows.values())
     write_manifest(directories, contract.current_host, manifest)
     return manifest
+
+
+def _stage_paths(contract: ProcessingContract, artifact_root: str) -> dict[str, str]:
+    """Where in the stage each split goes: the step's own output S3 URIs (from the
+    job's config), relative to the stage's URL, which is the artifact root."""
+    uris = contract.output_uris()
+    root = artifact_root.rstrip("/") + "/"
+    paths = {}
+    for split in SPLITS:
+        uri = uris.get(split, "")
+        if not uri.startswith(root):
+            raise ValueError(
+                f"route copy_into: output {split!r} ({uri or 'missing'}) is not under "
+                f"the stage's URL {root}"
+            )
+        paths[split] = uri[len(root) :].strip("/")
+    return paths
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def test_the_extract_manifests_are_summed_for_the_report(tmp_path):
             json.dumps(
                 {
                     "feature_set": "churn",
+                    "host": host,
                     "query_sha256": "ab" * 32,
                     "data_version": version,
                     "rows": {"train": rows, "validation": 2, "test": 3},
@@ -85,4 +86,4 @@ def test_the_extract_manifests_are_summed_for_the_report(tmp_path):
     assert summary["instances"] == 2
     assert summary["rows"] == {"train": 22, "validation": 4, "test": 6}
     assert summary["rows_total"] == 32
-    assert summary["data_version"] == version
+    assert summary["data_versions"] == {"algo-1": version, "algo-2": version}

@@ -3,7 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -353,14 +353,25 @@ def test_a_non_nullable_feature_with_nulls_fails(warehouse, tmp_path):
     assert not list(tmp_path.rglob("*.parquet"))
 
 
-def test_several_instances_need_one_data_version_where_time_travel_exists():
-    from processing.extract import resolve_data_version
+def test_the_data_version_is_an_instant_or_latest(warehouse):
+    from processing.extract import parse_data_version, resolve_data_version
 
-    with pytest.raises(ValueError, match="--data-version is required"):
-        resolve_data_version(None, time_travel=True, shards=2)
-    pinned = resolve_data_version(datetime(2026, 4, 1, 6), time_travel=True, shards=2)
-    assert pinned.pinned and pinned.timestamp.isoformat() == "2026-04-01T06:00:00+00:00"
-    assert not resolve_data_version(None, time_travel=False, shards=2).pinned
+    assert parse_data_version("latest") is None
+    assert parse_data_version("2026-04-01T06:00:00") == datetime(
+        2026, 4, 1, 6, tzinfo=UTC
+    )
+    with pytest.raises(ValueError, match="neither 'latest' nor an ISO 8601"):
+        parse_data_version("yesterday")
+    given = datetime(2026, 4, 1, 6, tzinfo=UTC)
+    with warehouse.connect() as conn:
+        pinned = resolve_data_version(given, time_travel=True, conn=conn)
+        latest = resolve_data_version(None, time_travel=True, conn=conn)
+        unpinned = resolve_data_version(given, time_travel=False, conn=conn)
+    assert pinned.pinned and pinned.timestamp == given
+    # latest: Snowflake's clock, taken once
+    assert latest.pinned and latest.timestamp.tzinfo is not None
+    assert abs((latest.timestamp - datetime.now(UTC)).total_seconds()) < 3600
+    assert not unpinned.pinned and "no Time Travel" in unpinned.note
 
 
 def test_the_as_of_window_is_respected_by_the_label(warehouse, tmp_path):

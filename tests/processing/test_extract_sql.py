@@ -202,7 +202,7 @@ def test_unload_writes_each_split_of_each_shard_once(warehouse):
                 PARAMS,
                 FEATURES,
                 "FEATURES_STAGE",
-                ["exec1", "features"],
+                {s: f"exec1/features/{s}" for s in ("train", "validation", "test")},
                 f"part-algo-{shard + 1}",
                 shard=shard,
                 shards=2,
@@ -242,3 +242,28 @@ def test_pinning_changes_nothing_but_the_tables_read_point(warehouse):
         rewritten = query_features(conn, unpinned, PARAMS)
     assert len(original) > 1000
     assert original.equals(rewritten)
+
+
+def test_copy_into_writes_where_the_steps_outputs_point(tmp_path):
+    """The stage folder of each split is the step's output URI under the stage's URL
+    (the artifact root), read from the job's processingjobconfig.json."""
+    import json
+
+    from processing.contract import ProcessingContract
+    from processing.extract import _stage_paths
+
+    root = "s3://mlops-dev-artifacts/churn"
+    (tmp_path / "config").mkdir()
+    outputs = [
+        {"OutputName": s, "S3Output": {"S3Uri": f"{root}/e-42/features/{s}"}}
+        for s in ("train", "validation", "test")
+    ]
+    (tmp_path / "config" / "processingjobconfig.json").write_text(
+        json.dumps({"ProcessingOutputConfig": {"Outputs": outputs}})
+    )
+    contract = ProcessingContract.from_environment({"OPT_ML_ROOT": str(tmp_path)})
+    assert _stage_paths(contract, root) == {
+        s: f"e-42/features/{s}" for s in ("train", "validation", "test")
+    }
+    with pytest.raises(ValueError, match="is not under the stage's URL"):
+        _stage_paths(contract, "s3://another-bucket/churn")
