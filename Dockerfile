@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --create-home --uid 1000 model \
     && mkdir -p /opt/ml && chown -R model /opt/ml
 
-USER model
+USER 1000
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping')" || exit 1
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=2)"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]

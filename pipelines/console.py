@@ -91,3 +91,29 @@ def show_progress(console: Console, event: str, step: Any) -> None:
             outcome=step.outcome,
             **fields,
         )
+
+
+def show_step(
+    console: Console,
+    name: str,
+    status: str,
+    duration: float | None,
+    reason: str | None,
+    cached_from: str | None,
+    event: str = "step",
+) -> None:
+    """One step's final state: name, status, duration, where it was reused from, why it
+    failed.
+    """
+    shown = f"{duration:6.1f}s" if duration is not None else "       "
+    extra = f"  cached from {cached_from}" if cached_from else ""
+    extra += f"  {reason}" if reason else ""
+    console.event(
+        event,
+        f"  {name:<16}{status:<14}{shown}{extra}",
+        step=name,
+        status=status,
+        duration_seconds=duration,
+        failure_reason=reason,
+        cached_from=cached_from,
+    )

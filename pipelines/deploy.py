@@ -43,10 +43,7 @@ def upsert_pipeline(
     added to it when it is updated. The definition is checked against SageMaker's API
     model and the parameters against the definition before anything is sent.
     """
-    if not config.aws.role_arn:
-        raise ConfigError(
-            "aws.role_arn is not set (pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
-        )
+    require_role(config)
     definition = build_definition(config, make_session(config))
     try:
         bind_parameters(definition, parameters or {})  # fail before touching AWS
@@ -80,6 +77,15 @@ def upsert_pipeline(
         start_execution(client, name, parameters or {}, display_name) if start else None
     )
     return UpsertResult(action, arn, body, execution_arn)
+
+
+def require_role(config: Config) -> str:
+    """The pipeline's execution role, or ConfigError saying how to give one."""
+    if not config.aws.role_arn:
+        raise ConfigError(
+            "aws.role_arn is not set (pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
+        )
+    return config.aws.role_arn
 
 
 def _exists(client: Any, name: str) -> bool:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.console import FORMATS, Console, show_progress
+from pipelines.console import FORMATS, Console, show_progress, show_step
 from stack.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -132,7 +132,7 @@ def _describe_local(console: Console, execution: Any) -> None:
         parameters=execution.parameters,
     )
     for step in execution.steps:
-        _show_step(
+        show_step(
             console,
             step.name,
             step.status,
@@ -140,28 +140,6 @@ def _describe_local(console: Console, execution: Any) -> None:
             step.failure_reason,
             step.cached_from,
         )
-
-
-def _show_step(
-    console: Console,
-    name: str,
-    status: str,
-    duration: float | None,
-    reason: str | None,
-    cached_from: str | None,
-) -> None:
-    shown = f"{duration:6.1f}s" if duration is not None else "       "
-    extra = f"  cached from {cached_from}" if cached_from else ""
-    extra += f"  {reason}" if reason else ""
-    console.event(
-        "step",
-        f"  {name:<16}{status:<14}{shown}{extra}",
-        step=name,
-        status=status,
-        duration_seconds=duration,
-        failure_reason=reason,
-        cached_from=cached_from,
-    )
 
 
 def _on_sagemaker(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -196,19 +174,11 @@ def _describe_remote(console: Console, status: Any) -> None:
         status=status.status,
     )
     for step in status.steps:
-        duration = None
-        if step.started_at and step.ended_at:
-            from datetime import datetime
-
-            duration = (
-                datetime.fromisoformat(step.ended_at)
-                - datetime.fromisoformat(step.started_at)
-            ).total_seconds()
-        _show_step(
+        show_step(
             console,
             step.name,
             step.status,
-            duration,
+            step.duration_seconds,
             step.failure_reason,
             step.cached_from,
         )

@@ -376,8 +376,9 @@ class LocalRunner:
         }
         record = execution.step(name)
         job_name = f"pipelines-{execution.execution_id}-{name}".lower()
-        if kind == "Processing":
-            result = run_processing_job(
+        if kind in ("Processing", "Training"):
+            run_job = run_processing_job if kind == "Processing" else run_training_job
+            result = run_job(
                 job_name,
                 arguments,
                 work_dir,
@@ -388,20 +389,9 @@ class LocalRunner:
             record.logs = [str(p) for p in result.log_paths]
             files = self._property_files(step, result.properties)
             self._set_properties(execution, name, result.properties)
-            with self._lock:
-                execution.property_files[name] = files
-            return job_name
-        if kind == "Training":
-            result = run_training_job(
-                job_name,
-                arguments,
-                work_dir,
-                self.resources.store,
-                platform,
-                self._jobs,
-            )
-            record.logs = [str(p) for p in result.log_paths]
-            self._set_properties(execution, name, result.properties)
+            if kind == "Processing":
+                with self._lock:
+                    execution.property_files[name] = files
             return job_name
         if kind == "Condition":
             holds = all(evaluate_condition(c) for c in arguments["Conditions"])

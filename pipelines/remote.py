@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from stack.config import Config, ConfigError
@@ -25,6 +26,13 @@ class StepStatus:
     ended_at: str | None = None
     failure_reason: str | None = None
     cached_from: str | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not (self.started_at and self.ended_at):
+            return None
+        ended = datetime.fromisoformat(self.ended_at)
+        return (ended - datetime.fromisoformat(self.started_at)).total_seconds()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.console import FORMATS, Console, show_progress
+from pipelines.console import FORMATS, Console, show_progress, show_step
 from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
 
@@ -300,9 +300,10 @@ def upsert_and_report(config: Config, console: Console, request: UpsertRequest) 
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    from pipelines.deploy import upsert_pipeline  # refuses a missing role first
+    from pipelines.deploy import require_role, upsert_pipeline
     from pipelines.remote import sagemaker_client
 
+    require_role(config)  # before looking for credentials: the likelier mistake
     client = sagemaker_client(config)
     result = upsert_pipeline(
         config,
@@ -355,15 +356,14 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
         console.error(str(timeout), exit_code=EXIT_FAILED)
         return EXIT_FAILED
     for step in final.steps:
-        reason = f": {step.failure_reason}" if step.failure_reason else ""
-        cached = " (cached)" if step.cached_from else ""
-        console.event(
-            "step_result",
-            f"  {step.name:<16}{step.status}{cached}{reason}",
-            step=step.name,
-            status=step.status,
-            cached_from=step.cached_from,
-            failure_reason=step.failure_reason,
+        show_step(
+            console,
+            step.name,
+            step.status,
+            step.duration_seconds,
+            step.failure_reason,
+            step.cached_from,
+            event="step_result",
         )
     if final.status == "Succeeded":
         console.event("execution", "Succeeded", status=final.status, execution_arn=arn)
@@ -524,19 +524,14 @@ def _summary(
         execution_id=execution.execution_id,
     )
     for step in execution.steps:
-        duration = (
-            f"{step.duration_seconds:6.1f}s"
-            if step.duration_seconds is not None
-            else ""
-        )
-        cached = f"  cached from {step.cached_from}" if step.cached_from else ""
-        say(
-            "step_summary",
-            f"  {step.name:<16}{step.status:<14}{duration}{cached}",
-            step=step.name,
-            status=step.status,
-            duration_seconds=step.duration_seconds,
-            cached_from=step.cached_from,
+        show_step(
+            console,
+            step.name,
+            step.status,
+            step.duration_seconds,
+            None,  # the failure was shown as it happened, and again below
+            step.cached_from,
+            event="step_summary",
         )
     report = execution.property_files.get("Evaluate", {}).get("EvaluationReport")
     if report:

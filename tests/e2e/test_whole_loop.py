@@ -139,8 +139,13 @@ def test_two_extract_workers_split_the_rows_between_them(state):
     import pandas as pd
 
     base = local_args(state, "--no-writeback")
+    # The instance count is not part of SageMaker's cache key (nor of ours): with the
+    # cache on, the second run would reuse the first one's single shard.
+    no_cache = {"MLOPS_SAGEMAKER__CACHE_EXPIRE_AFTER": ""}
     for instances in ("1", "2"):
-        result = run_cli(*base, "--param", f"ProcessingInstanceCount={instances}")
+        result = run_cli(
+            *base, "--param", f"ProcessingInstanceCount={instances}", env=no_cache
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
     def extracted(execution_dir):
