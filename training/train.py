@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Mapping
@@ -150,6 +151,26 @@ def save_model(model: TrainedModel, model_dir: Path) -> None:
     (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
 
 
+def data_window(channel: Path) -> dict[str, str]:
+    """As-of date, label window and data version from the Extract's manifests in
+    ``channel`` (empty when it wrote none).
+    """
+    manifests = [
+        json.loads(p.read_text()) for p in sorted(channel.rglob("manifest-*.json"))
+    ]
+    if not manifests:
+        return {}
+    parameters = manifests[0].get("parameters") or {}
+    versions = sorted(
+        {str((m.get("data_version") or {}).get("timestamp")) for m in manifests}
+    )
+    return {
+        "as_of_date": str(parameters.get("as_of", "")),
+        "label_window_days": str(parameters.get("label_window_days", "")),
+        "data_version": ",".join(versions),
+    }
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     contract = TrainingContract.from_environment()
@@ -162,10 +183,17 @@ def main() -> int:
         train = read_channel(contract.channels["train"])
         validation = read_channel(contract.channels["validation"])
         model = train_model(train, validation, schema, hp, threads=contract.num_cpus)
-        save_model(model, contract.model_dir)
+        git_commit = os.environ.get("GIT_COMMIT") or "unknown"
+        window = data_window(contract.channels["train"])
         from training.tracking import log_training_run
 
-        log_training_run(model)
+        run_id = log_training_run(model, {"git_commit": git_commit, **window})
+        # the run id and commit travel with the model: Evaluate logs to the same
+        # run and the registered package carries both
+        model.metadata.update(
+            mlflow_run_id=run_id, git_commit=git_commit, data_window=window
+        )
+        save_model(model, contract.model_dir)
     except (HyperparameterError, SchemaError) as exc:
         contract.fail(str(exc))
         log.error("%s", exc)
