@@ -17,6 +17,8 @@ from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
+# CheckAuc applies the registration gate (the absolute AUC rule and the champion rule,
+# see processing.gate); AucTooLow is its FailStep, whose message names the rule.
 CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
 CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "CheckApproval",
@@ -26,6 +28,7 @@ CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
 )
 EVALUATION_REPORT = "EvaluationReport"
 AUC_PATH = "binary_classification_metrics.auc.value"
+GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 SPLITS = ("train", "validation", "test")
 
 
@@ -86,6 +89,12 @@ def get_pipeline(config: Config, session: Any) -> Any:
     # or "latest" for the time the Extract starts. A parameter, not the execution's
     # start time, so that step caching still keys on what was read.
     p_data_version = sdk.ParameterString("DataVersion", default_value="latest")
+    p_tolerance = sdk.ParameterFloat(
+        "ChampionTolerance", default_value=config.evaluation.champion_tolerance
+    )
+    # The commit of the code that runs: `pipelines.run` passes it when it starts an
+    # execution. A parameter, so it changes Train's cache key only when the code does.
+    p_git_commit = sdk.ParameterString("GitCommit", default_value="unknown")
     parameters = [
         p_as_of,
         p_window,
@@ -93,6 +102,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
         p_threshold,
         p_approval,
         p_data_version,
+        p_tolerance,
+        p_git_commit,
     ]
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
@@ -155,7 +166,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
 
     # No execution id in the environment: SageMaker's cache key includes it, so it
     # would defeat step caching (training reads it from TRAINING_JOB_NAME instead).
-    train_env: dict[str, Any] = {}
+    train_env: dict[str, Any] = {"GIT_COMMIT": p_git_commit}
     tracking_uri = config.mlflow.tracking_uri or (
         None if config.is_aws else config.mlflow_tracking_uri
     )
@@ -167,6 +178,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
     if tracking_uri and not config.mlflow.tracking_uri:
         # the local store keeps run artifacts beside it, not in a job's folder
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
+    # Evaluate logs its metrics and report to the Train step's run, and reads the
+    # registry (MLOPS_ENV names the configuration that says which one) for the champion.
+    evaluate_env = {**step_env}
+    if tracking_uri:
+        evaluate_env["MLFLOW_TRACKING_URI"] = tracking_uri
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,
@@ -212,6 +228,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         instance_type=sm.processing_instance_type,
         entrypoint=["python", "-m", "processing.evaluate"],
         sagemaker_session=session,
+        env=evaluate_env,
         max_runtime_in_seconds=sm.max_runtime_seconds,
         volume_kms_key=security.volume_kms_key_id,
         output_kms_key=security.output_kms_key_id,
@@ -219,9 +236,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
             sdk, config, isolated=security.network_isolation
         ),
     )
+    # Not cached: the champion it compares with can change between executions.
+    evaluate_policies = {k: v for k, v in job_policies.items() if k != "cache_config"}
     evaluate = sdk.ProcessingStep(
         name=EVALUATE,
-        **job_policies,
+        **evaluate_policies,
         step_args=evaluate_processor.run(
             inputs=[
                 _s3_input(
@@ -242,19 +261,27 @@ def get_pipeline(config: Config, session: Any) -> Any:
                     ),
                 )
             ],
+            arguments=[
+                "--auc-threshold",
+                p_threshold.to_string(),
+                "--champion-tolerance",
+                p_tolerance.to_string(),
+                "--model-package-group",
+                sm.model_package_group,
+            ],
         ),
         property_files=[report],
     )
-    auc = sdk.JsonGet(step_name=EVALUATE, property_file=report, json_path=AUC_PATH)
-    evaluation_uri = sdk.Join(
-        on="/",
-        values=[
-            evaluate.properties.ProcessingOutputConfig.Outputs[
-                "evaluation"
-            ].S3Output.S3Uri,
-            "evaluation.json",
-        ],
-    )
+
+    def from_report(path: str) -> Any:
+        return sdk.JsonGet(step_name=EVALUATE, property_file=report, json_path=path)
+
+    auc = from_report(AUC_PATH)
+    evaluation_prefix = evaluate.properties.ProcessingOutputConfig.Outputs[
+        "evaluation"
+    ].S3Output.S3Uri
+    evaluation_uri = sdk.Join(on="/", values=[evaluation_prefix, "evaluation.json"])
+    report_uri = sdk.Join(on="/", values=[evaluation_prefix, "report.html"])
 
     register = sdk.ModelStep(
         name=REGISTER,
@@ -279,7 +306,13 @@ def get_pipeline(config: Config, session: Any) -> Any:
             customer_metadata_properties={
                 "pipeline_execution_id": execution_id,
                 "as_of_date": p_as_of,
+                "label_window_days": p_window.to_string(),
+                "data_version": from_report("data_window.data_version"),
                 "feature_set": config.features.feature_set,
+                "git_commit": p_git_commit,
+                "mlflow_run_id": from_report("model.mlflow_run_id"),
+                "test_auc": sdk.Join(on="", values=[auc]),
+                "report_uri": report_uri,
             },
         ),
     )
@@ -295,17 +328,18 @@ def get_pipeline(config: Config, session: Any) -> Any:
         error_message=sdk.Join(
             on=" ",
             values=[
-                "Test AUC",
-                auc,
-                "is below the threshold",
-                p_threshold,
-                "; the model was not registered",
+                "The model was not registered. Decided by the",
+                from_report(GATE_RULE_PATH),
             ],
         ),
     )
     check_auc = sdk.ConditionStep(
         name=CHECK_AUC,
-        conditions=[sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold)],
+        conditions=[
+            # the absolute rule, checked here too, and the gate's whole decision
+            sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold),
+            sdk.ConditionEquals(left=from_report(GATE_DECISION_PATH), right="register"),
+        ],
         if_steps=[register, check_approval],
         else_steps=[too_low],
     )

@@ -222,7 +222,7 @@ def run_evaluation(
         report["extract"] = summary
     report["data_window"] = data_window(test_dir)
     report["model"] = {
-        "mlflow_run_id": str(model.metadata.get("mlflow_run_id") or ""),
+        "mlflow_run_id": str(model.metadata.get("mlflow_run_id") or "none"),
         "git_commit": str(model.metadata.get("git_commit") or "unknown"),
         "best_iteration": model.metadata.get("best_iteration"),
     }

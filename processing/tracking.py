@@ -20,7 +20,7 @@ def log_evaluation(report: dict[str, Any], output: Path) -> bool:
     logged.
     """
     run_id = report.get("model", {}).get("mlflow_run_id")
-    if not os.environ.get("MLFLOW_TRACKING_URI") or not run_id:
+    if not os.environ.get("MLFLOW_TRACKING_URI") or run_id in (None, "", "none"):
         log.info("MLflow tracking is off or the model has no run id: not logging")
         return False
     import mlflow

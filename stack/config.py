@@ -297,6 +297,9 @@ class TrainingConfig(_Section):
 
 class EvaluationConfig(_Section):
     auc_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    # How much lower than the champion's (same test split) a challenger's AUC may be
+    # and still be registered.
+    champion_tolerance: float = Field(0.01, ge=0.0, le=1.0)
 
 
 class MlflowConfig(_Section):

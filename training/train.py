@@ -167,7 +167,7 @@ def data_window(channel: Path) -> dict[str, str]:
     return {
         "as_of_date": str(parameters.get("as_of", "")),
         "label_window_days": str(parameters.get("label_window_days", "")),
-        "data_version": ",".join(versions),
+        "data_version": " ".join(versions),  # the registry allows no commas
     }
 
 

@@ -62,6 +62,8 @@ def test_the_pipeline_shape():
         "AucThreshold",
         "ModelApprovalStatus",
         "DataVersion",
+        "ChampionTolerance",
+        "GitCommit",
     }
     extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]
@@ -98,3 +100,24 @@ def test_no_secret_from_the_environment_reaches_the_definition(env):
     text = json.dumps(build_definition(load_config(env, environ=environ)))
     assert "pw-sentinel-93f1" not in text
     assert "secretsmanager" not in text
+
+
+def test_the_gate_is_read_from_the_evaluation_and_named_when_it_fails():
+    definition = build_definition(load_config("local", environ={}))
+    steps = {s["Name"]: s for s in definition["Steps"]}
+    train_env = steps["Train"]["Arguments"]["Environment"]
+    # the commit is a parameter reference, never a per-build or per-execution value
+    assert train_env["GIT_COMMIT"] == {"Get": "Parameters.GitCommit"}
+    assert "CacheConfig" in steps["Train"] and "CacheConfig" not in steps["Evaluate"]
+    arguments = steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--model-package-group") + 1] == "churn-models"
+    check = steps["CheckAuc"]["Arguments"]
+    paths = [c["LeftValue"]["Std:JsonGet"]["Path"] for c in check["Conditions"]]
+    assert paths == ["binary_classification_metrics.auc.value", "gate.decision"]
+    fail = check["ElseSteps"][0]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert fail[1]["Std:JsonGet"]["Path"] == "gate.rule"
+    register = check["IfSteps"][0]["Arguments"]
+    metadata = register["CustomerMetadataProperties"]
+    assert {"git_commit", "mlflow_run_id", "report_uri", "data_version"} <= set(
+        metadata
+    )

@@ -92,7 +92,10 @@ def test_network_and_encryption_settings_reach_every_job_and_still_validate():
 def test_job_steps_cache_and_retry(dev_definition):
     for name in ("Extract", "Train", "Evaluate"):
         s = step(dev_definition, name)
-        assert s["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+        if name == "Evaluate":  # the champion it compares with may have changed
+            assert "CacheConfig" not in s
+        else:
+            assert s["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
         kinds = {e for p in s["RetryPolicies"] for e in p["ExceptionType"]}
         assert {"Step.THROTTLING", "SageMaker.CAPACITY_ERROR"} <= kinds
 
