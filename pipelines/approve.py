@@ -1,7 +1,7 @@
 """``python -m pipelines.approve``: list, approve, reject and deploy registered models.
 
     python -m pipelines.approve list   [--env ENV]
-    python -m pipelines.approve set    --version N --status Approved|Rejected --reason "..."
+    python -m pipelines.approve set --version N --status Approved|Rejected --reason R
     python -m pipelines.approve deploy --version N     # CD: only an Approved package
 
 It works on the registry the environment's configuration names: the local one under

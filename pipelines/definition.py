@@ -180,7 +180,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
     # Evaluate logs its metrics and report to the Train step's run, and reads the
     # registry (MLOPS_ENV names the configuration that says which one) for the champion.
-    evaluate_env = {**step_env}
+    evaluate_env: dict[str, str] = {**step_env}
     if tracking_uri:
         evaluate_env["MLFLOW_TRACKING_URI"] = tracking_uri
     trainer = sdk.ModelTrainer(
