@@ -192,11 +192,29 @@ def get_pipeline(config: Config, session: Any) -> Any:
             instance_type=sm.training_instance_type,
             instance_count=1,
             volume_kms_key_id=security.volume_kms_key_id,
+            enable_managed_spot_training=sm.spot_training or None,
         ),
         networking=_networking(sdk, config),
         stopping_condition=sdk.StoppingCondition(
-            max_runtime_in_seconds=sm.max_runtime_seconds
+            max_runtime_in_seconds=sm.max_runtime_seconds,
+            **(
+                {
+                    "max_wait_time_in_seconds": max(
+                        sm.spot_max_wait_seconds, sm.max_runtime_seconds
+                    )
+                }
+                if sm.spot_training
+                else {}
+            ),
         ),
+        # A fixed prefix (no execution id: that would defeat step caching); training
+        # resumes only from a checkpoint of the same inputs (training.checkpoints).
+        checkpoint_config=sdk.CheckpointConfig(
+            s3_uri=f"{config.artifact_root}/checkpoints/train",
+            local_path="/opt/ml/checkpoints",
+        )
+        if sm.spot_training
+        else None,
         hyperparameters={
             **DEFAULTS,
             "feature_set": config.features.feature_set,

@@ -159,6 +159,11 @@ class SageMakerConfig(_Section):
     cache_expire_after: str | None = "P30D"
     # Retries of throttling, service faults and capacity errors, per step.
     retry_max_attempts: int = Field(3, ge=1, le=20)
+    # Managed spot training for the Train step (cheaper, interruptible): checkpoints
+    # go to <artifact root>/checkpoints and an interrupted job resumes from them.
+    spot_training: bool = False
+    # How long a spot job may wait for capacity plus run; at least max_runtime_seconds.
+    spot_max_wait_seconds: int = Field(7200, ge=60)
 
     @field_validator("cache_expire_after")
     @classmethod

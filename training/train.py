@@ -55,6 +55,7 @@ def train_model(
     schema: FeatureSchema,
     hyperparameters: Mapping[str, Any],
     threads: int = 0,
+    checkpoint_dir: Path | None = None,
 ) -> TrainedModel:
     """Fit the classifier; class imbalance is offset with ``scale_pos_weight``.
 
@@ -95,19 +96,37 @@ def train_model(
         "nthread": threads,
     }
     history: dict[str, dict[str, list[float]]] = {}
+    resume, done, callbacks = None, 0, []
+    if checkpoint_dir is not None:
+        from training import checkpoints
+
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        found = checkpoints.latest(checkpoint_dir)
+        if found:
+            resume, done = xgb.Booster(model_file=str(found[0])), found[1]
+            log.info("resuming from %s (%d rounds done)", found[0].name, done)
+        callbacks.append(
+            xgb.callback.TrainingCheckPoint(
+                checkpoint_dir, name="model", interval=checkpoints.INTERVAL
+            )
+        )
     booster = xgb.train(
         params,
         dtrain,
-        num_boost_round=hp["num_round"],
+        num_boost_round=max(hp["num_round"] - done, 1),
         evals=[(dtrain, "train"), (dvalid, "validation")],
         early_stopping_rounds=hp["early_stopping_rounds"],
         evals_result=history,
         verbose_eval=False,
+        xgb_model=resume,
+        callbacks=callbacks,
     )
     best = int(booster.best_iteration)
     metadata = {
         "best_iteration": best,
-        "best_validation_auc": float(history["validation"]["auc"][best]),
+        # history covers only the rounds of this job when it resumed a checkpoint
+        "best_validation_auc": float(history["validation"]["auc"][max(best - done, 0)]),
+        "resumed_from_round": done,
         "train_rows": len(train),
         "validation_rows": len(validation),
         "train_positive_rate": positives / len(labels),
@@ -182,7 +201,19 @@ def main() -> int:
                 raise SchemaError(f"the {required} channel is missing")
         train = read_channel(contract.channels["train"])
         validation = read_channel(contract.channels["validation"])
-        model = train_model(train, validation, schema, hp, threads=contract.num_cpus)
+        checkpoint_dir = None
+        checkpoint_root = (
+            contract.root / "checkpoints"
+        )  # exists when SageMaker syncs it
+        if checkpoint_root.is_dir():
+            from training.checkpoints import fingerprint
+
+            checkpoint_dir = checkpoint_root / fingerprint(
+                hp, [contract.channels["train"], contract.channels["validation"]]
+            )
+        model = train_model(
+            train, validation, schema, hp, contract.num_cpus, checkpoint_dir
+        )
         git_commit = os.environ.get("GIT_COMMIT") or "unknown"
         window = data_window(contract.channels["train"])
         from training.tracking import log_training_run

@@ -121,3 +121,22 @@ def test_the_gate_is_read_from_the_evaluation_and_named_when_it_fails():
     assert {"git_commit", "mlflow_run_id", "report_uri", "data_version"} <= set(
         metadata
     )
+
+
+def test_spot_training_is_a_configuration_switch():
+    plain = build_definition(load_config("dev", environ=DEV))
+    spot = build_definition(
+        load_config("dev", {"sagemaker.spot_training": True}, environ=DEV)
+    )
+    train = {d["Name"]: d for d in spot["Steps"]}["Train"]["Arguments"]
+    assert train["EnableManagedSpotTraining"] is True
+    assert (
+        train["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        >= (train["StoppingCondition"]["MaxRuntimeInSeconds"])
+    )
+    checkpoint = train["CheckpointConfig"]
+    assert checkpoint["LocalPath"] == "/opt/ml/checkpoints"
+    assert checkpoint["S3Uri"].endswith("/checkpoints/train")
+    assert "Execution" not in json.dumps(checkpoint)  # no per-execution value: caching
+    off = {d["Name"]: d for d in plain["Steps"]}["Train"]["Arguments"]
+    assert "CheckpointConfig" not in off and not off.get("EnableManagedSpotTraining")
