@@ -104,8 +104,53 @@ def _deploy(config: Config, dry_run: bool) -> int:
 
 
 def _writeback(config: Config, args: argparse.Namespace) -> int:
-    print("error: writeback: not wired yet", file=sys.stderr)
-    return EXIT_FAILED
+    from features import load_feature_set
+    from snowflake.sagemaker_predictions.writeback import (
+        WritebackError,
+        endpoint_scorer,
+        write_back,
+    )
+    from stack.resources import build_resources
+    from stack.warehouse import WarehouseUnavailable
+
+    feature_set = load_feature_set(
+        config.features.feature_set, config.features.directory
+    )
+    resources = build_resources(config)
+    endpoint = args.endpoint or config.sagemaker.endpoint_name
+    info = resources.endpoints.describe(endpoint)
+    if info is None or info.status != "InService":
+        status = "does not exist" if info is None else f"is {info.status}"
+        print(
+            f"error: writeback: endpoint {endpoint} {status}; deploy a model first "
+            "(python -m pipelines.run) or name one with --endpoint",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    as_of = config.writeback.as_of or config.features.as_of
+    try:
+        result = write_back(
+            resources.warehouse,
+            feature_set,
+            endpoint_scorer(resources.endpoints.runtime_client(), endpoint),
+            as_of=as_of,
+            label_window_days=config.features.label_window_days,
+            table=config.writeback.table,
+            model_package_arn=args.model_package_arn,
+            execution_id=args.execution_id,
+            batch_rows=config.writeback.batch_rows,
+            entity_type=config.writeback.entity_type,
+        )
+    except (WritebackError, WarehouseUnavailable) as exc:
+        print(f"error: writeback: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{result.table} as of {result.as_of}: {result.rows_scored:,} new or changed "
+        f"scored in {result.batches} endpoint calls; "
+        f"{result.rows_inserted:,} inserted, {result.rows_updated:,} updated, "
+        f"{result.rows_unchanged:,} unchanged"
+    )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -72,6 +72,18 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def predictions_ddl(table: str, entity_column: str, entity_type: str) -> str:
+    """The PREDICTIONS DDL from its template (what the write-back job ensures)."""
+    values = {
+        "table": validate_identifier(table, "writeback.table"),
+        "entity_column": validate_identifier(entity_column, "entity id column"),
+        "entity_type": entity_type,
+    }
+    path = SQL_DIR / "V001__predictions_table.sql"
+    (statement,) = split_statements(_fill(path.read_text(), values, path))
+    return statement
+
+
 def render(
     config: Config, feature_set: FeatureSet, *, placeholders: bool = False
 ) -> list[SqlObject]:
