@@ -114,3 +114,21 @@ def test_deploy_command_on_the_embedded_snowflake_and_bad_config(tmp_path):
         env={**env, "MLOPS_SNOWFLAKE_OBJECTS__SCHEDULE": "never"},
     )  # fmt: skip
     assert bad.returncode == 2 and "not a task schedule" in bad.stderr
+
+
+def test_deploy_through_the_real_connector_against_a_fakesnow_server(
+    fakesnow_server, tmp_path
+):
+    env = {
+        "MLOPS_SNOWFLAKE__PORT": str(fakesnow_server),
+        "MLOPS_SNOWFLAKE__PASSWORD": "fake",
+        "MLOPS_STATE_DIR": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    first = cli("deploy", "--env", "test", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "created  table             PREDICTIONS" in first.stdout
+    assert "real Snowflake only  procedure" in first.stdout
+    second = cli("deploy", "--env", "test", env=env)
+    assert "unchanged  table             PREDICTIONS" in second.stdout, second.stderr
