@@ -13,6 +13,7 @@ Cases:
   job             ours, the whole job: write_back() over the demo data (feature query
                   with the change filter, CSV batches through a real local inference
                   server over HTTP with boto3's sagemaker-runtime client, stage, merge)
+  query           the feature query alone (where the rest of the job's time goes)
   job_rerun       the same job again: nothing new or changed, nothing written
   per_row         scoring with one endpoint call per row, timed on a slice and
                   extrapolated to the job's row count
@@ -239,6 +240,23 @@ def bench_per_row(warehouse: Any, score: Any, rows: int, slice_rows: int) -> dic
     }
 
 
+def bench_query(warehouse: Any) -> dict[str, Any]:
+    """The feature query alone (no change filter, no fingerprint): the floor under
+    the job's "query + stage + merge" share.
+    """
+    from features import load_feature_set
+    from processing.extract import query_features
+
+    feature_set = load_feature_set("churn")
+    start = time.perf_counter()
+    with warehouse.connect() as conn:
+        frame = query_features(
+            conn, feature_set.sql, {"as_of": AS_OF.isoformat(), "label_window_days": 90}
+        )
+    seconds = time.perf_counter() - start
+    return {"case": "query", "rows": len(frame), "seconds": seconds, "estimated": False}
+
+
 def run(customers: int, write_rows: int, slice_rows: int) -> list[dict[str, Any]]:
     from datagen.seed import ensure_demo_data
     from snowflake.sagemaker_predictions.writeback import endpoint_scorer
@@ -256,6 +274,7 @@ def run(customers: int, write_rows: int, slice_rows: int) -> list[dict[str, Any]
         server = _Server(root / "model")
         try:
             score = endpoint_scorer(server.client(), "bench")
+            results.append(bench_query(warehouse))
             job = bench_job(warehouse, score, "job")
             results.append(job)
             results.append(bench_job(warehouse, score, "job_rerun"))
