@@ -21,7 +21,9 @@ BEGIN
                CAST(CURRENT_TIMESTAMP() AS TIMESTAMP_NTZ) AS SCORED_AT
         FROM (
             SELECT q.*, {{features_hash}} AS FEATURES_HASH
-            FROM ({{features_sql}}) AS q
+            FROM (
+{{features_sql}}
+            ) AS q
         ) AS f
         LEFT JOIN {{table}} AS p
             ON p.{{entity_column}} = f.{{entity_column}} AND p.AS_OF_DATE = :AS_OF
