@@ -12,6 +12,7 @@ changes nothing; a run that stops anywhere before COMMIT leaves PREDICTIONS as i
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from features import FeatureSet
 from processing.extract import query_features
@@ -132,12 +135,23 @@ def csv_batches(
 
 
 def _csv_lines(matrix: np.ndarray) -> list[bytes]:
+    """One CSV line per row, missing values empty. Arrow's writer (shortest
+    round-trip digits) is 7x faster here than ``DataFrame.to_csv`` with a float
+    format, which took 4.8 s of an 8.5 s job for 136k rows (benchmarks/writeback.py).
+    """
     if len(matrix) == 0:
         return []
-    text = pd.DataFrame(matrix).to_csv(
-        header=False, index=False, na_rep="", float_format="%.9g", lineterminator="\n"
+    table = pa.table(
+        {
+            str(i): pa.array(matrix[:, i], from_pandas=True)
+            for i in range(matrix.shape[1])
+        }
     )
-    return [line + b"\n" for line in text.encode().split(b"\n")[:-1]]
+    buffer = io.BytesIO()
+    pa_csv.write_csv(
+        table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    )
+    return buffer.getvalue().splitlines(keepends=True)
 
 
 def endpoint_scorer(runtime_client: Any, endpoint_name: str) -> Scorer:

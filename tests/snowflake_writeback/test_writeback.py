@@ -242,3 +242,13 @@ def test_the_writeback_command_names_a_missing_endpoint(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "writeback: endpoint no-such-endpoint does not exist" in result.stderr
+
+
+def test_csv_rows_keep_values_and_leave_missing_ones_empty():
+    matrix = np.array([[1.5, np.nan, -2.0], [0.1, 3.0, 1e-5]], dtype=np.float32)
+    ((_, rows, body),) = list(csv_batches(matrix, batch_rows=10))
+    assert rows == 2
+    parsed = [line.split(",") for line in body.decode().splitlines()]
+    assert parsed[0][1] == ""
+    # shortest digits that round-trip the float32 value exactly
+    assert np.array(parsed[1], dtype=np.float32).tolist() == matrix[1].tolist()
