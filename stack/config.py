@@ -193,6 +193,7 @@ class LocalEndpointConfig(_Section):
     host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
     port: int = Field(8080, ge=1024, le=65535)
     startup_timeout_seconds: int = Field(60, ge=1, le=600)
+    workers: int = Field(2, ge=1, le=64)  # server worker processes, one model each
 
 
 class WritebackConfig(_Section):

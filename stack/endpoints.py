@@ -4,12 +4,16 @@ The three calls mirror SageMaker's (``CreateModel``, ``CreateEndpointConfig``,
 ``CreateEndpoint``/``UpdateEndpoint``) and take the same requests, so the local runner
 hands a pipeline step's arguments to whichever implementation it holds. A local endpoint
 is a background process recorded in the state folder: it keeps serving after the command
-that deployed it returns, the next deploy replaces it, and ``stop`` ends it.
+that deployed it returns, and ``stop`` ends it. A redeploy never takes it down: the
+serving process (``inference.supervisor``) loads the new model in new workers beside the
+old ones on the same port and switches only once they answer; a model that cannot load
+leaves the old one serving, and deploying the model that already serves changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -18,8 +22,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -48,6 +50,9 @@ class EndpointInfo:
     port: int | None = None
     model_dir: str | None = None
     updated_at: str | None = None
+    # sha256 of the model archive: the identity that makes a redeploy of it a no-op
+    model_digest: str | None = None
+    variant_name: str | None = None
 
 
 class EndpointDeployer(ABC):
@@ -100,6 +105,7 @@ class LocalEndpoints(EndpointDeployer):
         host: str = "127.0.0.1",
         port: int = 8080,
         startup_timeout: float = 60.0,
+        workers: int = 2,
     ) -> None:
         self.root = root
         self.store = store
@@ -107,6 +113,7 @@ class LocalEndpoints(EndpointDeployer):
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
+        self.workers = workers
 
     def _record(self, kind: str, name: str) -> Path:
         return self.root / kind / f"{name}.json"
@@ -161,18 +168,38 @@ class LocalEndpoints(EndpointDeployer):
         name = request["EndpointName"]
         config_name = request["EndpointConfigName"]
         config = self._read("endpoint-configs", config_name)
-        model_name = config["ProductionVariants"][0]["ModelName"]
+        variant = config["ProductionVariants"][0]
+        model_name = variant["ModelName"]
         model = self._read("models", model_name)
-        model_dir = self._stage_model(model_name, model["ModelDataUrl"])
+        model_dir, digest = self._stage_model(model_name, model["ModelDataUrl"])
+        current = self.describe(name)
+        if current is not None and current.status != "InService":
+            current = None
+        if current is not None and current.model_digest == digest:
+            return current  # this model already serves: nothing to do
         _check_loads(model_dir)  # a model that cannot load never replaces a serving one
-        self.stop(name)
-        _ensure_port_free(self.host, self.port)
-        pid = self._start_server(name, model_dir)
+        spec = {
+            "model_dir": str(model_dir),
+            "variant_name": variant.get("VariantName", "AllTraffic"),
+            "endpoint_name": name,
+            "request": uuid.uuid4().hex,
+        }
+        self._write_control(name, spec)
         url = f"http://{self.host}:{self.port}"
+        if current is not None and current.port != self.port:
+            self.stop(name)  # moved to another port: a new address, so a new server
+            current = None
+        if current is not None and current.pid:
+            pid = current.pid  # the serving process swaps workers; the port stays open
+            os.kill(pid, signal.SIGHUP)
+        else:
+            _ensure_port_free(self.host, self.port)
+            pid = self._start_server(name)
         try:
-            _wait_for_ping(url, pid, self.startup_timeout)
+            self._wait_until_serving(name, spec["request"], pid)
         except EndpointError:
-            _terminate(pid)
+            if current is None or current.pid != pid:
+                _terminate(pid)
             raise
         info = EndpointInfo(
             name=name,
@@ -184,23 +211,63 @@ class LocalEndpoints(EndpointDeployer):
             port=self.port,
             model_dir=str(model_dir),
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model_digest=digest,
+            variant_name=spec["variant_name"],
         )
         self._write("endpoints", name, asdict(info))
         return info
 
-    def _stage_model(self, model_name: str, model_data_url: str) -> Path:
+    def _server_file(self, name: str, suffix: str) -> Path:
+        return self.root / "servers" / f"{name}.{suffix}.json"
+
+    def _write_control(self, name: str, spec: dict[str, Any]) -> None:
+        path = self._server_file(name, "control")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        tmp.write_text(json.dumps(spec, indent=2))
+        tmp.replace(path)
+
+    def _wait_until_serving(self, name: str, request_id: str, pid: int) -> None:
+        """Wait for the serving process to report the outcome of ``request_id``."""
+        status_path = self._server_file(name, "status")
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                status = json.loads(status_path.read_text())
+                if status.get("request") == request_id:
+                    if status["state"] == "serving":
+                        return
+                    raise EndpointError(
+                        f"the endpoint could not load the model: {status['error']} "
+                        f"(log: {self._log_path(name)})"
+                    )
+            if not _alive(pid):
+                raise EndpointError(
+                    "the endpoint server exited during start-up "
+                    f"(log: {self._log_path(name)})"
+                )
+            time.sleep(0.05)
+        raise EndpointError(
+            f"the endpoint did not load the model within {self.startup_timeout:.0f} s"
+        )
+
+    def _stage_model(self, model_name: str, model_data_url: str) -> tuple[Path, str]:
         from inference.model import unpack_model
 
         target = self.root / "model-data" / model_name
         archive = target / "model.tar.gz"
         self.store.download_file(model_data_url, archive)
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         try:
-            return unpack_model(archive, target / "model")
+            return unpack_model(archive, target / "model"), digest
         except (tarfile.TarError, OSError) as exc:
             raise EndpointError(f"cannot unpack {model_data_url}: {exc}") from None
 
-    def _start_server(self, name: str, model_dir: Path) -> int:
-        log_path = self.root / "logs" / f"{name}.log"
+    def _log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def _start_server(self, name: str) -> int:
+        log_path = self._log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = "1"
@@ -213,14 +280,18 @@ class LocalEndpoints(EndpointDeployer):
                     sys.executable,
                     "-m",
                     "inference.server",
-                    "--model-dir",
-                    str(model_dir),
                     "--host",
                     self.host,
                     "--port",
                     str(self.port),
-                    "--endpoint-name",
-                    name,
+                    "--workers",
+                    str(self.workers),
+                    "--control-file",
+                    str(self._server_file(name, "control")),
+                    "--status-file",
+                    str(self._server_file(name, "status")),
+                    "--startup-timeout",
+                    str(self.startup_timeout),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -365,22 +436,3 @@ def _ensure_port_free(host: str, port: int) -> None:
                 f"port {port} on {host} is in use by another program "
                 "(set MLOPS_LOCAL_ENDPOINT__PORT or local_endpoint.port)"
             ) from None
-
-
-def _wait_for_ping(url: str, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            raise EndpointError(
-                "the endpoint server exited during start-up (see its log)"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise EndpointError(
-        f"the endpoint at {url} did not answer /ping within {timeout:.0f} s"
-    )

@@ -83,6 +83,7 @@ def build_resources(config: Config) -> Resources:
             host=config.local_endpoint.host,
             port=config.local_endpoint.port,
             startup_timeout=config.local_endpoint.startup_timeout_seconds,
+            workers=config.local_endpoint.workers,
         )
     else:
         endpoints = SageMakerEndpoints(
