@@ -71,7 +71,8 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(grace),  # SageMaker sends SIGKILL 30 s after SIGTERM
+        # SageMaker sends SIGKILL 30 s after SIGTERM
+        timeout_graceful_shutdown=int(grace),
         backlog=2048,
         server_header=False,
         date_header=False,
