@@ -87,7 +87,13 @@ def build_resources(config: Config) -> Resources:
         )
     else:
         endpoints = SageMakerEndpoints(
-            aws.client("sagemaker"), aws.client("sagemaker-runtime"), registry
+            aws.client("sagemaker"),
+            aws.client("sagemaker-runtime"),
+            registry,
+            deployment=config.deployment,
+            role_arn=config.aws.role_arn,
+            instance_type=config.sagemaker.endpoint_instance_type,
+            instance_count=config.sagemaker.endpoint_instance_count,
         )
     return Resources(
         config, build_warehouse(config, aws), store, registry, endpoints, aws

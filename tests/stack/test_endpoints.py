@@ -182,3 +182,12 @@ def test_a_redeploy_under_load_fails_no_request(deployer, tmp_path):
     assert before > 0.5 > after  # the new model answers now
     assert swap_done > served_before_swap  # requests were served during the swap
     assert results[0] == pytest.approx(before) and results[-1] == pytest.approx(after)
+
+
+def test_deploy_package_reports_what_serves_and_repeats_as_a_no_op(deployer, tmp_path):
+    package = register(deployer, model_archive(tmp_path, "m1"))
+    first = deployer.deploy_package(package.arn, "ep")
+    assert first.changed and first.variant_name == "AllTraffic"
+    assert ping(first.endpoint.url) == 200
+    again = deployer.deploy_package(package.arn, "ep")
+    assert not again.changed and again.endpoint == first.endpoint
