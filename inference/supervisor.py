@@ -75,6 +75,7 @@ class Supervisor:
     def run(self) -> int:
         sock = _listen(self.host, self.port)
         wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -163,6 +164,7 @@ class Supervisor:
         current = self._current
         if current is None:
             return
+        replaced = False
         for i, process in enumerate(current.processes):
             if process.poll() is None:
                 continue
@@ -177,7 +179,8 @@ class Supervisor:
             if error:
                 log.error("the replacement worker failed: %s", error)
             current.processes[i] = replacement
-        if self._current is not None:
+            replaced = True
+        if replaced:
             self._write_status(current.spec, "serving", None, current)
 
     def _stop_all(self) -> None:
