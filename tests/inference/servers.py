@@ -6,16 +6,24 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT, free_port
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+    pid: int  # the supervisor; its children are the workers
+
+
 @contextlib.contextmanager
 def running_server(
     model_dir: Path, workers: int = 2, extra: tuple[str, ...] = (), timeout: float = 60
-) -> Iterator[str]:
-    """The server's URL while it runs; stopped (SIGTERM, then kill) afterwards."""
+) -> Iterator[Server]:
+    """The server while it runs; stopped (SIGTERM, then kill) afterwards."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -39,7 +47,7 @@ def running_server(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_ping(url, process, timeout)
-        yield url
+        yield Server(url, port, process.pid)
     finally:
         process.terminate()
         try:

@@ -35,8 +35,8 @@ def test_scores_a_frame_on_the_local_endpoint_in_batches_under_the_limit(model_d
     expected = load_model(model_dir).predict(
         frame[["x1", "x2"]].to_numpy(dtype=np.float32)
     )
-    with running_server(model_dir, workers=1) as url:
-        runtime = runtime_client(url)
+    with running_server(model_dir, workers=1) as server:
+        runtime = runtime_client(server.url)
         bodies = []
         runtime.meta.events.register(
             "before-send.sagemaker-runtime.InvokeEndpoint",
@@ -54,8 +54,10 @@ def test_scores_a_frame_on_the_local_endpoint_in_batches_under_the_limit(model_d
 
 
 def test_a_bad_row_is_not_retried_and_is_named(model_dir):
-    with running_server(model_dir, workers=1) as url:
-        client = EndpointClient(runtime_client(url), "churn-endpoint", sleep=_no_sleep)
+    with running_server(model_dir, workers=1) as server:
+        client = EndpointClient(
+            runtime_client(server.url), "churn-endpoint", sleep=_no_sleep
+        )
         with pytest.raises(EndpointInvokeError, match="rows 0-1: ModelError: row 1"):
             client.predict([[1.0, 2.0], [np.inf, 0.0]])
 
