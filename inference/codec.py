@@ -31,6 +31,7 @@ from features import FeatureSchema
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker InvokeEndpoint's limit
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are scored as float32
+_ARROW_CSV_BYTES = 16 * 1024  # below this, Python's split is as fast
 JSON = "application/json"
 CSV = "text/csv"
 
@@ -72,6 +73,10 @@ def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError("the CSV body is not UTF-8") from None
+    if len(body) >= _ARROW_CSV_BYTES and '"' not in text:
+        fast = _arrow_csv(body, schema)
+        if fast is not None:
+            return fast
     if '"' not in text:  # no quoting: splitting on commas is what csv.reader would do
         lines = (line.rstrip("\r") for line in text.split("\n"))
         rows = [line.split(",") for line in lines if line]
@@ -82,6 +87,35 @@ def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
     if not rows:
         raise RequestError("the CSV body holds no rows")
     return _to_matrix(rows, schema)
+
+
+def _arrow_csv(body: bytes, schema: FeatureSchema) -> np.ndarray | None:
+    """Large CSV bodies through Arrow's C++ reader (measured 2-3x faster than
+    splitting in Python for 1,000 rows); None when anything needs a closer look
+    (a header, text, a ragged row), and the caller parses again row by row.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"c{j}" for j in range(len(schema.features))]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(use_threads=False, column_names=names),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.float32()),
+                null_values=[""],  # only an empty field is missing, as row by row
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows == 0:
+        return None
+    matrix = np.column_stack(
+        [column.to_numpy(zero_copy_only=False) for column in table.columns]
+    ).astype(np.float32, copy=False)
+    return _checked(matrix, schema)
 
 
 def _csv_rows(text: str) -> list[list[str]]:
@@ -180,6 +214,13 @@ def _fast_matrix(
         matrix = matrix[:, 1:]
     if matrix.ndim != 2 or matrix.shape[1] != len(schema.features):
         return None
+    return _checked(matrix, schema)
+
+
+def _checked(matrix: np.ndarray, schema: FeatureSchema) -> np.ndarray | None:
+    """``matrix`` if every value is finite in float32 and every required value is
+    present, else None.
+    """
     if np.isinf(matrix).any():
         return None
     required = _required_columns(schema)

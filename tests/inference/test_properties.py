@@ -59,6 +59,7 @@ def app(model_dir):
 @settings(
     max_examples=1500,
     deadline=None,
+    database=None,  # nothing written to the work tree
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=BODIES, content_type=CONTENT_TYPES, accept=ACCEPTS)
@@ -104,6 +105,7 @@ HTTP_GARBAGE = st.one_of(
 @settings(
     max_examples=200,
     deadline=None,
+    database=None,  # nothing written to the work tree
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(raw=HTTP_GARBAGE)
