@@ -76,6 +76,7 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
         backlog=2048,
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # nothing reads client addresses; saves a middleware hop
     )
     server = DrainingServer(config)
     supervisor = os.getppid()
