@@ -260,7 +260,7 @@ def flask_behind_nginx(model_dir: Path, work: Path) -> Iterator[tuple[str, list[
         f"unix:{peer}/gunicorn.sock",
         "--timeout",
         "60",
-        "benchmarks.serving_peer_flask:app",
+        "benchmarks._serving_peer_flask:app",
     ]
     with (
         _process(gunicorn, work / "gunicorn.log", env=env) as g,

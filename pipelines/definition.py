@@ -91,6 +91,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
         return sdk.Join(on="/", values=[base, *parts])
 
     step_env = {"MLOPS_ENV": config.env}
+    security = config.security
+    job_policies = _job_step_policies(sdk, config)
 
     extract_processor = sdk.Processor(
         image_uri=sm.image_uri,
@@ -101,9 +103,13 @@ def get_pipeline(config: Config, session: Any) -> Any:
         sagemaker_session=session,
         env=step_env,
         max_runtime_in_seconds=sm.max_runtime_seconds,
+        volume_kms_key=security.volume_kms_key_id,
+        output_kms_key=security.output_kms_key_id,
+        network_config=_network_config(sdk, config, isolated=False),
     )
     extract = sdk.ProcessingStep(
         name=EXTRACT,
+        **job_policies,
         step_args=extract_processor.run(
             outputs=[
                 sdk.ProcessingOutput(
@@ -134,7 +140,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
     def split_uri(split: str) -> Any:
         return extract.properties.ProcessingOutputConfig.Outputs[split].S3Output.S3Uri
 
-    train_env: dict[str, Any] = {"PIPELINE_EXECUTION_ID": execution_id}
+    # No execution id in the environment: SageMaker's cache key includes it, so it
+    # would defeat step caching (training reads it from TRAINING_JOB_NAME instead).
+    train_env: dict[str, Any] = {}
     tracking_uri = config.mlflow.tracking_uri or (
         None if config.is_aws else config.mlflow_tracking_uri
     )
@@ -151,7 +159,12 @@ def get_pipeline(config: Config, session: Any) -> Any:
         role=role,
         sagemaker_session=session,
         base_job_name=f"{sm.pipeline_name}-train",
-        compute=sdk.Compute(instance_type=sm.training_instance_type, instance_count=1),
+        compute=sdk.Compute(
+            instance_type=sm.training_instance_type,
+            instance_count=1,
+            volume_kms_key_id=security.volume_kms_key_id,
+        ),
+        networking=_networking(sdk, config),
         stopping_condition=sdk.StoppingCondition(
             max_runtime_in_seconds=sm.max_runtime_seconds
         ),
@@ -161,10 +174,13 @@ def get_pipeline(config: Config, session: Any) -> Any:
             **config.training.hyperparameters,
         },
         environment=train_env,
-        output_data_config=sdk.OutputDataConfig(s3_output_path=under("model")),
+        output_data_config=sdk.OutputDataConfig(
+            s3_output_path=under("model"), kms_key_id=security.output_kms_key_id
+        ),
     )
     train = sdk.TrainingStep(
         name=TRAIN,
+        **job_policies,
         step_args=trainer.train(
             input_data_config=[
                 sdk.InputData(channel_name=split, data_source=split_uri(split))
@@ -184,9 +200,15 @@ def get_pipeline(config: Config, session: Any) -> Any:
         entrypoint=["python", "-m", "processing.evaluate"],
         sagemaker_session=session,
         max_runtime_in_seconds=sm.max_runtime_seconds,
+        volume_kms_key=security.volume_kms_key_id,
+        output_kms_key=security.output_kms_key_id,
+        network_config=_network_config(
+            sdk, config, isolated=security.network_isolation
+        ),
     )
     evaluate = sdk.ProcessingStep(
         name=EVALUATE,
+        **job_policies,
         step_args=evaluate_processor.run(
             inputs=[
                 _s3_input(
@@ -309,6 +331,7 @@ def _deploy_steps(
                     "InstanceType": sm.endpoint_instance_type,
                 }
             ],
+            kms_key=config.security.volume_kms_key_id,
         ),
     )
     deploy = sdk.EndpointStep(
@@ -333,6 +356,76 @@ class _ModelHolder:
         self.sagemaker_session = session
 
 
+def _job_step_policies(sdk: Any, config: Config) -> dict[str, Any]:
+    """Caching and retries shared by the job steps (Extract, Train, Evaluate).
+
+    SageMaker keys its cache on a step's resolved arguments (image, entry point,
+    environment, inputs, hyperparameters), so a rerun with the same parameters reuses
+    the previous outputs until they are ``cache_expire_after`` old.
+    """
+    sm = config.sagemaker
+    policies: dict[str, Any] = {
+        "retry_policies": [
+            sdk.StepRetryPolicy(
+                exception_types=[
+                    sdk.StepExceptionTypeEnum.THROTTLING,
+                    sdk.StepExceptionTypeEnum.SERVICE_FAULT,
+                ],
+                interval_seconds=10,
+                backoff_rate=2.0,
+                max_attempts=sm.retry_max_attempts,
+            ),
+            sdk.SageMakerJobStepRetryPolicy(
+                exception_types=[
+                    sdk.SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
+                    sdk.SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT,
+                    sdk.SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                ],
+                interval_seconds=60,
+                backoff_rate=2.0,
+                max_attempts=sm.retry_max_attempts,
+            ),
+        ]
+    }
+    if sm.cache_expire_after:
+        policies["cache_config"] = sdk.CacheConfig(
+            enable_caching=True, expire_after=sm.cache_expire_after
+        )
+    return policies
+
+
+def _network_config(sdk: Any, config: Config, isolated: bool) -> Any:
+    security = config.security
+    if not (security.vpc or isolated or security.encrypt_inter_container_traffic):
+        return None
+    return sdk.NetworkConfig(
+        enable_network_isolation=isolated,
+        subnets=security.subnets or None,
+        security_group_ids=security.security_group_ids or None,
+        encrypt_inter_container_traffic=security.encrypt_inter_container_traffic
+        or None,
+    )
+
+
+def _networking(sdk: Any, config: Config) -> Any:
+    """The Train step's network: isolated when configured (no MLflow server then)."""
+    security = config.security
+    if not (
+        security.vpc
+        or security.network_isolation
+        or security.encrypt_inter_container_traffic
+    ):
+        return None
+    return sdk.Networking(
+        subnets=security.subnets or None,
+        security_group_ids=security.security_group_ids or None,
+        enable_network_isolation=security.network_isolation,
+        enable_inter_container_traffic_encryption=(
+            security.encrypt_inter_container_traffic
+        ),
+    )
+
+
 def _s3_input(sdk: Any, name: str, uri: Any, local_path: str) -> Any:
     return sdk.ProcessingInput(
         input_name=name,
@@ -352,10 +445,19 @@ def load_sdk_for(config: Config) -> Any:
 
 
 def build_definition(config: Config, session: Any | None = None) -> dict[str, Any]:
-    """The pipeline definition for ``config`` as a dict (what SageMaker stores)."""
+    """The pipeline definition for ``config`` as a dict (what SageMaker stores).
+
+    Raises:
+        InvalidDefinition: a step's request would be refused by SageMaker's API
+            (checked against botocore's service model, see ``pipelines.validation``).
+    """
+    from pipelines.validation import check_definition
+
     session = session or make_session(config)
     with warnings.catch_warnings():
         # "Running within a PipelineSession, there will be No Wait ...": that is the
         # point
         warnings.simplefilter("ignore", UserWarning)
-        return json.loads(get_pipeline(config, session).definition())
+        definition = json.loads(get_pipeline(config, session).definition())
+    check_definition(definition)
+    return definition

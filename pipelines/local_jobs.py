@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,32 @@ class JobFailed(Exception):
     def __init__(self, reason: str, log_paths: Sequence[Path] = ()) -> None:
         super().__init__(reason)
         self.log_paths = list(log_paths)
+
+
+class RunningJobs:
+    """The job processes alive now, so that an interrupted runner can stop them all
+    (steps run in worker threads, where Ctrl-C does not arrive).
+    """
+
+    def __init__(self) -> None:
+        self._processes: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def add(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes.add(process)
+
+    def discard(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @dataclass(frozen=True)
@@ -73,9 +100,14 @@ def _environment(
     return env
 
 
-def _run_all(commands: list[tuple[list[str], dict, Path]], timeout: float) -> list[int]:
+def _run_all(
+    commands: list[tuple[list[str], dict, Path]],
+    timeout: float,
+    jobs: RunningJobs | None = None,
+) -> list[int]:
     """Start every instance, wait for all, kill what outlives ``timeout``."""
-    processes = []
+    jobs = jobs or RunningJobs()
+    processes: list[subprocess.Popen[bytes]] = []
     for argv, env, log_path in commands:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log:
@@ -89,6 +121,7 @@ def _run_all(commands: list[tuple[list[str], dict, Path]], timeout: float) -> li
                     cwd=log_path.parent,
                 )
             )
+            jobs.add(processes[-1])
     deadline = time.monotonic() + timeout
     codes = []
     try:
@@ -106,6 +139,9 @@ def _run_all(commands: list[tuple[list[str], dict, Path]], timeout: float) -> li
                 process.kill()
                 process.wait()
         raise
+    finally:
+        for process in processes:
+            jobs.discard(process)
     return codes
 
 
@@ -129,6 +165,7 @@ def run_processing_job(
     work_dir: Path,
     store: ObjectStore,
     platform_env: Mapping[str, str],
+    jobs: RunningJobs | None = None,
 ) -> JobResult:
     """Execute a resolved ``CreateProcessingJob`` request with InstanceCount workers."""
     cluster = request["ProcessingResources"]["ClusterConfig"]
@@ -160,7 +197,7 @@ def run_processing_job(
         env = _environment(request.get("Environment", {}), root, platform_env)
         commands.append((argv, env, work_dir / host / "job.log"))
         roots.append(root)
-    codes = _run_all(commands, timeout)
+    codes = _run_all(commands, timeout, jobs)
     for root, code, (_, _, log_path) in zip(roots, codes, commands, strict=True):
         if code != 0:
             raise JobFailed(
@@ -207,6 +244,7 @@ def run_training_job(
     work_dir: Path,
     store: ObjectStore,
     platform_env: Mapping[str, str],
+    jobs: RunningJobs | None = None,
 ) -> JobResult:
     """Execute a resolved ``CreateTrainingJob`` request on one instance with our
     image.
@@ -248,8 +286,9 @@ def run_training_job(
         request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400)
     )
     env = _environment(request.get("Environment", {}), root, platform_env)
+    env["TRAINING_JOB_NAME"] = job_name  # as SageMaker sets it in the container
     log_path = work_dir / "algo-1" / "job.log"
-    (code,) = _run_all([(argv, env, log_path)], timeout)
+    (code,) = _run_all([(argv, env, log_path)], timeout, jobs)
     if code != 0:
         raise JobFailed(_reason(root, "failure", code, log_path), [log_path])
     archive = work_dir / "model.tar.gz"

@@ -9,16 +9,21 @@ to the registry and endpoint deployer of the environment. Each execution is reco
 ``<state>/executions/<id>/``: the definition it ran, and every step's status, duration
 and failure reason.
 
-Not emulated locally: step caching and retry policies (they are in the definition for
-SageMaker to apply), and parallel branches run one after the other.
+As on SageMaker: steps whose dependencies are met run at the same time; a step with
+``CacheConfig`` reuses an earlier run with the same key (``pipelines.step_cache``); and
+a failed execution can be retried, rerunning only the steps that did not succeed. Retry
+policies are for the service's own errors (throttling, capacity) that a local run does
+not meet, so they are not emulated.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +35,13 @@ from pipelines.expressions import (
     references,
     resolve,
 )
-from pipelines.local_jobs import JobFailed, run_processing_job, run_training_job
+from pipelines.local_jobs import (
+    JobFailed,
+    RunningJobs,
+    run_processing_job,
+    run_training_job,
+)
+from pipelines.step_cache import CachedStep, StepCache
 from stack.endpoints import EndpointError
 from stack.objectstore import ObjectStoreError, join_uri
 from stack.registry import LOCAL_ACCOUNT, RegistryError
@@ -54,6 +65,7 @@ class StepRecord:
     failure_reason: str | None = None
     outcome: str | None = None  # a condition's result, a job's name, an ARN ...
     logs: list[str] = field(default_factory=list)
+    cached_from: str | None = None  # the execution whose run of this step was reused
 
 
 @dataclass
@@ -68,6 +80,14 @@ class Execution:
     steps: list[StepRecord] = field(default_factory=list)
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     property_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: int = 1  # 1 + the number of retries
+
+    @classmethod
+    def load(cls, directory: Path) -> Execution:
+        """The execution recorded in ``directory`` (its ``execution.json``)."""
+        data = json.loads((directory / "execution.json").read_text())
+        steps = [StepRecord(**step) for step in data.pop("steps")]
+        return cls(**data, steps=steps)
 
     @property
     def failed_step(self) -> StepRecord | None:
@@ -103,11 +123,17 @@ class LocalRunner:
         resources: Resources,
         progress: Progress | None = None,
         platform_env: Mapping[str, str] | None = None,
+        max_parallel_steps: int = 4,
     ) -> None:
         self.resources = resources
         self.progress = progress or (lambda event, step, execution: None)
         # What the platform hands every job on top of the definition's Environment.
         self.platform_env = dict(platform_env or {})
+        self.max_parallel_steps = max_parallel_steps
+        self.state_dir = resources.config.state_dir.resolve()
+        self.cache = StepCache(self.state_dir / "step-cache", resources.store)
+        self._lock = threading.RLock()  # guards the execution record across steps
+        self._jobs = RunningJobs()
 
     def run(
         self,
@@ -115,13 +141,12 @@ class LocalRunner:
         overrides: Mapping[str, Any] | None = None,
         pipeline_name: str | None = None,
     ) -> Execution:
+        """Start a new execution of ``definition`` and run it to its end."""
         parameters = bind_parameters(definition, overrides or {})
         steps = flatten_steps(definition)
         execution_id = secrets.token_hex(6)
         name = pipeline_name or self.resources.config.sagemaker.pipeline_name
-        directory = (
-            self.resources.config.state_dir.resolve() / "executions" / execution_id
-        )
+        directory = self.state_dir / "executions" / execution_id
         directory.mkdir(parents=True)
         (directory / "definition.json").write_text(json.dumps(definition, indent=2))
         execution = Execution(
@@ -131,62 +156,130 @@ class LocalRunner:
             str(directory),
             steps=[StepRecord(s.name, s.definition["Type"]) for s in steps],
         )
+        return self._drive(steps, execution)
+
+    def retry(self, execution_id: str) -> Execution:
+        """Run a Failed or Stopped execution again from the steps that did not succeed.
+
+        Succeeded steps keep their outputs and properties, as SageMaker's
+        RetryPipelineExecution does; the definition and parameters are the ones the
+        execution started with.
+        """
+        directory = self.state_dir / "executions" / execution_id
+        if not (directory / "execution.json").exists():
+            raise DefinitionError(f"no execution {execution_id} in {directory.parent}")
+        execution = Execution.load(directory)
+        if execution.status not in (FAILED, STOPPED):
+            raise DefinitionError(
+                f"execution {execution_id} is {execution.status}: only a Failed or "
+                "Stopped execution can be retried"
+            )
+        steps = flatten_steps(json.loads((directory / "definition.json").read_text()))
+        for record in execution.steps:
+            if record.status != SUCCEEDED:
+                execution.properties.pop(record.name, None)
+                execution.property_files.pop(record.name, None)
+                fresh = StepRecord(record.name, record.type)
+                record.__dict__.update(fresh.__dict__)
+        execution.status, execution.ended_at = EXECUTING, None
+        execution.attempts += 1
+        return self._drive(steps, execution)
+
+    def _drive(self, steps: list[_Step], execution: Execution) -> Execution:
+        config = self.resources.config
+        name, execution_id = execution.pipeline_name, execution.execution_id
         context = EvaluationContext(
-            parameters=parameters,
+            parameters=execution.parameters,
             execution={
                 "PipelineExecutionId": execution_id,
                 "PipelineName": name,
                 "PipelineExecutionArn": (
-                    f"arn:aws:sagemaker:{self.resources.config.aws.region}:"
-                    f"{LOCAL_ACCOUNT}:"
+                    f"arn:aws:sagemaker:{config.aws.region}:{LOCAL_ACCOUNT}:"
                     f"pipeline/{name}/execution/{execution_id}"
                 ),
                 "StartDateTime": execution.started_at,
-                "CurrentDateTime": execution.started_at,
+                "CurrentDateTime": _now(),
             },
             steps=execution.properties,
             property_files=execution.property_files,
         )
-        execution.save()
+        self._save(execution)
         try:
             self._execute(steps, execution, context)
         except KeyboardInterrupt:
-            for record in execution.steps:
-                if record.status == EXECUTING:
-                    record.status, record.failure_reason = STOPPED, "interrupted"
-            execution.status, execution.ended_at = STOPPED, _now()
-            execution.save()
+            with self._lock:
+                execution.status, execution.ended_at = STOPPED, _now()
+            self._save(execution)
             raise
         execution.ended_at = _now()
         if execution.status == EXECUTING:
             execution.status = SUCCEEDED
-        execution.save()
+        self._save(execution)
         return execution
 
     def _execute(
         self, steps: list[_Step], execution: Execution, context: EvaluationContext
     ) -> None:
-        outcome: dict[str, bool] = {}
-        done: set[str] = set()
-        pending = list(steps)
-        while pending and execution.status == EXECUTING:
-            ready = next((s for s in pending if s.depends_on <= done), None)
-            if ready is None:
-                break  # what is left depends on steps that did not run
-            pending.remove(ready)
-            record = execution.step(ready.name)
-            if (
-                ready.branch is not None
-                and outcome.get(ready.branch[0]) != ready.branch[1]
-            ):
-                record.status = NOT_EXECUTED
-                continue
-            self._run_step(ready, record, execution, context, outcome)
-            if record.status == SUCCEEDED:
-                done.add(ready.name)
+        """Run every step whose dependencies are met, several at a time."""
+        done = {r.name for r in execution.steps if r.status == SUCCEEDED}
+        outcome = {  # the branches conditions took (kept across a retry)
+            name: props["Outcome"] == "true"
+            for name, props in execution.properties.items()
+            if "Outcome" in props
+        }
+        pending = [s for s in steps if s.name not in done]
+        running: dict[Future[None], _Step] = {}
+        with ThreadPoolExecutor(self.max_parallel_steps, "step") as pool:
+            try:
+                while True:
+                    for step in self._ready(pending, done, outcome, execution):
+                        record = execution.step(step.name)
+                        record.status, record.started_at = EXECUTING, _now()
+                        self.progress("start", record, execution)
+                        future = pool.submit(
+                            self._run_step, step, record, execution, context, outcome
+                        )
+                        running[future] = step
+                    if not running:
+                        break
+                    finished, _ = wait(running, timeout=1, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        step = running.pop(future)
+                        future.result()  # _run_step records every failure itself
+                        if execution.step(step.name).status == SUCCEEDED:
+                            done.add(step.name)
+            except KeyboardInterrupt:  # no job outlives the runner
+                self._jobs.kill_all()
+                wait(running)
+                for step in running.values():
+                    record = execution.step(step.name)
+                    record.status, record.failure_reason = STOPPED, "interrupted"
+                raise
         for record in execution.steps:
             if record.status == "Pending":
                 record.status = NOT_EXECUTED
+
+    def _ready(
+        self,
+        pending: list[_Step],
+        done: set[str],
+        outcome: dict[str, bool],
+        execution: Execution,
+    ) -> list[_Step]:
+        """Take the steps that can start now off ``pending``; skip untaken branches."""
+        if execution.status != EXECUTING:
+            return []
+        ready = []
+        for step in [s for s in pending if s.depends_on <= done]:
+            pending.remove(step)
+            if (
+                step.branch is not None
+                and outcome.get(step.branch[0]) != step.branch[1]
+            ):
+                execution.step(step.name).status = NOT_EXECUTED
+            else:
+                ready.append(step)
+        return ready
 
     def _run_step(
         self,
@@ -196,16 +289,43 @@ class LocalRunner:
         context: EvaluationContext,
         outcome: dict[str, bool],
     ) -> None:
-        record.status, record.started_at = EXECUTING, _now()
-        self.progress("start", record, execution)
         started = time.monotonic()
         try:
             arguments = step.definition.get("Arguments", {})
             if step.definition["Type"] == "Condition":
                 arguments = {"Conditions": arguments.get("Conditions", [])}
             arguments = resolve(arguments, context)
-            result = self._dispatch(step, arguments, execution, context, outcome)
-            record.outcome = result
+            cache_key = (
+                StepCache.key(step.definition, arguments)
+                if StepCache.applies_to(step.definition)
+                else None
+            )
+            hit = cache_key and self.cache.lookup(
+                execution.pipeline_name, step.definition, cache_key
+            )
+            if hit:
+                self._set_properties(execution, step.name, hit.properties)
+                if hit.property_files:
+                    with self._lock:
+                        execution.property_files[step.name] = hit.property_files
+                record.cached_from = hit.execution_id
+                record.outcome = f"cached from execution {hit.execution_id}"
+            else:
+                record.outcome = self._dispatch(
+                    step, arguments, execution, context, outcome
+                )
+                if cache_key:
+                    self.cache.save(
+                        execution.pipeline_name,
+                        step.definition,
+                        cache_key,
+                        CachedStep(
+                            execution.execution_id,
+                            _now(),
+                            execution.properties[step.name],
+                            execution.property_files.get(step.name, {}),
+                        ),
+                    )
             record.status = SUCCEEDED
         except _StepFailure as failure:
             record.status, record.failure_reason = FAILED, str(failure)
@@ -225,9 +345,20 @@ class LocalRunner:
             record.failure_reason = f"{type(exc).__name__}: {exc}"
         record.duration_seconds = round(time.monotonic() - started, 2)
         if record.status == FAILED:
-            execution.status = FAILED
-        execution.save()
+            with self._lock:
+                execution.status = FAILED
+        self._save(execution)
         self.progress("end", record, execution)
+
+    def _set_properties(
+        self, execution: Execution, name: str, properties: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            execution.properties[name] = properties
+
+    def _save(self, execution: Execution) -> None:
+        with self._lock:
+            execution.save()
 
     def _dispatch(
         self,
@@ -245,27 +376,27 @@ class LocalRunner:
         }
         record = execution.step(name)
         job_name = f"pipelines-{execution.execution_id}-{name}".lower()
-        if kind == "Processing":
-            result = run_processing_job(
-                job_name, arguments, work_dir, self.resources.store, platform
+        if kind in ("Processing", "Training"):
+            run_job = run_processing_job if kind == "Processing" else run_training_job
+            result = run_job(
+                job_name,
+                arguments,
+                work_dir,
+                self.resources.store,
+                platform,
+                self._jobs,
             )
             record.logs = [str(p) for p in result.log_paths]
-            execution.properties[name] = result.properties
-            execution.property_files[name] = self._property_files(
-                step, result.properties
-            )
-            return job_name
-        if kind == "Training":
-            result = run_training_job(
-                job_name, arguments, work_dir, self.resources.store, platform
-            )
-            record.logs = [str(p) for p in result.log_paths]
-            execution.properties[name] = result.properties
+            files = self._property_files(step, result.properties)
+            self._set_properties(execution, name, result.properties)
+            if kind == "Processing":
+                with self._lock:
+                    execution.property_files[name] = files
             return job_name
         if kind == "Condition":
             holds = all(evaluate_condition(c) for c in arguments["Conditions"])
+            self._set_properties(execution, name, {"Outcome": str(holds).lower()})
             outcome[name] = holds
-            execution.properties[name] = {"Outcome": str(holds).lower()}
             return "true" if holds else "false"
         if kind == "Fail":
             raise _StepFailure(
@@ -273,29 +404,37 @@ class LocalRunner:
             )
         if kind == "RegisterModel":
             package = self.resources.registry.register(arguments)
-            execution.properties[name] = {
-                "ModelPackageArn": package.arn,
-                "ModelPackageVersion": package.version,
-                "ModelApprovalStatus": package.approval_status,
-                "ModelPackageGroupName": package.group,
-            }
+            self._set_properties(
+                execution,
+                name,
+                {
+                    "ModelPackageArn": package.arn,
+                    "ModelPackageVersion": package.version,
+                    "ModelApprovalStatus": package.approval_status,
+                    "ModelPackageGroupName": package.group,
+                },
+            )
             return package.arn
         if kind == "Model":
             model_name = self.resources.endpoints.create_model(arguments)
-            execution.properties[name] = {"ModelName": model_name}
+            self._set_properties(execution, name, {"ModelName": model_name})
             return model_name
         if kind == "EndpointConfig":
             config_name = self.resources.endpoints.create_endpoint_config(arguments)
-            execution.properties[name] = {"EndpointConfigName": config_name}
+            self._set_properties(execution, name, {"EndpointConfigName": config_name})
             return config_name
         if kind == "Endpoint":
             info = self.resources.endpoints.create_or_update_endpoint(arguments)
-            execution.properties[name] = {
-                "EndpointName": info.name,
-                "EndpointStatus": info.status,
-                "EndpointConfigName": info.config_name,
-                "Url": info.url,
-            }
+            self._set_properties(
+                execution,
+                name,
+                {
+                    "EndpointName": info.name,
+                    "EndpointStatus": info.status,
+                    "EndpointConfigName": info.config_name,
+                    "Url": info.url,
+                },
+            )
             return info.url or info.name
         raise DefinitionError(
             f"step type {kind!r} is not supported by the local runner"

@@ -4,27 +4,33 @@ SageMaker.
   python -m pipelines.run                      the whole loop on the embedded stack
   python -m pipelines.run --env dev --upsert   create or update the pipeline in
                                                SageMaker
-  python -m pipelines.run --env dev --upsert --start
+  python -m pipelines.run --env dev --upsert --start --wait
   python -m pipelines.run --definition [FILE]  print (or write) the definition JSON
 
-Exit codes: 0 succeeded; 1 the pipeline or a step failed; 2 usage or configuration error
-(unknown environment, missing role, unreachable Snowflake ...), always with a one-line
-reason on stderr and no traceback. The SageMaker SDK is imported only when a definition
-is built, so ``--help`` and argument errors answer at once.
+Exit codes: 0 succeeded; 1 the pipeline or a step failed (or --wait ran out); 2 usage or
+configuration error (unknown environment, missing role, unreachable Snowflake, a
+definition SageMaker would refuse ...), always with a one-line reason on stderr and no
+traceback. ``--log-format json`` prints JSON lines for CD logs. The SageMaker SDK is
+imported only when a definition is built, so ``--help`` and argument errors answer at
+once. Past executions: ``python -m pipelines.executions``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import traceback
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from pipelines.console import FORMATS, Console, show_progress, show_step
+from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -51,12 +57,41 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start an execution in SageMaker (implies --upsert)",
     )
+    mode.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the execution to end, showing its steps (implies --start)",
+    )
+    mode.add_argument(
+        "--wait-timeout",
+        type=_positive_seconds,
+        default=4 * 3600,
+        metavar="SECONDS",
+        help="give up waiting after this long, exit 1 (default 14400)",
+    )
+    mode.add_argument(
+        "--poll-interval",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often --wait asks SageMaker (default 30)",
+    )
     mode.add_argument("--role-arn", help="pipeline execution role (aws.role_arn)")
     mode.add_argument("--region", help="AWS region (aws.region)")
     mode.add_argument("--bucket", help="artifact bucket (aws.bucket)")
     mode.add_argument("--image-uri", help="our image in ECR (sagemaker.image_uri)")
     mode.add_argument(
         "--description", default=None, help="pipeline description on upsert"
+    )
+    mode.add_argument(
+        "--tags",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="tags for the pipeline (repeatable)",
+    )
+    mode.add_argument(
+        "--display-name", help="display name of the pipeline and of the execution"
     )
     parser.add_argument(
         "--definition",
@@ -83,8 +118,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip writing predictions back to Snowflake",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text for people (default), json lines for CD logs",
+    )
     parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,25 +160,95 @@ def _parameters(pairs: Sequence[str]) -> dict[str, str]:
     return parameters
 
 
+_TAG_KEY = re.compile(r"^[\w.:/=+@ -]{1,128}$")
+_DISPLAY_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}$")
+
+
+def _tags(values: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            key, sep, tag_value = pair.partition("=")
+            if not sep:
+                raise UsageError(f"--tags expects KEY=VALUE pairs, got {pair!r}")
+            tags[key.strip()] = tag_value.strip()
+    return check_tags(tags)
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` if SageMaker would take them as they are, else UsageError."""
+    for key, value in tags.items():
+        if not _TAG_KEY.match(key) or key.lower().startswith("aws:"):
+            raise UsageError(
+                f"tag key {key!r}: 1-128 letters, digits, spaces and _.:/=+-@, "
+                "not starting with aws:"
+            )
+        if len(value) > 256:
+            raise UsageError(f"tag {key}: the value is over 256 characters")
+    return tags
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """Flags that only mean something on SageMaker are refused for a local run."""
+    remote = args.upsert or args.start or args.wait
+    if args.definition and remote:
+        raise UsageError("--definition prints the definition: drop --upsert/--start")
+    if not remote:
+        used = [
+            flag
+            for flag, value in (
+                ("--description", args.description),
+                ("--tags", args.tags),
+                ("--display-name", args.display_name),
+            )
+            if value
+        ]
+        if used:
+            raise UsageError(f"{', '.join(used)} only apply with --upsert")
+    if args.display_name and not _DISPLAY_NAME.match(args.display_name):
+        raise UsageError(
+            "--display-name takes 1-82 letters, digits and single hyphens, "
+            f"got {args.display_name!r}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    console = Console(args.log_format)
     try:
+        _check_mode(args)
         parameters = _parameters(args.param)
+        tags = _tags(args.tags)
         config = load_config(args.env, _overrides(args))
         if args.definition:
-            return _print_definition(config, args.definition)
-        if args.upsert or args.start:
-            return _upsert(config, args, parameters)
-        return run_local(config, parameters, writeback=not args.no_writeback)
-    except (UsageError, ConfigError) as exc:
-        return _fail(EXIT_USAGE, str(exc), args.verbose)
+            return _print_definition(config, args.definition, console)
+        if args.upsert or args.start or args.wait:
+            return upsert_and_report(
+                config,
+                console,
+                UpsertRequest(
+                    parameters=parameters,
+                    tags=tags,
+                    description=args.description,
+                    display_name=args.display_name,
+                    start=args.start or args.wait,
+                    wait=args.wait,
+                    wait_timeout=args.wait_timeout,
+                    poll_interval=args.poll_interval,
+                ),
+            )
+        return run_local(
+            config, parameters, writeback=not args.no_writeback, console=console
+        )
+    except (UsageError, ConfigError, InvalidDefinition) as exc:
+        return _fail(console, EXIT_USAGE, str(exc), args.verbose)
     except KeyboardInterrupt:
-        print("interrupted: the execution was stopped", file=sys.stderr)
+        console.error("interrupted: the execution was stopped")
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
         if _is_unreachable(exc):
-            return _fail(EXIT_USAGE, str(exc), args.verbose)
-        return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+            return _fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return _fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
 
 
 def _is_unreachable(exc: Exception) -> bool:
@@ -141,15 +262,15 @@ def _is_unreachable(exc: Exception) -> bool:
     )
 
 
-def _fail(code: int, message: str, verbose: bool) -> int:
+def _fail(console: Console, code: int, message: str, verbose: bool) -> int:
     if verbose:
         traceback.print_exc()
     first_line = message.strip().splitlines()[0] if message.strip() else "failed"
-    print(f"error: {first_line}", file=sys.stderr)
+    console.error(first_line, exit_code=code)
     return code
 
 
-def _print_definition(config: Config, target: str) -> int:
+def _print_definition(config: Config, target: str, console: Console) -> int:
     from pipelines.definition import build_definition
 
     text = json.dumps(build_definition(config), indent=2, sort_keys=True)
@@ -157,35 +278,120 @@ def _print_definition(config: Config, target: str) -> int:
         print(text)
     else:
         Path(target).write_text(text + "\n")
-        print(f"wrote {target}", file=sys.stderr)
+        console.note(f"wrote {target}")
     return EXIT_OK
 
 
-def _upsert(
-    config: Config, args: argparse.Namespace, parameters: dict[str, str]
-) -> int:
+@dataclass(frozen=True)
+class UpsertRequest:
+    parameters: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str | None = None
+    display_name: str | None = None
+    start: bool = False
+    wait: bool = False
+    wait_timeout: float = 4 * 3600
+    poll_interval: float = 30.0
+
+
+def upsert_and_report(config: Config, console: Console, request: UpsertRequest) -> int:
+    """Upsert the pipeline, start and wait for it as asked; returns the exit code."""
     if config.env == "local":
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    from pipelines.deploy import upsert_pipeline  # refuses a missing role first
+    from pipelines.deploy import require_role, upsert_pipeline
+    from pipelines.remote import sagemaker_client
 
+    require_role(config)  # before looking for credentials: the likelier mistake
+    client = sagemaker_client(config)
     result = upsert_pipeline(
-        config, description=args.description, start=args.start, parameters=parameters
+        config,
+        description=request.description,
+        start=request.start,
+        parameters=request.parameters,
+        sagemaker_client=client,
+        tags=request.tags,
+        display_name=request.display_name,
     )
-    print(f"{result.action} pipeline {result.pipeline_arn}")
-    if result.execution_arn:
-        print(f"started execution {result.execution_arn}")
-    return EXIT_OK
+    console.event(
+        "upserted",
+        f"{result.action} pipeline {result.pipeline_arn}",
+        action=result.action,
+        pipeline_arn=result.pipeline_arn,
+    )
+    if not result.execution_arn:
+        return EXIT_OK
+    console.event(
+        "started",
+        f"started execution {result.execution_arn}",
+        execution_arn=result.execution_arn,
+    )
+    if not request.wait:
+        return EXIT_OK
+    return _wait(client, result.execution_arn, request, console)
+
+
+def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> int:
+    from pipelines.remote import WaitTimeout, wait_for_execution
+
+    seen: dict[str, str] = {}
+
+    def show(status: Any) -> None:
+        for step in status.steps:
+            if seen.get(step.name) != step.status:
+                seen[step.name] = step.status
+                console.event(
+                    "step",
+                    f"  {step.name:<16}{step.status}",
+                    step=step.name,
+                    status=step.status,
+                )
+
+    try:
+        final = wait_for_execution(
+            client, arn, request.wait_timeout, request.poll_interval, on_poll=show
+        )
+    except WaitTimeout as timeout:
+        console.error(str(timeout), exit_code=EXIT_FAILED)
+        return EXIT_FAILED
+    for step in final.steps:
+        show_step(
+            console,
+            step.name,
+            step.status,
+            step.duration_seconds,
+            step.failure_reason,
+            step.cached_from,
+            event="step_result",
+        )
+    if final.status == "Succeeded":
+        console.event("execution", "Succeeded", status=final.status, execution_arn=arn)
+        return EXIT_OK
+    failed = final.failed_step
+    reason = (
+        f"step {failed.name}: {failed.failure_reason}"
+        if failed
+        else final.failure_reason or f"the execution {final.status.lower()}"
+    )
+    console.event(
+        "execution",
+        f"Failed: {reason}",
+        status=final.status,
+        execution_arn=arn,
+        failed_step=failed.name if failed else None,
+    )
+    return EXIT_FAILED
 
 
 def run_local(
     config: Config,
     parameters: dict[str, str],
     writeback: bool = True,
-    out: TextIO = sys.stdout,
+    console: Console | None = None,
 ) -> int:
     """The whole loop on this machine; returns the exit code."""
+    console = console or Console()
     if config.is_aws:
         raise UsageError(
             f"the {config.env} environment runs on SageMaker: use --upsert [--start]"
@@ -202,22 +408,31 @@ def run_local(
     except DefinitionError as exc:
         raise UsageError(str(exc)) from None
     resources = build_resources(config)
-    print(f"Environment {config.env}: state in {config.state_dir.resolve()}", file=out)
+    console.event(
+        "environment",
+        f"Environment {config.env}: state in {config.state_dir.resolve()}",
+        env=config.env,
+        state_dir=str(config.state_dir.resolve()),
+    )
     seed = ensure_demo_data(
         resources.warehouse, config.demo.customers, config.demo.seed
     )
     verb = "Seeded" if seed.created else "Found"
-    print(
+    console.event(
+        "demo_data",
         f"{verb} demo data in Snowflake: "
         + ", ".join(f"{name} {rows:,}" for name, rows in seed.rows.items()),
-        file=out,
+        created=seed.created,
+        rows=seed.rows,
     )
-    print(
+    console.event(
+        "definition",
         f"Running the pipeline definition ({len(json.dumps(definition)):,} bytes) "
         "locally",
-        file=out,
     )
-    runner = LocalRunner(resources, progress=lambda e, s, x: _progress(e, s, out))
+    runner = LocalRunner(
+        resources, progress=lambda e, s, x: show_progress(console, e, s)
+    )
     execution = runner.run(definition, parameters)
     written, writeback_error = None, None
     if (
@@ -226,49 +441,49 @@ def run_local(
         and "Deploy" in execution.properties
     ):
         try:
-            written = _write_back(config, resources, execution, out)
+            written = _write_back(config, resources, execution, console)
         except Exception as exc:  # reported with the summary; the exit code says it
             writeback_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            print(f"  [FAIL] WriteBack: {writeback_error}", file=out, flush=True)
-    _summary(config, execution, written, time.monotonic() - started, out)
+            console.event(
+                "step_failed",
+                f"  [FAIL] WriteBack: {writeback_error}",
+                step="WriteBack",
+                failure_reason=writeback_error,
+            )
+    _summary(config, execution, written, time.monotonic() - started, console)
+    return _verdict(execution, writeback_error, console)
+
+
+def _verdict(execution: Any, writeback_error: str | None, console: Console) -> int:
+    fields = {"status": execution.status, "execution_id": execution.execution_id}
     if execution.status != "Succeeded":
         failed = execution.failed_step
-        print(
+        console.event(
+            "execution",
             f"Failed: step {failed.name}: {failed.failure_reason}"
             if failed
             else f"Failed: the execution {execution.status.lower()}",
-            file=out,
+            failed_step=failed.name if failed else None,
+            failure_reason=failed.failure_reason if failed else None,
+            **fields,
         )
         return EXIT_FAILED
     if writeback_error:
-        print(f"Failed: write-back: {writeback_error}", file=out)
+        console.event(
+            "execution",
+            f"Failed: write-back: {writeback_error}",
+            failed_step="WriteBack",
+            failure_reason=writeback_error,
+            **{**fields, "status": "Failed"},
+        )
         return EXIT_FAILED
-    print("Succeeded", file=out)
+    console.event("execution", "Succeeded", **fields)
     return EXIT_OK
 
 
-def _progress(event: str, step: Any, out: TextIO) -> None:
-    if event == "start":
-        print(f"  [run ] {step.name} ({step.type})", file=out, flush=True)
-    elif step.status == "Failed":
-        print(
-            f"  [FAIL] {step.name} after {step.duration_seconds:.1f}s: "
-            f"{step.failure_reason}",
-            file=out,
-            flush=True,
-        )
-        for log in step.logs:
-            print(f"         log: {log}", file=out, flush=True)
-    else:
-        detail = f" -> {step.outcome}" if step.type == "Condition" else ""
-        print(
-            f"  [ ok ] {step.name} {step.duration_seconds:.1f}s{detail}",
-            file=out,
-            flush=True,
-        )
-
-
-def _write_back(config: Config, resources: Any, execution: Any, out: TextIO) -> Any:
+def _write_back(
+    config: Config, resources: Any, execution: Any, console: Console
+) -> Any:
     from features import load_feature_set
     from snowflake.sagemaker_predictions.writeback import endpoint_scorer, write_back
 
@@ -286,66 +501,91 @@ def _write_back(config: Config, resources: Any, execution: Any, out: TextIO) -> 
         execution_id=execution.execution_id,
         batch_rows=config.writeback.batch_rows,
     )
-    print(
+    console.event(
+        "step_succeeded",
         f"  [ ok ] WriteBack: {result.rows_scored:,} scores as of {as_of} in "
         f"{result.batches} endpoint calls",
-        file=out,
+        step="WriteBack",
+        rows=result.rows_scored,
+        batches=result.batches,
     )
     return result
 
 
 def _summary(
-    config: Config, execution: Any, writeback: Any, seconds: float, out: TextIO
+    config: Config, execution: Any, writeback: Any, seconds: float, console: Console
 ) -> None:
-    print("", file=out)
-    print(
+    say = console.event
+    say("summary", "")
+    say(
+        "summary",
         f"Pipeline {execution.pipeline_name}, execution {execution.execution_id}",
-        file=out,
+        pipeline=execution.pipeline_name,
+        execution_id=execution.execution_id,
     )
     for step in execution.steps:
-        duration = (
-            f"{step.duration_seconds:6.1f}s"
-            if step.duration_seconds is not None
-            else ""
+        show_step(
+            console,
+            step.name,
+            step.status,
+            step.duration_seconds,
+            None,  # the failure was shown as it happened, and again below
+            step.cached_from,
+            event="step_summary",
         )
-        print(f"  {step.name:<16}{step.status:<14}{duration}", file=out)
     report = execution.property_files.get("Evaluate", {}).get("EvaluationReport")
     if report:
         metrics = report["binary_classification_metrics"]
-        shown = ", ".join(
-            f"{k} {metrics[k]['value']:.4f}"
+        shown = {
+            k: metrics[k]["value"]
             for k in ("auc", "pr_auc", "log_loss", "f1")
             if k in metrics
+        }
+        say(
+            "metrics",
+            "Test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
+            metrics=shown,
         )
-        print(f"Test metrics: {shown}", file=out)
     register = execution.properties.get("Register")
     if register:
-        print(
+        say(
+            "model_package",
             f"Model package: {register['ModelPackageArn']} "
             f"(version {register['ModelPackageVersion']}, "
             f"{register['ModelApprovalStatus']})",
-            file=out,
+            **register,
         )
     deploy = execution.properties.get("Deploy")
     if deploy:
-        print(
+        ping = _ping(deploy["Url"])
+        say(
+            "endpoint",
             f"Endpoint: {deploy['EndpointName']} at {deploy['Url']} "
-            f"(/ping {_ping(deploy['Url'])}); stop it with "
+            f"(/ping {ping}); stop it with "
             "`python -m pipelines.endpoint stop`",
-            file=out,
+            endpoint=deploy["EndpointName"],
+            url=deploy["Url"],
+            ping=ping,
         )
     if writeback is not None:
-        print(
-            f"Predictions: {writeback.rows_scored:,} rows merged into "
+        table = (
             f"{config.snowflake.database}.{config.snowflake.schema_name}."
-            f"{writeback.table} "
-            f"as of {writeback.as_of}",
-            file=out,
+            f"{writeback.table}"
         )
-    print(
+        say(
+            "predictions",
+            f"Predictions: {writeback.rows_scored:,} rows merged into {table} "
+            f"as of {writeback.as_of}",
+            rows=writeback.rows_scored,
+            table=table,
+            as_of=str(writeback.as_of),
+        )
+    say(
+        "summary",
         f"Execution record: {execution.directory}/execution.json "
         f"({seconds:.0f}s in all)",
-        file=out,
+        record=f"{execution.directory}/execution.json",
+        seconds=round(seconds, 1),
     )
 
 

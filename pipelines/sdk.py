@@ -23,10 +23,19 @@ from types import SimpleNamespace
 _CONFIG = Path(__file__).with_name("sagemaker_config.yaml")
 
 
-@cache
 def load_sdk(region: str) -> SimpleNamespace:
-    """Import the SDK pieces the definition uses; the first call takes a few seconds."""
+    """Import the SDK pieces the definition uses; the first call takes a few seconds.
+
+    The region is put in the environment on every call, not only at import: SDK 3.27
+    builds a default boto session (``LocalSagemakerClient()`` in ``ProcessingStep``)
+    each time a step is made, which fails without one.
+    """
     os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    return _load_sdk()
+
+
+@cache
+def _load_sdk() -> SimpleNamespace:
     os.environ.setdefault("SAGEMAKER_USER_CONFIG_OVERRIDE", str(_CONFIG))
     os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
     root = logging.getLogger()
@@ -43,7 +52,7 @@ def load_sdk(region: str) -> SimpleNamespace:
 
 
 def _import_sdk() -> SimpleNamespace:
-    from sagemaker.core import model_metrics, processing, shapes
+    from sagemaker.core import model_metrics, network, processing, shapes
     from sagemaker.core.training import configs
     from sagemaker.core.workflow import (
         conditions,
@@ -59,6 +68,7 @@ def _import_sdk() -> SimpleNamespace:
         fail_step,
         model_step,
         pipeline,
+        retry,
         steps,
     )
     from sagemaker.serve import model_builder
@@ -71,6 +81,8 @@ def _import_sdk() -> SimpleNamespace:
         ProcessingS3Input=shapes.ProcessingS3Input,
         ProcessingS3Output=shapes.ProcessingS3Output,
         StoppingCondition=shapes.StoppingCondition,
+        NetworkConfig=network.NetworkConfig,
+        Networking=configs.Networking,
         Compute=configs.Compute,
         InputData=configs.InputData,
         OutputDataConfig=configs.OutputDataConfig,
@@ -92,6 +104,11 @@ def _import_sdk() -> SimpleNamespace:
         FailStep=fail_step.FailStep,
         ModelStep=model_step.ModelStep,
         Pipeline=pipeline.Pipeline,
+        CacheConfig=steps.CacheConfig,
+        StepRetryPolicy=retry.StepRetryPolicy,
+        StepExceptionTypeEnum=retry.StepExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy=retry.SageMakerJobStepRetryPolicy,
+        SageMakerJobExceptionTypeEnum=retry.SageMakerJobExceptionTypeEnum,
         ProcessingStep=steps.ProcessingStep,
         TrainingStep=steps.TrainingStep,
         ModelBuilder=model_builder.ModelBuilder,

@@ -30,6 +30,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
@@ -38,6 +39,17 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_KMS_KEY = re.compile(
+    rf"^({_UUID}|alias/[\w/-]{{1,250}}"
+    rf"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:(key/{_UUID}|alias/[\w/-]{{1,250}}))$"
+)
+# ISO 8601 durations as SageMaker's CacheConfig takes them: P30D, PT12H, P4DT12H ...
+ISO8601_DURATION = re.compile(
+    r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
+)
 
 
 class ConfigError(Exception):
@@ -138,6 +150,20 @@ class SageMakerConfig(_Section):
         "Approved"
     )
     max_runtime_seconds: int = Field(3600, ge=60)
+    # Step caching of Extract, Train and Evaluate: how old a previous run may be to be
+    # reused (ISO 8601 duration); None turns caching off.
+    cache_expire_after: str | None = "P30D"
+    # Retries of throttling, service faults and capacity errors, per step.
+    retry_max_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator("cache_expire_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if not value:  # "" from an environment variable turns caching off too
+            return None
+        if not ISO8601_DURATION.match(value.upper()):
+            raise ValueError(f"{value!r} is not an ISO 8601 duration such as P30D")
+        return value.upper()
 
     @field_validator("pipeline_name", "endpoint_name", "model_package_group")
     @classmethod
@@ -145,6 +171,63 @@ class SageMakerConfig(_Section):
         if not _SAGEMAKER_NAME.match(value):
             raise ValueError(f"{value!r} is not a valid SageMaker resource name")
         return value
+
+
+class SecurityConfig(_Section):
+    """Network and encryption settings applied to every job and the endpoint."""
+
+    # A VPC for every job: subnets and security groups go together.
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    # KMS keys (id, alias or ARN) for instance volumes and for what jobs write to S3.
+    volume_kms_key_id: str | None = None
+    output_kms_key_id: str | None = None
+    encrypt_inter_container_traffic: bool = False
+    # No network at all for the steps that need none (Evaluate; Train unless it logs
+    # to a remote MLflow tracking server).
+    network_isolation: bool = False
+
+    @field_validator("subnets", "security_group_ids", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):  # MLOPS_SECURITY__SUBNETS=subnet-a,subnet-b
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _SUBNET.match(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a subnet id (subnet-0abc...)")
+        return value
+
+    @field_validator("security_group_ids")
+    @classmethod
+    def _security_groups(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _SECURITY_GROUP.match(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a security group id (sg-0abc...)")
+        return value
+
+    @field_validator("volume_kms_key_id", "output_kms_key_id")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY.match(value):
+            raise ValueError(f"{value!r} is not a KMS key id, alias or ARN")
+        return value
+
+    @model_validator(mode="after")
+    def _vpc_complete(self) -> SecurityConfig:
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError(
+                "subnets and security_group_ids go together: set both or neither"
+            )
+        return self
+
+    @property
+    def vpc(self) -> bool:
+        return bool(self.subnets)
 
 
 class FeaturesConfig(_Section):
@@ -249,6 +332,7 @@ class Config(_Section):
     aws: AwsConfig = AwsConfig()
     snowflake: SnowflakeConfig = SnowflakeConfig()
     sagemaker: SageMakerConfig = SageMakerConfig()
+    security: SecurityConfig = SecurityConfig()
     features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -257,6 +341,15 @@ class Config(_Section):
     local_endpoint: LocalEndpointConfig = LocalEndpointConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     writeback: WritebackConfig = WritebackConfig()
+
+    @model_validator(mode="after")
+    def _isolation_allows_tracking(self) -> Config:
+        if self.security.network_isolation and self.mlflow.tracking_uri:
+            raise ValueError(
+                "security.network_isolation cuts the Train step off from the MLflow "
+                "tracking server in mlflow.tracking_uri: turn one of them off"
+            )
+        return self
 
     @property
     def is_aws(self) -> bool:

@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from training.train import TrainedModel, save_model
 
 log = logging.getLogger("training.tracking")
+
+
+# SageMaker Pipelines names the jobs it starts "pipelines-<execution id>-<step>-...";
+# the local runner names them the same way.
+_PIPELINE_JOB = re.compile(r"^pipelines-([a-z0-9]+)-", re.IGNORECASE)
+
+
+def pipeline_execution_id(training_job_name: str) -> str:
+    """The pipeline execution that started this job, or "manual" outside a pipeline.
+
+    Read from the job's name rather than passed in the environment: the environment
+    is part of SageMaker's step cache key, and a per-execution value there would make
+    every Train step a cache miss.
+    """
+    match = _PIPELINE_JOB.match(training_job_name)
+    return match.group(1).lower() if match else "manual"
 
 
 def log_training_run(model: TrainedModel) -> str | None:
@@ -27,7 +44,7 @@ def log_training_run(model: TrainedModel) -> str | None:
     import mlflow
 
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "churn")
-    execution_id = os.environ.get("PIPELINE_EXECUTION_ID", "manual")
+    execution_id = pipeline_execution_id(os.environ.get("TRAINING_JOB_NAME", ""))
     location = os.environ.get("MLFLOW_ARTIFACT_LOCATION")
     if location and mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=location)

@@ -83,6 +83,9 @@ def test_the_whole_loop_twice(state):
     second = run_cli(*args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Found demo data" in second.stdout
+    first_id = re.search(r"execution (\w+)\n", first.stdout).group(1)
+    for step in ("Extract", "Train", "Evaluate"):  # same arguments: SageMaker's cache
+        assert f"[cache] {step} reused from execution {first_id}" in second.stdout
     assert "(version 2, Approved)" in second.stdout
     assert predictions(state)[:2] == (rows, customers)  # one current row per customer
 
@@ -136,8 +139,13 @@ def test_two_extract_workers_split_the_rows_between_them(state):
     import pandas as pd
 
     base = local_args(state, "--no-writeback")
+    # The instance count is not part of SageMaker's cache key (nor of ours): with the
+    # cache on, the second run would reuse the first one's single shard.
+    no_cache = {"MLOPS_SAGEMAKER__CACHE_EXPIRE_AFTER": ""}
     for instances in ("1", "2"):
-        result = run_cli(*base, "--param", f"ProcessingInstanceCount={instances}")
+        result = run_cli(
+            *base, "--param", f"ProcessingInstanceCount={instances}", env=no_cache
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
     def extracted(execution_dir):

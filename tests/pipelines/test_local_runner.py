@@ -338,3 +338,145 @@ def _command_lines() -> list[bytes]:
         with contextlib.suppress(OSError):  # the process ended while we looked
             lines.append(path.read_bytes())
     return lines
+
+
+def cached(step, expire="P1D"):
+    return {**step, "CacheConfig": {"Enabled": True, "ExpireAfter": expire}}
+
+
+def produce_and_consume(expire="P1D"):
+    spec = definition()
+    spec["Steps"][0] = cached(spec["Steps"][0], expire)
+    spec["Steps"][1] = cached(spec["Steps"][1], expire)
+    return spec
+
+
+def test_a_rerun_with_the_same_arguments_reuses_cached_steps(runner):
+    first = runner.run(produce_and_consume())
+    second = runner.run(produce_and_consume())
+    assert second.status == "Succeeded"
+    assert second.step("Produce").cached_from == first.execution_id
+    # Consume's input is Produce's output: reused, so it resolves the same and hits
+    assert second.step("Consume").cached_from == first.execution_id
+    assert second.step("Check").cached_from is None  # conditions are not cached
+    assert second.properties["Produce"] == first.properties["Produce"]
+    assert second.property_files["Produce"] == first.property_files["Produce"]
+    # no job ran the second time
+    steps_dir = Path(second.directory) / "steps"
+    assert not list(steps_dir.rglob("job.log"))
+
+
+def test_a_changed_argument_misses_the_cache(runner):
+    runner.run(produce_and_consume())
+    second = runner.run(produce_and_consume(), {"Score": "0.8"})
+    assert second.step("Produce").cached_from is None
+    assert second.property_files["Produce"]["Report"]["metrics"]["score"] == 0.8
+    assert second.step("Consume").cached_from is None  # a new input
+
+
+def test_expired_or_vanished_entries_are_not_used(runner):
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.step_cache import StepCache
+
+    first = runner.run(produce_and_consume(expire="PT1H"))
+    spec = produce_and_consume(expire="PT1H")
+    produce = spec["Steps"][0]
+    (entry,) = (runner.cache.root / first.pipeline_name / "Produce").glob("*.json")
+    key = entry.stem
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert runner.cache.lookup(first.pipeline_name, produce, key) is not None
+    assert runner.cache.lookup(first.pipeline_name, produce, key, now=later) is None
+    # the outputs it points at are gone: the step runs again
+    output = first.properties["Produce"]["ProcessingOutputConfig"]["Outputs"][0]
+    for uri in runner.resources.store.list(output["S3Output"]["S3Uri"]):
+        runner.resources.store.path_of(uri).unlink()
+    assert runner.cache.lookup(first.pipeline_name, produce, key) is None
+    assert (
+        StepCache.applies_to({"Type": "Condition", "CacheConfig": {"Enabled": True}})
+        is False
+    )
+
+
+RENDEZVOUS = (
+    "import os, pathlib, sys, time; "
+    "here = pathlib.Path(sys.argv[1]); here.mkdir(parents=True, exist_ok=True); "
+    "(here / sys.argv[2]).touch(); "
+    "deadline = time.monotonic() + 60; "
+    "other = here / sys.argv[3]\n"
+    "while not other.exists():\n"
+    "    time.sleep(0.05)\n"
+    "    time.monotonic() < deadline or sys.exit('the other step never ran alongside')"
+)
+
+
+def test_independent_steps_run_at_the_same_time(runner, tmp_path):
+    # each step waits for the other to have started: run one after the other, both fail
+    meeting = str(tmp_path / "meeting")
+    spec = {
+        "Version": "2020-12-01",
+        "Parameters": [],
+        "Steps": [
+            processing("Left", RENDEZVOUS, args=[meeting, "left", "right"]),
+            processing("Right", RENDEZVOUS, args=[meeting, "right", "left"]),
+        ],
+    }
+    execution = runner.run(spec)
+    assert execution.status == "Succeeded", [s.failure_reason for s in execution.steps]
+
+
+FAIL_UNLESS_FLAG = (
+    "import pathlib, sys; "
+    "pathlib.Path(sys.argv[1]).exists() or sys.exit('flag missing')"
+)
+
+
+def test_a_failed_execution_is_retried_from_the_failed_step(runner, tmp_path):
+    from pipelines.local_runner import Execution
+
+    flag = tmp_path / "flag"
+    spec = definition()
+    spec["Steps"][1] = processing(
+        "Consume",
+        FAIL_UNLESS_FLAG,
+        args=[str(flag)],
+        inputs=spec["Steps"][1]["Arguments"]["ProcessingInputs"],
+    )
+    failed = runner.run(spec)
+    assert failed.status == "Failed" and failed.failed_step.name == "Consume"
+    produce_log = next(Path(failed.directory).glob("steps/Produce/*/job.log"))
+    produce_log.write_text("first run\n")
+    flag.touch()
+    retried = runner.retry(failed.execution_id)
+    assert retried.execution_id == failed.execution_id
+    assert retried.status == "Succeeded"
+    assert retried.attempts == 2
+    assert produce_log.read_text() == "first run\n"  # Produce did not run again
+    assert Execution.load(Path(failed.directory)).status == "Succeeded"
+    with pytest.raises(DefinitionError, match="only a Failed or Stopped"):
+        runner.retry(failed.execution_id)
+    with pytest.raises(DefinitionError, match="no execution nope"):
+        runner.retry("nope")
+
+
+def test_the_executions_command_lists_describes_and_retries(local_config, capsys):
+    from pipelines import executions
+
+    runner = LocalRunner(build_resources(local_config))
+    failed = runner.run(definition(fail_second=True))
+    state = ["--state-dir", str(local_config.state_dir)]
+
+    def cli(*args):
+        code = executions.main([*state, *args])
+        return code, capsys.readouterr().out
+
+    code, out = cli("list")
+    assert code == 0 and out.startswith(f"{failed.execution_id}  Failed")
+    code, out = cli("describe", failed.execution_id)
+    assert code == 0
+    assert "  Consume         Failed" in out and "the data was bad" in out
+    assert "  Check           NotExecuted" in out
+    code, out = cli("retry", failed.execution_id)  # the job fails the same way again
+    assert code == 1 and "attempt 2" in out
+    assert executions.main([*state, "describe", "nope"]) == 2
+    assert "no execution nope" in capsys.readouterr().err

