@@ -150,7 +150,9 @@ def test_a_rolled_back_update_is_reported_and_the_old_config_serves(aws):
     stub.roll_back = True
     with pytest.raises(EndpointError, match="was rolled back"):
         endpoints.deploy_package(register(endpoints, version=2).arn, "churn-endpoint")
-    assert endpoints.describe("churn-endpoint").config_name == first.endpoint.config_name
+    assert (
+        endpoints.describe("churn-endpoint").config_name == first.endpoint.config_name
+    )
 
 
 @pytest.mark.parametrize("status", ["PendingManualApproval", "Rejected"])
