@@ -49,6 +49,10 @@ class ScoringApp:
         self.model = model
         self.endpoint_name = endpoint_name
         self._variant = variant_name.encode("latin-1")
+        # Set while the worker shuts down: every answer then says "Connection: close",
+        # so keep-alive clients reconnect (to the workers that stay) instead of
+        # sending their next request on a connection that is about to close.
+        self.draining = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -56,6 +60,8 @@ class ScoringApp:
             return
         if scope["type"] != "http":
             return
+        if self.draining:
+            send = _closing(send)
         path, method = scope["path"], scope["method"]
         if path == "/invocations":
             if method != "POST":
@@ -127,6 +133,18 @@ class ScoringApp:
             media_type,
             [(b"x-amzn-invoked-production-variant", self._variant)],
         )
+
+
+def _closing(send: Send) -> Send:
+    async def send_with_close(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], _CLOSE]}
+        await send(message)
+
+    return send_with_close
+
+
+_CLOSE = (b"connection", b"close")
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -5,8 +5,9 @@ Started by ``inference.supervisor`` as ``python -m inference.worker --fd N --rea
 worker (and the next generation of workers during a redeploy) accepts from one queue:
 no connection waits in a socket that is about to close. The worker writes ``ready`` to
 ``--ready-fd`` once it accepts connections and exits non-zero if the model cannot load.
-SIGTERM stops accepting, lets in-flight requests finish (up to ``--grace`` seconds) and
-exits.
+SIGTERM stops accepting, answers further requests on open connections with
+``Connection: close`` for up to 2 s, lets in-flight requests finish (up to ``--grace``
+seconds) and exits.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 # Measured: XGBoost's default OpenMP threading in each of several workers oversubscribes
 # a small host 10-30x; set before the OpenMP runtime loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-_SETTLE_SECONDS = 0.5
+# How long open connections get to send one more request (answered with "Connection:
+# close") before the rest are closed; well under SageMaker's 30 s.
+_DRAIN_SECONDS = 2.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,14 +58,19 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
 
     class DrainingServer(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # uvicorn closes every connection that has no request in progress. A
-            # connection accepted an instant ago whose request has not been read yet
-            # counts as idle, and its client would see a reset during a redeploy
-            # (seen in tests/stack). So stop accepting first, give such requests a
-            # moment to arrive, then drain as uvicorn does.
+            # uvicorn closes every connection that has no request in progress at
+            # once. A keep-alive client may be sending its next request on such a
+            # connection at that moment, and a connection accepted an instant ago
+            # may not have delivered its request yet: both would fail (seen as
+            # resets in tests/stack and as wrk read errors during a redeploy). So:
+            # stop accepting, answer every request from now on with "Connection:
+            # close", and give the open connections a moment to finish that way.
             for server in self.servers:
                 server.close()
-            await asyncio.sleep(_SETTLE_SECONDS)
+            app.draining = True  # type: ignore[attr-defined]
+            deadline = time.monotonic() + _DRAIN_SECONDS
+            while self.server_state.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             await super().shutdown(sockets)
 
     config = uvicorn.Config(

@@ -1,3 +1,4 @@
+import http.client
 import tarfile
 import threading
 import time
@@ -148,8 +149,9 @@ def score(url, body=b"2,0\n"):
 
 
 def test_a_redeploy_under_load_fails_no_request(deployer, tmp_path):
-    """Requests keep flowing while the model is swapped: none fails, and the answers
-    change from the old model's to the new one's.
+    """Requests keep flowing while the model is swapped, on fresh and on keep-alive
+    connections: none fails, and the answers change from the old model's to the new
+    one's.
     """
     old = deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
     new_package = register(deployer, model_archive(tmp_path, "b", sign=-1))
@@ -157,14 +159,24 @@ def test_a_redeploy_under_load_fails_no_request(deployer, tmp_path):
     stop = threading.Event()
     results, errors = [], []
 
-    def hammer():
+    def hammer(keep_alive):
+        port = int(old.url.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         while not stop.is_set():
             try:
-                results.append(score(old.url))
+                if keep_alive:  # one connection, reused until the server closes it
+                    conn.request(
+                        "POST", "/invocations", b"2,0\n", {"Content-Type": "text/csv"}
+                    )
+                    answer = conn.getresponse().read()
+                    results.append(orjson.loads(answer)["predictions"][0])
+                else:
+                    results.append(score(old.url))
             except Exception as exc:  # noqa: BLE001 - every failure is the finding
                 errors.append(repr(exc))
+        conn.close()
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads = [threading.Thread(target=hammer, args=(i % 2 == 0,)) for i in range(4)]
     for thread in threads:
         thread.start()
     try:
