@@ -8,10 +8,13 @@ import contextlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 DType = Literal["float", "int"]
@@ -135,9 +138,97 @@ class FeatureSchema:
                     frame[name] = pd.to_numeric(frame[name]).astype("float64")
         return frame
 
+    def conform_arrow(self, table: pa.Table) -> pa.Table:
+        """Check one slice of extracted rows and cast it to the schema's Arrow types.
+
+        Columns arrive lower- or upper-case, integers in any width, NUMBER(p,s) as
+        decimals; out come lower-case names in schema order, ``int`` features and the
+        label as int64, ``float`` features as float64, and the entity id as int64 or
+        string, so every slice of every worker has one Parquet schema. Raises
+        SchemaError for a missing column, a non-numeric feature, nulls in a
+        non-nullable feature or the label, or a label other than 0/1. Checks that need
+        every row (no rows at all, a feature null everywhere) are the caller's, with
+        ``non_null_counts``.
+        """
+        table = table.rename_columns([c.lower() for c in table.column_names])
+        missing = [c for c in self.columns if c not in table.column_names]
+        if missing:
+            raise SchemaError(f"missing column(s): {', '.join(missing)}")
+        arrays = [_entity_array(self.entity_id, table.column(self.entity_id))]
+        for feature in self.features:
+            column = table.column(feature.name)
+            target = pa.float64() if feature.dtype == "float" else pa.int64()
+            arrays.append(_numeric_array(feature.name, feature.dtype, column, target))
+            nulls = column.null_count
+            if nulls and not feature.nullable:
+                if nulls == len(column):
+                    raise SchemaError(f"feature {feature.name} is null in every row")
+                raise SchemaError(
+                    f"feature {feature.name} has {nulls} null(s) but is not nullable"
+                )
+        label = _numeric_array(self.label, "int", table.column(self.label), pa.int64())
+        if label.null_count:
+            raise SchemaError(f"label {self.label} has nulls")
+        if len(label) and not pc.all(pc.is_in(label, pa.array([0, 1]))).as_py():
+            raise SchemaError(f"label {self.label} must be 0 or 1")
+        arrays.append(label)
+        return pa.Table.from_arrays(arrays, names=self.columns)
+
+    def non_null_counts(self, table: pa.Table) -> dict[str, int]:
+        """Non-null values per feature in a conformed slice."""
+        return {
+            f.name: len(table) - table.column(f.name).null_count for f in self.features
+        }
+
+    def check_totals(self, rows: int, non_null: dict[str, int]) -> None:
+        """The checks that need every row: some rows, no feature null everywhere."""
+        if rows == 0:
+            raise SchemaError("the feature query returned no rows")
+        for feature in self.features:
+            if non_null.get(feature.name, 0) == 0:
+                raise SchemaError(f"feature {feature.name} is null in every row")
+
+    @property
+    def columns(self) -> list[str]:
+        """Entity id, features in schema order, label: the extracted columns."""
+        return [self.entity_id, *self.feature_names, self.label]
+
     def feature_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The features as a float32 matrix in schema order (NaN for nulls)."""
         return frame[self.feature_names].astype("float32").to_numpy()
+
+
+def _entity_array(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = column.type
+    if pa.types.is_integer(kind) or (
+        pa.types.is_decimal(kind) and kind.scale == 0  # type: ignore[attr-defined]
+    ):
+        return column.cast(pa.int64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.cast(pa.string())
+    raise SchemaError(f"entity id {name} has type {kind}, expected integer or text")
+
+
+def _numeric_array(
+    name: str, dtype: str, column: pa.ChunkedArray, target: pa.DataType
+) -> pa.ChunkedArray:
+    kind = column.type
+    numeric = (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_null(kind)
+    )
+    if not numeric:
+        raise SchemaError(f"feature {name} has type {kind}, expected {dtype}")
+    try:
+        # safe casts: an int feature that arrives with fractions is refused, not cut
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(
+            f"feature {name} has type {kind} that does not fit {dtype}: {exc}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -147,14 +238,23 @@ class FeatureSet:
     sql: str
 
 
-def load_feature_set(name: str) -> FeatureSet:
-    """Load ``features/<name>/{schema.yaml,features.sql}`` from the package."""
+def load_feature_set(name: str, directory: Path | None = None) -> FeatureSet:
+    """Load ``<directory>/<name>/{schema.yaml,features.sql}``.
+
+    ``directory`` is ``features.directory`` from the configuration; None reads the
+    feature sets packaged under ``features/``.
+    """
     if not _NAME.match(name):
         raise SchemaError(f"feature set name {name!r} is not lower_snake_case")
-    folder = resources.files("features") / name
+    folder: Any = (
+        resources.files("features") / name if directory is None else directory / name
+    )
     try:
         schema_data = yaml.safe_load((folder / "schema.yaml").read_text())
         sql = (folder / "features.sql").read_text()
     except FileNotFoundError:
-        raise SchemaError(f"no feature set named {name!r} under features/") from None
+        where = "features/" if directory is None else str(directory)
+        raise SchemaError(f"no feature set named {name!r} under {where}") from None
+    if not isinstance(schema_data, dict):
+        raise SchemaError(f"{name}/schema.yaml must hold a mapping")
     return FeatureSet(name=name, schema=FeatureSchema.from_dict(schema_data), sql=sql)

@@ -82,7 +82,18 @@ def get_pipeline(config: Config, session: Any) -> Any:
     p_approval = sdk.ParameterString(
         "ModelApprovalStatus", default_value=sm.model_approval_status
     )
-    parameters = [p_as_of, p_window, p_instances, p_threshold, p_approval]
+    # The Snowflake point in time the Extract reads (Time Travel): an ISO timestamp,
+    # or "latest" for the time the Extract starts. A parameter, not the execution's
+    # start time, so that step caching still keys on what was read.
+    p_data_version = sdk.ParameterString("DataVersion", default_value="latest")
+    parameters = [
+        p_as_of,
+        p_window,
+        p_instances,
+        p_threshold,
+        p_approval,
+        p_data_version,
+    ]
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
     base = sdk.Join(on="/", values=[config.artifact_root, execution_id])
@@ -133,6 +144,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 str(config.features.validation_fraction),
                 "--test-fraction",
                 str(config.features.test_fraction),
+                "--data-version",
+                p_data_version,
             ],
         ),
     )

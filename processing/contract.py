@@ -46,6 +46,17 @@ class ProcessingContract:
             raise ValueError(f"{container_path} is not under {DEFAULT_ROOT}")
         return self.root / container_path[len(DEFAULT_ROOT) + 1 :]
 
+    def output_uris(self) -> dict[str, str]:
+        """Each output's S3 URI by name, from ``processingjobconfig.json`` (the
+        CreateProcessingJob request, which SageMaker places in every container).
+        """
+        config_file = self.root / "config" / "processingjobconfig.json"
+        if not config_file.exists():
+            return {}
+        request = json.loads(config_file.read_text())
+        outputs = request.get("ProcessingOutputConfig", {}).get("Outputs", [])
+        return {o["OutputName"]: o["S3Output"]["S3Uri"] for o in outputs}
+
     @property
     def host_index(self) -> int:
         return self.hosts.index(self.current_host)

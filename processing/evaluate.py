@@ -69,6 +69,37 @@ def evaluate(
     }
 
 
+def extract_summary(directory: Path) -> dict[str, Any] | None:
+    """What the Extract step recorded (its ``manifest-<host>.json`` files beside the
+    test split): rows per split over every instance, the data version, the query hash.
+
+    It goes into ``evaluation.json``, which the registered model package carries.
+    """
+    manifests = [
+        json.loads(p.read_text()) for p in sorted(directory.rglob("manifest-*.json"))
+    ]
+    if not manifests:
+        return None
+    rows: dict[str, int] = {}
+    for manifest in manifests:
+        for split, count in manifest.get("rows", {}).items():
+            rows[split] = rows.get(split, 0) + int(count)
+    first = manifests[0]
+    return {
+        "feature_set": first.get("feature_set"),
+        "query_sha256": first.get("query_sha256"),
+        "parameters": first.get("parameters"),
+        # one per instance: with DataVersion=latest each took its own instant
+        "data_versions": {
+            str(m.get("host", i)): m.get("data_version")
+            for i, m in enumerate(manifests)
+        },
+        "instances": len(manifests),
+        "rows": rows,
+        "rows_total": sum(rows.values()),
+    }
+
+
 def _read_parquet_dir(directory: Path) -> pd.DataFrame:
     files = sorted(directory.rglob("*.parquet"))
     if not files:
@@ -91,9 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if archive.exists():
             model_dir = unpack_model(archive, model_dir / "unpacked")
         model = load_model(model_dir, threads=0)
-        report = evaluate(
-            model, _read_parquet_dir(contract.path(args.test_dir)), args.threshold
-        )
+        test_dir = contract.path(args.test_dir)
+        report = evaluate(model, _read_parquet_dir(test_dir), args.threshold)
+        summary = extract_summary(test_dir)
+        if summary is not None:
+            report["extract"] = summary
         output = contract.path(args.output_dir)
         output.mkdir(parents=True, exist_ok=True)
         (output / "evaluation.json").write_text(json.dumps(report, indent=2))

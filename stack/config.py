@@ -122,6 +122,10 @@ class SnowflakeConfig(_Section):
     # Passed to the connector as session parameters (e.g. QUERY_TAG; FAKESNOW_DB_PATH in
     # tests, which makes a fakesnow server open the DuckDB files of a folder).
     session_parameters: dict[str, str] = Field(default_factory=dict)
+    # Snowflake Time Travel (AT(TIMESTAMP => ...)) pins the extract's reads to one point
+    # in time. False where the server has none (a fakesnow server in tests); the
+    # embedded warehouse never has it (stack/warehouse.py).
+    time_travel: bool = True
     login_timeout: int = Field(20, ge=1, le=600)
     network_timeout: int = Field(60, ge=1, le=3600)
 
@@ -236,6 +240,41 @@ class FeaturesConfig(_Section):
     label_window_days: int = Field(90, ge=1, le=3650)
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # A folder holding <feature_set>/{features.sql,schema.yaml}; None: the packaged
+    # features/ folder. Lets a team point at its own SQL and schema without code.
+    directory: Path | None = None
+
+
+class ExtractConfig(_Section):
+    """How the Extract step moves rows from Snowflake to Parquet."""
+
+    # connector: the step streams the query in slices into Parquet (the default);
+    # copy_into: Snowflake unloads Parquet to an external stage itself.
+    route: Literal["connector", "copy_into"] = "connector"
+    # rows per slice of the query (each slice is fetched and written, then dropped;
+    # about 700 bytes per row of 21 columns in flight). Each slice re-runs the query
+    # in Snowflake: an expensive query wants larger slices (Snowflake's own result
+    # chunks still bound memory there) or the copy_into route.
+    slice_rows: int = Field(100_000, ge=1, le=50_000_000)
+    row_group_rows: int = Field(100_000, ge=1, le=10_000_000)
+    # copy_into: the external stage (storage integration) whose URL is aws.bucket/prefix
+    stage: str | None = None
+    max_file_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, le=5 * 1024**3)
+
+    @field_validator("stage")
+    @classmethod
+    def _stage(cls, value: str | None) -> str | None:
+        if value is not None:
+            for part in value.split("."):
+                if not _IDENTIFIER.match(part):
+                    raise ValueError(f"{value!r} is not a valid stage name")
+        return value
+
+    @model_validator(mode="after")
+    def _stage_for_copy_into(self) -> ExtractConfig:
+        if self.route == "copy_into" and not self.stage:
+            raise ValueError("route copy_into needs extract.stage (an external stage)")
+        return self
 
 
 class TrainingConfig(_Section):
@@ -334,6 +373,7 @@ class Config(_Section):
     sagemaker: SageMakerConfig = SageMakerConfig()
     security: SecurityConfig = SecurityConfig()
     features: FeaturesConfig = FeaturesConfig()
+    extract: ExtractConfig = ExtractConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     mlflow: MlflowConfig = MlflowConfig()

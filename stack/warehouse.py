@@ -36,6 +36,9 @@ class Warehouse(ABC):
 
     database: str
     schema: str
+    # Whether reads can be pinned with Time Travel (AT(TIMESTAMP => ...)). This is the
+    # one place that says where they cannot: see the implementations below.
+    time_travel: bool
 
     @abstractmethod
     @contextlib.contextmanager
@@ -57,7 +60,13 @@ class EmbeddedWarehouse(Warehouse):
     short-lived (open, do the work, close) and a process that finds the file locked
     waits for it, up to ``lock_timeout`` seconds: several processing workers can then
     share it, one query at a time.
+
+    fakesnow 0.12 on DuckDB has no Time Travel (``AT(...)`` fails with "Catalog type
+    does not support time travel"), so reads here see the tables as they are and the
+    extract records its data version as not pinned.
     """
+
+    time_travel = False
 
     def __init__(
         self, root: Path, database: str, schema: str, lock_timeout: float = 300.0
@@ -122,6 +131,8 @@ class ConnectorWarehouse(Warehouse):
             )
         self._config = config
         self._resolve_secret = secret_resolver
+        # Snowflake has Time Travel; a fakesnow server (tests) does not: config says
+        self.time_travel = config.time_travel
         self.database = config.database
         self.schema = config.schema_name
 

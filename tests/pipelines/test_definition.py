@@ -61,6 +61,7 @@ def test_the_pipeline_shape():
         "ProcessingInstanceCount",
         "AucThreshold",
         "ModelApprovalStatus",
+        "DataVersion",
     }
     extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]

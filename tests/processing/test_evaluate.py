@@ -61,3 +61,29 @@ def test_a_single_class_test_split_is_refused(model):
     data["y"] = 0
     with pytest.raises(SchemaError, match="one class"):
         evaluate(model, data)
+
+
+def test_the_extract_manifests_are_summed_for_the_report(tmp_path):
+    import json
+
+    from processing.evaluate import extract_summary
+
+    assert extract_summary(tmp_path) is None
+    version = {"timestamp": "2026-04-01T00:00:00+00:00", "pinned": True, "note": ""}
+    for host, rows in (("algo-1", 10), ("algo-2", 12)):
+        (tmp_path / f"manifest-{host}.json").write_text(
+            json.dumps(
+                {
+                    "feature_set": "churn",
+                    "host": host,
+                    "query_sha256": "ab" * 32,
+                    "data_version": version,
+                    "rows": {"train": rows, "validation": 2, "test": 3},
+                }
+            )
+        )
+    summary = extract_summary(tmp_path)
+    assert summary["instances"] == 2
+    assert summary["rows"] == {"train": 22, "validation": 4, "test": 6}
+    assert summary["rows_total"] == 32
+    assert summary["data_versions"] == {"algo-1": version, "algo-2": version}

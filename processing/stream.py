@@ -1,0 +1,237 @@
+"""Stream the feature query from Snowflake into Parquet, one slice at a time.
+
+Each worker reads its shard of the entities in slices (hash buckets of the entity id,
+``processing.extract_sql``), so no process ever holds more than one slice: each slice
+is fetched as Arrow, checked and cast against the feature schema, split by a hash of
+the entity id and appended to one Parquet file per split with bounded row groups.
+Slicing the query itself bounds memory on every server: Snowflake splits a large result
+into chunks, but a fakesnow server answers with one batch, so relying on the
+connector's batches alone would bound nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features import FeatureSchema, SchemaError
+from processing.extract_sql import count_query, sliced_query
+
+log = logging.getLogger("processing.extract")
+SPLITS = ("train", "validation", "test")
+
+
+def assign_split(
+    entity_ids: pd.Series, validation_fraction: float, test_fraction: float
+) -> np.ndarray:
+    """Split by a stable hash of the entity id: same entity, same split, every run."""
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError("validation_fraction + test_fraction must be below 1")
+    hashed = pd.util.hash_pandas_object(entity_ids.astype(str), index=False).to_numpy()
+    position = (hashed % np.uint64(10_000)).astype(np.float64) / 10_000
+    return np.where(
+        position < test_fraction,
+        "test",
+        np.where(position < test_fraction + validation_fraction, "validation", "train"),
+    )
+
+
+def fetch_arrow(cursor: Any) -> Iterator[pa.Table]:
+    """The executed query's result as Arrow tables, one per result batch."""
+    if hasattr(cursor, "fetch_arrow_batches"):  # snowflake-connector-python
+        yield from cursor.fetch_arrow_batches()
+        return
+    # fakesnow 0.12's in-process cursor has no fetch_arrow_* and its result batches'
+    # to_arrow() raises NotImplementedError; one pandas frame per slice is bounded too.
+    frame = cursor.fetch_pandas_all()
+    if len(frame):
+        yield pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def result_columns(cursor: Any, sql: str, params: Mapping[str, Any]) -> list[str]:
+    """The query's column names (lower-case), from a run that returns no rows."""
+    cursor.execute(
+        f"SELECT * FROM (\n{sql.strip().rstrip(';')}\n) AS q LIMIT 0", params
+    )
+    return [d[0].lower() for d in cursor.description]
+
+
+def profile(
+    cursor: Any,
+    sql: str,
+    params: Mapping[str, Any],
+    schema: FeatureSchema,
+    shard: int,
+    shards: int,
+) -> tuple[int, dict[str, int]]:
+    """Rows of this shard and non-null values per feature, counted in Snowflake.
+
+    Checks the contract before anything is written: missing columns, no rows, a
+    feature null in every row.
+    """
+    columns = result_columns(cursor, sql, params)
+    missing = [c for c in schema.columns if c not in columns]
+    if missing:
+        raise SchemaError(f"missing column(s): {', '.join(missing)}")
+    cursor.execute(
+        count_query(sql, schema.entity_id, shard, shards, schema.feature_names),
+        params,
+    )
+    row = cursor.fetchone()
+    total = int(row[0])
+    non_null = {
+        name: int(v) for name, v in zip(schema.feature_names, row[1:], strict=True)
+    }
+    if total == 0 and shards > 1:
+        raise SchemaError(f"the feature query returned no rows for shard {shard}")
+    schema.check_totals(total, non_null)
+    return total, non_null
+
+
+class SplitWriters:
+    """One Parquet file per split, appended slice by slice; removed on failure."""
+
+    def __init__(
+        self, directories: Mapping[str, Path], part_name: str, row_group_rows: int
+    ) -> None:
+        self.paths = {s: directories[s] / f"{part_name}.parquet" for s in SPLITS}
+        self.row_group_rows = row_group_rows
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._schema: pa.Schema | None = None
+
+    def write(self, split: str, table: pa.Table) -> None:
+        self._schema = table.schema
+        writer = self._writers.get(split)
+        if writer is None:
+            path = self.paths[split]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = self._writers[split] = pq.ParquetWriter(path, table.schema)
+        if len(table):
+            writer.write_table(table, row_group_size=self.row_group_rows)
+
+    def close(self) -> None:
+        """Finish every file; a split that got no rows still gets an empty file."""
+        if self._schema is not None:
+            for split in SPLITS:
+                if split not in self._writers:
+                    self.write(split, self._schema.empty_table())
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def discard(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class StreamResult:
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    positives: int = 0
+    slices: int = 0
+    batches: int = 0
+    expected_rows: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def stream_features(
+    conn: Any,
+    sql: str,
+    params: Mapping[str, Any],
+    schema: FeatureSchema,
+    writers: SplitWriters,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    slice_rows: int = 100_000,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> StreamResult:
+    """Write this shard's rows to ``writers`` slice by slice; return the counts.
+
+    Raises SchemaError (after removing what was written) when the data breaks the
+    feature schema.
+    """
+    cursor = conn.cursor()
+    result = StreamResult()
+    non_null = dict.fromkeys(schema.feature_names, 0)
+    try:
+        result.expected_rows, _ = profile(cursor, sql, params, schema, shard, shards)
+        result.slices = max(1, math.ceil(result.expected_rows / slice_rows))
+        started = time.monotonic()
+        for slice_ in range(result.slices):
+            query = sliced_query(
+                sql, schema.entity_id, shard, shards, slice_, result.slices
+            )
+            # a cursor per slice, closed after it: the connector keeps a result
+            # until the cursor's next query, so one slice would otherwise overlap the
+            # next
+            slice_cursor = conn.cursor()
+            try:
+                slice_cursor.execute(query, params)
+                for batch in fetch_arrow(slice_cursor):
+                    table = schema.conform_arrow(batch)
+                    del batch
+                    _write_batch(
+                        table,
+                        schema,
+                        writers,
+                        result,
+                        validation_fraction,
+                        test_fraction,
+                    )
+                    for name, count in schema.non_null_counts(table).items():
+                        non_null[name] += count
+                    del table
+            finally:
+                slice_cursor.close()
+            log.info(
+                "slice %d/%d: %d of %d rows written (%.0f rows/s)",
+                slice_ + 1,
+                result.slices,
+                result.total,
+                result.expected_rows,
+                result.total / max(time.monotonic() - started, 1e-9),
+            )
+        schema.check_totals(result.total, non_null)
+    except BaseException:
+        writers.discard()
+        raise
+    writers.close()
+    return result
+
+
+def _write_batch(
+    table: pa.Table,
+    schema: FeatureSchema,
+    writers: SplitWriters,
+    result: StreamResult,
+    validation_fraction: float,
+    test_fraction: float,
+) -> None:
+    splits = assign_split(
+        table.column(schema.entity_id).to_pandas(), validation_fraction, test_fraction
+    )
+    for split in SPLITS:
+        part = table.filter(pa.array(splits == split))
+        writers.write(split, part)
+        result.rows[split] += len(part)
+    result.positives += int(pc.sum(table.column(schema.label)).as_py() or 0)
+    result.batches += 1
