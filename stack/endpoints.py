@@ -488,17 +488,9 @@ class SageMakerEndpoints(EndpointDeployer):
                 }
             ],
         }
-        if settings.data_capture_s3_uri:
-            request["DataCaptureConfig"] = {
-                "EnableCapture": True,
-                "InitialSamplingPercentage": settings.data_capture_percent,
-                "DestinationS3Uri": settings.data_capture_s3_uri,
-                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-                "CaptureContentTypeHeader": {
-                    "CsvContentTypes": ["text/csv"],
-                    "JsonContentTypes": ["application/json"],
-                },
-            }
+        capture = data_capture_config(settings)
+        if capture:
+            request["DataCaptureConfig"] = capture
         return request
 
     def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
@@ -650,3 +642,21 @@ def _ensure_port_free(host: str, port: int) -> None:
                 f"port {port} on {host} is in use by another program "
                 "(set MLOPS_LOCAL_ENDPOINT__PORT or local_endpoint.port)"
             ) from None
+
+
+def data_capture_config(settings: DeploymentConfig) -> dict[str, Any] | None:
+    """``DataCaptureConfig`` of an endpoint config (requests and responses), or None
+    when ``deployment.data_capture_s3_uri`` is not set.
+    """
+    if not settings.data_capture_s3_uri:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": settings.data_capture_percent,
+        "DestinationS3Uri": settings.data_capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }
