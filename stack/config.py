@@ -315,6 +315,32 @@ class LocalEndpointConfig(_Section):
     host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
     port: int = Field(8080, ge=1024, le=65535)
     startup_timeout_seconds: int = Field(60, ge=1, le=600)
+    workers: int = Field(2, ge=1, le=64)  # server worker processes, one model each
+
+
+class DeploymentConfig(_Section):
+    """How a new model reaches a SageMaker endpoint (blue/green, with rollback)."""
+
+    strategy: Literal["all_at_once", "canary", "linear"] = "all_at_once"
+    canary_percent: int = Field(10, ge=1, le=99)  # canary: the first step's share
+    linear_step_percent: int = Field(25, ge=1, le=99)  # linear: each step's share
+    wait_interval_seconds: int = Field(300, ge=0, le=3600)  # bake time per step
+    termination_wait_seconds: int = Field(0, ge=0, le=3600)  # keep blue after shift
+    max_execution_seconds: int = Field(1800, ge=600, le=28800)
+    # CloudWatch alarms that roll the update back when they fire (names, not ARNs).
+    rollback_alarms: list[str] = Field(default_factory=list)
+    # Data capture of requests and responses; None: off.
+    data_capture_s3_uri: str | None = None
+    data_capture_percent: int = Field(100, ge=1, le=100)
+    variant_name: str = "AllTraffic"
+    wait_timeout_seconds: int = Field(3600, ge=60, le=28800)
+
+    @field_validator("data_capture_s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError(f"{value!r} is not an s3:// URI")
+        return value
 
 
 _ENTITY_TYPE = re.compile(r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)$")
@@ -452,6 +478,7 @@ class Config(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     demo: DemoConfig = DemoConfig()
     local_endpoint: LocalEndpointConfig = LocalEndpointConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
     writeback: WritebackConfig = WritebackConfig()
     snowflake_objects: SnowflakeObjectsConfig = SnowflakeObjectsConfig()
 

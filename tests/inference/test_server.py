@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from features import FeatureSchema
+from inference.app import ScoringApp
 from inference.model import load_model
-from inference.server import ScoringApp
 from tests.conftest import PROJECT_ROOT, free_port
 
 SCHEMA = FeatureSchema.from_dict(
