@@ -21,7 +21,14 @@ def test_the_writeback_benchmark_runs_and_writes_its_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["benchmark"] == "writeback"
     cases = {r["case"]: r for r in report["results"]}
-    assert set(cases) == {"write", "executemany", "query", "job", "job_rerun", "per_row"}
+    assert set(cases) == {
+        "write",
+        "executemany",
+        "query",
+        "job",
+        "job_rerun",
+        "per_row",
+    }
     assert cases["write"]["rows"] == 2000 and cases["job"]["rows"] > 1000
     assert cases["job_rerun"]["rows"] == 0
     assert cases["job_rerun"]["rows_unchanged"] == cases["job"]["rows"]
