@@ -492,6 +492,7 @@ def _write_back(
         model_package_arn=register.get("ModelPackageArn"),
         execution_id=execution.execution_id,
         batch_rows=config.writeback.batch_rows,
+        entity_type=config.writeback.entity_type,
     )
     console.event(
         "step_succeeded",
