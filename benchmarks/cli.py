@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stack.registry import LOCAL_ACCOUNT
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +48,7 @@ def cases(scratch: Path) -> list[tuple[str, list[str]]]:
                 "--env",
                 "dev",
                 "--role-arn",
-                "arn:aws:iam::000000000000:role/bench",
+                f"arn:aws:iam::{LOCAL_ACCOUNT}:role/bench",
                 "--definition",
                 str(scratch / "dev.json"),
             ],

@@ -6,8 +6,11 @@
                                           so boto3's ``sagemaker-runtime`` client works
                                           against a local endpoint unchanged
 
-Run it as ``python -m inference.server --model-dir DIR --port 8080``. The same module is
-what ``docker run IMAGE serve`` starts in our image.
+Run it as ``python -m inference.server --model-dir DIR --port 8080 [--workers N]``. The
+same module is what ``docker run IMAGE serve`` starts in our image. This process only
+holds the port and supervises the workers, so it imports neither numpy nor XGBoost;
+each worker (``inference.worker``) loads the model once and runs uvicorn on uvloop and
+httptools with one OpenMP thread.
 """
 
 from __future__ import annotations
@@ -16,138 +19,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import orjson
-
-from inference.codec import (
-    MAX_PAYLOAD_BYTES,
-    RequestError,
-    encode_response,
-    parse_request,
-)
-from inference.model import LoadedModel, load_model
-
-log = logging.getLogger("inference.server")
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class ScoringApp:
-    """A plain ASGI application: no framework between the socket and the model."""
-
-    def __init__(self, model: LoadedModel, endpoint_name: str | None = None) -> None:
-        self.model = model
-        self.endpoint_name = endpoint_name
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if path == "/ping":
-            if method not in ("GET", "HEAD"):
-                await _error(send, 405, "use GET /ping")
-                return
-            await _respond(send, 200, b"", "text/plain")
-            return
-        if path == "/invocations" or (
-            path.startswith("/endpoints/") and path.endswith("/invocations")
-        ):
-            if method != "POST":
-                await _error(send, 405, f"use POST {path}")
-                return
-            await self._invoke(scope, receive, send)
-            return
-        await _error(send, 404, f"no route for {method} {path}")
-
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in scope["headers"]
-        }
-        try:
-            declared = int(headers.get("content-length", "0") or 0)
-        except ValueError:
-            await _error(send, 400, "Content-Length is not a number")
-            return
-        if declared > MAX_PAYLOAD_BYTES:
-            await _error(send, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
-            return
-        body = await _read_body(receive)
-        if body is None:
-            await _error(send, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
-            return
-        try:
-            parsed = parse_request(
-                body, headers.get("content-type", ""), self.model.schema
-            )
-            scores = self.model.predict(parsed.matrix)
-            payload, media_type = encode_response(
-                scores, headers.get("accept", ""), parsed.row_numbers
-            )
-        except RequestError as exc:
-            await _error(send, exc.status, str(exc))
-            return
-        except Exception:  # a bug must answer 500 and leave the server serving
-            log.exception("scoring failed")
-            await _error(send, 500, "internal error while scoring")
-            return
-        await _respond(send, 200, payload, media_type)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_PAYLOAD_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: bytes, media_type: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", media_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(
-        send,
-        status,
-        orjson.dumps({"error": message, "message": message}),
-        "application/json",
-    )
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the model: a supervisor process holding the port and ``--workers``
+    worker processes that each load the model once (see ``inference.supervisor``).
+    """
     parser = argparse.ArgumentParser(prog="inference.server")
     parser.add_argument(
         "--model-dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model")
@@ -156,23 +35,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", 8080))
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        # SageMaker's convention for the number of model server workers.
+        default=int(
+            os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", 0) or os.cpu_count() or 1
+        ),
+    )
     parser.add_argument("--endpoint-name", default=None)
+    parser.add_argument("--variant-name", default="AllTraffic")
+    parser.add_argument(
+        "--control-file",
+        type=Path,
+        default=None,
+        help="JSON {model_dir, variant_name, request}: read at start and on SIGHUP",
+    )
+    parser.add_argument(
+        "--status-file",
+        type=Path,
+        default=None,
+        help="where the outcome of each (re)load is written",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=120.0)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # One OpenMP thread per worker: XGBoost's default threading oversubscribes small
-    # hosts.
-    model = load_model(Path(args.model_dir), threads=1)
-    import uvicorn
+    from inference.supervisor import Generation, Supervisor
 
-    uvicorn.run(
-        ScoringApp(model, args.endpoint_name),
+    supervisor = Supervisor(
         host=args.host,
         port=args.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=25,  # SageMaker sends SIGKILL 30 s after SIGTERM
+        workers=args.workers,
+        initial=Generation(
+            model_dir=str(args.model_dir),
+            variant_name=args.variant_name,
+            endpoint_name=args.endpoint_name,
+        ),
+        control_file=args.control_file,
+        status_file=args.status_file,
+        startup_timeout=args.startup_timeout,
     )
-    return 0
+    return supervisor.run()
 
 
 if __name__ == "__main__":

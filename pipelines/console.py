@@ -94,26 +94,23 @@ def show_progress(console: Console, event: str, step: Any) -> None:
 
 
 def show_step(
-    console: Console,
-    name: str,
-    status: str,
-    duration: float | None,
-    reason: str | None,
-    cached_from: str | None,
-    event: str = "step",
+    console: Console, step: Any, event: str = "step", with_reason: bool = True
 ) -> None:
-    """One step's final state: name, status, duration, where it was reused from, why it
-    failed.
+    """One step's final state: name, status, duration, where it was reused from and
+    (``with_reason``) why it failed. ``step`` is a local runner's StepRecord or a
+    SageMaker StepStatus: both have these fields.
     """
+    duration = step.duration_seconds
+    reason = step.failure_reason if with_reason else None
     shown = f"{duration:6.1f}s" if duration is not None else "       "
-    extra = f"  cached from {cached_from}" if cached_from else ""
+    extra = f"  cached from {step.cached_from}" if step.cached_from else ""
     extra += f"  {reason}" if reason else ""
     console.event(
         event,
-        f"  {name:<16}{status:<14}{shown}{extra}",
-        step=name,
-        status=status,
+        f"  {step.name:<16}{step.status:<14}{shown}{extra}",
+        step=step.name,
+        status=step.status,
         duration_seconds=duration,
         failure_reason=reason,
-        cached_from=cached_from,
+        cached_from=step.cached_from,
     )

@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 from stack.config import Config, ConfigError
+from stack.endpoints import data_capture_config
 from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
@@ -390,13 +391,14 @@ def _deploy_steps(
             name=sdk.Join(on="-", values=[sm.endpoint_name, execution_id]),
             production_variants=[
                 {
-                    "VariantName": "AllTraffic",
+                    "VariantName": config.deployment.variant_name,
                     "ModelName": create_model.properties.ModelName,
                     "InitialInstanceCount": sm.endpoint_instance_count,
                     "InstanceType": sm.endpoint_instance_type,
                 }
             ],
             kms_key=config.security.volume_kms_key_id,
+            data_capture_config_dict=data_capture_config(config.deployment),
         ),
     )
     deploy = sdk.EndpointStep(

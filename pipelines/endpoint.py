@@ -1,4 +1,10 @@
-"""``python -m pipelines.endpoint {status,stop}``: manage the local endpoint process."""
+"""``python -m pipelines.endpoint {status,stop,deploy}``: manage endpoints.
+
+``deploy`` serves an Approved model package (``--package ARN``, default: the newest
+Approved version in the configured group) on the environment's endpoint: a local server
+that swaps models without downtime, or SageMaker with the configured blue/green policy
+and rollback alarms. ``status`` and ``stop`` manage the local server process.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from stack.config import ConfigError, load_config
-from stack.endpoints import LocalEndpoints
-from stack.resources import build_resources
+from stack.endpoints import EndpointError, LocalEndpoints
+from stack.resources import Resources, build_resources
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.endpoint")
-    parser.add_argument("action", choices=["status", "stop"])
+    parser.add_argument("action", choices=["status", "stop", "deploy"])
+    parser.add_argument("--package", default=None, help="model package ARN (deploy)")
     parser.add_argument("--env", default=None)
     parser.add_argument("--state-dir", default=None)
     parser.add_argument(
@@ -25,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    endpoints = build_resources(config).endpoints
+    resources = build_resources(config)
+    endpoints = resources.endpoints
+    if args.action == "deploy":
+        name = args.name or config.sagemaker.endpoint_name
+        return _deploy(resources, name, args.package)
     if not isinstance(endpoints, LocalEndpoints):
         print(
             f"error: the {config.env} environment has no local endpoint",
@@ -48,6 +59,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{name}: {info.status} {info.url or ''} pid={info.pid} "
                     f"model={info.model_name}"
                 )
+    return 0
+
+
+def _deploy(resources: Resources, endpoint_name: str, package_arn: str | None) -> int:
+    group = resources.config.sagemaker.model_package_group
+    if package_arn is None:
+        package = resources.registry.latest_approved(group)
+        if package is None:
+            print(f"error: no Approved model package in {group}", file=sys.stderr)
+            return 1
+        package_arn = package.arn
+    try:
+        report = resources.endpoints.deploy_package(package_arn, endpoint_name)
+    except EndpointError as exc:
+        print(f"error: deploy failed: {exc}", file=sys.stderr)
+        return 1
+    info = report.endpoint
+    what = "deployed" if report.changed else "already serving (nothing changed)"
+    print(
+        f"{info.name}: {what}: {package_arn} on variant {report.variant_name} "
+        f"({info.status}{', ' + info.url if info.url else ''})"
+    )
     return 0
 
 

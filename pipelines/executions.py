@@ -132,14 +132,7 @@ def _describe_local(console: Console, execution: Any) -> None:
         parameters=execution.parameters,
     )
     for step in execution.steps:
-        show_step(
-            console,
-            step.name,
-            step.status,
-            step.duration_seconds,
-            step.failure_reason,
-            step.cached_from,
-        )
+        show_step(console, step)
 
 
 def _on_sagemaker(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -174,14 +167,7 @@ def _describe_remote(console: Console, status: Any) -> None:
         status=status.status,
     )
     for step in status.steps:
-        show_step(
-            console,
-            step.name,
-            step.status,
-            step.duration_seconds,
-            step.failure_reason,
-            step.cached_from,
-        )
+        show_step(console, step)
 
 
 if __name__ == "__main__":

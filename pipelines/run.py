@@ -383,15 +383,7 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
         console.error(str(timeout), exit_code=EXIT_FAILED)
         return EXIT_FAILED
     for step in final.steps:
-        show_step(
-            console,
-            step.name,
-            step.status,
-            step.duration_seconds,
-            step.failure_reason,
-            step.cached_from,
-            event="step_result",
-        )
+        show_step(console, step, event="step_result")
     if final.status == "Succeeded":
         console.event("execution", "Succeeded", status=final.status, execution_arn=arn)
         return EXIT_OK
@@ -527,6 +519,7 @@ def _write_back(
         model_package_arn=register.get("ModelPackageArn"),
         execution_id=execution.execution_id,
         batch_rows=config.writeback.batch_rows,
+        entity_type=config.writeback.entity_type,
     )
     console.event(
         "step_succeeded",
@@ -551,15 +544,8 @@ def _summary(
         execution_id=execution.execution_id,
     )
     for step in execution.steps:
-        show_step(
-            console,
-            step.name,
-            step.status,
-            step.duration_seconds,
-            None,  # the failure was shown as it happened, and again below
-            step.cached_from,
-            event="step_summary",
-        )
+        # the failure was shown as it happened, and is again below the summary
+        show_step(console, step, event="step_summary", with_reason=False)
     report = execution.property_files.get("Evaluate", {}).get("EvaluationReport")
     if report:
         metrics = report["binary_classification_metrics"]

@@ -323,12 +323,52 @@ class LocalEndpointConfig(_Section):
     host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
     port: int = Field(8080, ge=1024, le=65535)
     startup_timeout_seconds: int = Field(60, ge=1, le=600)
+    workers: int = Field(2, ge=1, le=64)  # server worker processes, one model each
+
+
+class DeploymentConfig(_Section):
+    """How a new model reaches a SageMaker endpoint (blue/green, with rollback)."""
+
+    strategy: Literal["all_at_once", "canary", "linear"] = "all_at_once"
+    canary_percent: int = Field(10, ge=1, le=99)  # canary: the first step's share
+    linear_step_percent: int = Field(25, ge=1, le=99)  # linear: each step's share
+    wait_interval_seconds: int = Field(300, ge=0, le=3600)  # bake time per step
+    termination_wait_seconds: int = Field(0, ge=0, le=3600)  # keep blue after shift
+    max_execution_seconds: int = Field(1800, ge=600, le=28800)
+    # CloudWatch alarms that roll the update back when they fire (names, not ARNs).
+    rollback_alarms: list[str] = Field(default_factory=list)
+    # Data capture of requests and responses; None: off.
+    data_capture_s3_uri: str | None = None
+    data_capture_percent: int = Field(100, ge=1, le=100)
+    variant_name: str = "AllTraffic"
+    wait_timeout_seconds: int = Field(3600, ge=60, le=28800)
+
+    @field_validator("data_capture_s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError(f"{value!r} is not an s3:// URI")
+        return value
+
+
+_ENTITY_TYPE = re.compile(r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)$")
 
 
 class WritebackConfig(_Section):
     table: str = "PREDICTIONS"
     batch_rows: int = Field(2000, ge=1, le=100_000)
     as_of: date | None = None  # None: the training as-of date
+    # The SQL type of the entity id column of PREDICTIONS
+    entity_type: str = "NUMBER(38,0)"
+
+    @field_validator("entity_type")
+    @classmethod
+    def _entity_type(cls, value: str) -> str:
+        if not re.match(
+            r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)$", value
+        ):
+            raise ValueError(f"{value!r}: use NUMBER(p,0), INTEGER or VARCHAR(n)")
+        return value
 
     @field_validator("table")
     @classmethod
@@ -336,6 +376,91 @@ class WritebackConfig(_Section):
         if not _IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not a valid Snowflake identifier")
         return value
+
+
+_HTTPS_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_TASK_SCHEDULE = re.compile(
+    r"^(\d{1,5} MINUTES?|USING CRON [0-9*/,-]+( [0-9A-Za-z*/,#?L-]+){4} [A-Za-z_/+-]+)$"
+)
+
+
+class SnowflakeObjectsConfig(_Section):
+    """The objects ``python -m snowflake.sagemaker_predictions deploy`` creates."""
+
+    api_integration: str = "SAGEMAKER_PREDICTIONS_API"
+    # API Gateway in front of the endpoint, and the prefixes the integration allows
+    api_url: str | None = None
+    api_allowed_prefixes: list[str] = Field(default_factory=list)
+    # The IAM role API Gateway trusts; set by the CD runner
+    # (MLOPS_SNOWFLAKE_OBJECTS__API_AWS_ROLE_ARN), never in conf files.
+    api_aws_role_arn: str | None = None
+    function: str = "PREDICT_CHURN"
+    procedure: str = "SCORE_NEW_PREDICTIONS"
+    task: str = "SCORE_PREDICTIONS"
+    schedule: str = "USING CRON 0 6 * * * UTC"
+    # The role the readers of PREDICTIONS (BI, analysts) use; None: no grants.
+    grant_role: str | None = "PREDICTIONS_READER"
+    # None: the largest batch whose JSON stays under the payload limit
+    max_batch_rows: int | None = Field(None, ge=1, le=100_000)
+
+    @field_validator("api_integration", "function", "procedure", "task", "grant_role")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value == "":  # MLOPS_SNOWFLAKE_OBJECTS__GRANT_ROLE= turns grants off
+            return None
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a valid Snowflake identifier")
+        return value
+
+    @field_validator("api_allowed_prefixes", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTPS_URL.match(value):
+            raise ValueError(f"{value!r} is not an https URL")
+        return value
+
+    @field_validator("api_allowed_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _HTTPS_URL.match(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not an https URL prefix")
+        return value
+
+    @field_validator("api_aws_role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE_ARN.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not _TASK_SCHEDULE.match(value):
+            raise ValueError(
+                f"{value!r} is not a task schedule ('60 MINUTE' or "
+                "'USING CRON <min> <hour> <day> <month> <weekday> <time zone>')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _url_is_allowed(self) -> SnowflakeObjectsConfig:
+        if self.api_url and not any(
+            self.api_url.startswith(p) for p in self.api_allowed_prefixes
+        ):
+            raise ValueError(
+                "api_url must start with one of api_allowed_prefixes "
+                "(Snowflake refuses the external function otherwise)"
+            )
+        return self
 
 
 class ResourcesConfig(_Section):
@@ -361,7 +486,9 @@ class Config(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     demo: DemoConfig = DemoConfig()
     local_endpoint: LocalEndpointConfig = LocalEndpointConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
     writeback: WritebackConfig = WritebackConfig()
+    snowflake_objects: SnowflakeObjectsConfig = SnowflakeObjectsConfig()
 
     @model_validator(mode="after")
     def _isolation_allows_tracking(self) -> Config:

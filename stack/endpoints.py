@@ -4,12 +4,16 @@ The three calls mirror SageMaker's (``CreateModel``, ``CreateEndpointConfig``,
 ``CreateEndpoint``/``UpdateEndpoint``) and take the same requests, so the local runner
 hands a pipeline step's arguments to whichever implementation it holds. A local endpoint
 is a background process recorded in the state folder: it keeps serving after the command
-that deployed it returns, the next deploy replaces it, and ``stop`` ends it.
+that deployed it returns, and ``stop`` ends it. A redeploy never takes it down: the
+serving process (``inference.supervisor``) loads the new model in new workers beside the
+old ones on the same port and switches only once they answer; a model that cannot load
+leaves the old one serving, and deploying the model that already serves changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -18,15 +22,15 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stack.config import DeploymentConfig
 from stack.objectstore import ObjectStore
 from stack.registry import ModelRegistry
 
@@ -48,6 +52,17 @@ class EndpointInfo:
     port: int | None = None
     model_dir: str | None = None
     updated_at: str | None = None
+    # sha256 of the model archive: the identity that makes a redeploy of it a no-op
+    model_digest: str | None = None
+    variant_name: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentReport:
+    endpoint: EndpointInfo
+    changed: bool  # False: the package already served, nothing was touched
+    package_arn: str
+    variant_name: str | None
 
 
 class EndpointDeployer(ABC):
@@ -69,6 +84,15 @@ class EndpointDeployer(ABC):
     @abstractmethod
     def runtime_client(self) -> Any:
         """A boto3 ``sagemaker-runtime`` client that reaches these endpoints."""
+
+    @abstractmethod
+    def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
+        """Serve an Approved model package on ``endpoint_name`` (created if missing).
+
+        Builds a new model and endpoint config from the package, switches the endpoint
+        to it without taking it down, waits, and reports what serves. A no-op when the
+        package already serves there.
+        """
 
 
 def _model_data_from(
@@ -100,6 +124,7 @@ class LocalEndpoints(EndpointDeployer):
         host: str = "127.0.0.1",
         port: int = 8080,
         startup_timeout: float = 60.0,
+        workers: int = 2,
     ) -> None:
         self.root = root
         self.store = store
@@ -107,6 +132,7 @@ class LocalEndpoints(EndpointDeployer):
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
+        self.workers = workers
 
     def _record(self, kind: str, name: str) -> Path:
         return self.root / kind / f"{name}.json"
@@ -161,18 +187,38 @@ class LocalEndpoints(EndpointDeployer):
         name = request["EndpointName"]
         config_name = request["EndpointConfigName"]
         config = self._read("endpoint-configs", config_name)
-        model_name = config["ProductionVariants"][0]["ModelName"]
+        variant = config["ProductionVariants"][0]
+        model_name = variant["ModelName"]
         model = self._read("models", model_name)
-        model_dir = self._stage_model(model_name, model["ModelDataUrl"])
+        model_dir, digest = self._stage_model(model_name, model["ModelDataUrl"])
+        current = self.describe(name)
+        if current is not None and current.status != "InService":
+            current = None
+        if current is not None and current.model_digest == digest:
+            return current  # this model already serves: nothing to do
         _check_loads(model_dir)  # a model that cannot load never replaces a serving one
-        self.stop(name)
-        _ensure_port_free(self.host, self.port)
-        pid = self._start_server(name, model_dir)
+        spec = {
+            "model_dir": str(model_dir),
+            "variant_name": variant.get("VariantName", "AllTraffic"),
+            "endpoint_name": name,
+            "request": uuid.uuid4().hex,
+        }
+        self._write_control(name, spec)
         url = f"http://{self.host}:{self.port}"
+        if current is not None and current.port != self.port:
+            self.stop(name)  # moved to another port: a new address, so a new server
+            current = None
+        if current is not None and current.pid:
+            pid = current.pid  # the serving process swaps workers; the port stays open
+            os.kill(pid, signal.SIGHUP)
+        else:
+            _ensure_port_free(self.host, self.port)
+            pid = self._start_server(name)
         try:
-            _wait_for_ping(url, pid, self.startup_timeout)
+            self._wait_until_serving(name, spec["request"], pid)
         except EndpointError:
-            _terminate(pid)
+            if current is None or current.pid != pid:
+                _terminate(pid)
             raise
         info = EndpointInfo(
             name=name,
@@ -184,23 +230,63 @@ class LocalEndpoints(EndpointDeployer):
             port=self.port,
             model_dir=str(model_dir),
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model_digest=digest,
+            variant_name=spec["variant_name"],
         )
         self._write("endpoints", name, asdict(info))
         return info
 
-    def _stage_model(self, model_name: str, model_data_url: str) -> Path:
+    def _server_file(self, name: str, suffix: str) -> Path:
+        return self.root / "servers" / f"{name}.{suffix}.json"
+
+    def _write_control(self, name: str, spec: dict[str, Any]) -> None:
+        path = self._server_file(name, "control")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        tmp.write_text(json.dumps(spec, indent=2))
+        tmp.replace(path)
+
+    def _wait_until_serving(self, name: str, request_id: str, pid: int) -> None:
+        """Wait for the serving process to report the outcome of ``request_id``."""
+        status_path = self._server_file(name, "status")
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                status = json.loads(status_path.read_text())
+                if status.get("request") == request_id:
+                    if status["state"] == "serving":
+                        return
+                    raise EndpointError(
+                        f"the endpoint could not load the model: {status['error']} "
+                        f"(log: {self._log_path(name)})"
+                    )
+            if not _alive(pid):
+                raise EndpointError(
+                    "the endpoint server exited during start-up "
+                    f"(log: {self._log_path(name)})"
+                )
+            time.sleep(0.05)
+        raise EndpointError(
+            f"the endpoint did not load the model within {self.startup_timeout:.0f} s"
+        )
+
+    def _stage_model(self, model_name: str, model_data_url: str) -> tuple[Path, str]:
         from inference.model import unpack_model
 
         target = self.root / "model-data" / model_name
         archive = target / "model.tar.gz"
         self.store.download_file(model_data_url, archive)
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         try:
-            return unpack_model(archive, target / "model")
+            return unpack_model(archive, target / "model"), digest
         except (tarfile.TarError, OSError) as exc:
             raise EndpointError(f"cannot unpack {model_data_url}: {exc}") from None
 
-    def _start_server(self, name: str, model_dir: Path) -> int:
-        log_path = self.root / "logs" / f"{name}.log"
+    def _log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def _start_server(self, name: str) -> int:
+        log_path = self._log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = "1"
@@ -213,14 +299,18 @@ class LocalEndpoints(EndpointDeployer):
                     sys.executable,
                     "-m",
                     "inference.server",
-                    "--model-dir",
-                    str(model_dir),
                     "--host",
                     self.host,
                     "--port",
                     str(self.port),
-                    "--endpoint-name",
-                    name,
+                    "--workers",
+                    str(self.workers),
+                    "--control-file",
+                    str(self._server_file(name, "control")),
+                    "--status-file",
+                    str(self._server_file(name, "status")),
+                    "--startup-timeout",
+                    str(self.startup_timeout),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -265,17 +355,62 @@ class LocalEndpoints(EndpointDeployer):
             aws_secret_access_key="local",  # noqa: S106
         )
 
+    def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
+        current = self.describe(endpoint_name)
+        model_name = self.create_model(
+            {"Containers": [{"ModelPackageName": package_arn}]}
+        )
+        config_name = self.create_endpoint_config(
+            {
+                "EndpointConfigName": f"{model_name}-config",
+                "ProductionVariants": [
+                    {"VariantName": "AllTraffic", "ModelName": model_name}
+                ],
+            }
+        )
+        info = self.create_or_update_endpoint(
+            {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
+        )
+        return DeploymentReport(
+            endpoint=info,
+            changed=current is None or current != info,
+            package_arn=package_arn,
+            variant_name=info.variant_name,
+        )
+
 
 class SageMakerEndpoints(EndpointDeployer):
-    def __init__(self, client: Any, runtime: Any, registry: ModelRegistry) -> None:
+    """SageMaker hosting. Updates are blue/green (all at once, canary or linear, from
+    ``DeploymentConfig``) with automatic rollback on the configured CloudWatch alarms:
+    SageMaker keeps the old fleet serving until the new one is healthy, and shifts
+    traffic back if an alarm fires during the bake time.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        runtime: Any,
+        registry: ModelRegistry,
+        deployment: DeploymentConfig | None = None,
+        role_arn: str | None = None,
+        instance_type: str = "ml.m5.large",
+        instance_count: int = 1,
+        poll_seconds: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._runtime = runtime
         self.registry = registry
+        self.deployment = deployment or DeploymentConfig()
+        self.role_arn = role_arn
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.poll_seconds = poll_seconds
+        self._sleep = sleep
 
     def create_model(self, request: dict[str, Any]) -> str:
-        _model_data_from(
-            request, self.registry
-        )  # refuses packages that are not Approved
+        # refuses packages that are not Approved
+        _model_data_from(request, self.registry)
         request = dict(request)
         request.setdefault("ModelName", f"churn-{uuid.uuid4().hex[:12]}")
         self._client.create_model(**request)
@@ -288,17 +423,157 @@ class SageMakerEndpoints(EndpointDeployer):
     def create_or_update_endpoint(self, request: dict[str, Any]) -> EndpointInfo:
         name = request["EndpointName"]
         config_name = request["EndpointConfigName"]
-        if self.describe(name) is None:
+        current = self.describe(name)
+        if current is None:
             self._client.create_endpoint(
                 EndpointName=name, EndpointConfigName=config_name
             )
+        elif current.status == "InService" and self._source_of_config(
+            current.config_name
+        ) == self._source_of_config(config_name):
+            return current  # the same model already serves: nothing to do
         else:
             self._client.update_endpoint(
-                EndpointName=name, EndpointConfigName=config_name
+                EndpointName=name,
+                EndpointConfigName=config_name,
+                RetainAllVariantProperties=False,
+                DeploymentConfig=self.deployment_config(),
             )
         info = self.describe(name)
         assert info is not None
         return info
+
+    def deployment_config(self) -> dict[str, Any]:
+        """``DeploymentConfig`` for UpdateEndpoint, from ``deployment`` settings."""
+        settings = self.deployment
+        routing: dict[str, Any] = {
+            "Type": settings.strategy.upper(),
+            "WaitIntervalInSeconds": settings.wait_interval_seconds,
+        }
+        if settings.strategy == "canary":
+            routing["CanarySize"] = {
+                "Type": "CAPACITY_PERCENT",
+                "Value": settings.canary_percent,
+            }
+        elif settings.strategy == "linear":
+            routing["LinearStepSize"] = {
+                "Type": "CAPACITY_PERCENT",
+                "Value": settings.linear_step_percent,
+            }
+        config: dict[str, Any] = {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": routing,
+                "TerminationWaitInSeconds": settings.termination_wait_seconds,
+                "MaximumExecutionTimeoutInSeconds": settings.max_execution_seconds,
+            }
+        }
+        if settings.rollback_alarms:
+            config["AutoRollbackConfiguration"] = {
+                "Alarms": [{"AlarmName": a} for a in settings.rollback_alarms]
+            }
+        return config
+
+    def endpoint_config_request(self, name: str, model_name: str) -> dict[str, Any]:
+        """``CreateEndpointConfig`` for one variant, with data capture if configured."""
+        settings = self.deployment
+        request: dict[str, Any] = {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": settings.variant_name,
+                    "ModelName": model_name,
+                    "InstanceType": self.instance_type,
+                    "InitialInstanceCount": self.instance_count,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+        }
+        capture = data_capture_config(settings)
+        if capture:
+            request["DataCaptureConfig"] = capture
+        return request
+
+    def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
+        request = {"PrimaryContainer": {"ModelPackageName": package_arn}}
+        _model_data_from(request, self.registry)  # Approved, or refused here
+        current = self.describe(endpoint_name)
+        if (
+            current is not None
+            and current.status == "InService"
+            and self._source_of_config(current.config_name) == (package_arn,)
+        ):
+            return self._report(endpoint_name, package_arn, changed=False)
+        if not self.role_arn:
+            raise EndpointError(
+                "aws.role_arn is not set: SageMaker needs an execution role for the "
+                "model (set MLOPS_AWS__ROLE_ARN or conf/<env>.yaml)"
+            )
+        stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+        base = endpoint_name[: 63 - len(stamp) - 8]
+        model_name = self.create_model(
+            {
+                "ModelName": f"{base}-{stamp}",
+                **request,
+                "ExecutionRoleArn": self.role_arn,
+            }
+        )
+        config_name = self.create_endpoint_config(
+            self.endpoint_config_request(f"{base}-{stamp}-config", model_name)
+        )
+        self.create_or_update_endpoint(
+            {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
+        )
+        self._wait_until_serving(endpoint_name, config_name)
+        return self._report(endpoint_name, package_arn, changed=True)
+
+    def _wait_until_serving(self, name: str, config_name: str) -> None:
+        """Poll until the endpoint is InService on ``config_name``; a rollback, a
+        failure or the timeout raise EndpointError naming the reason.
+        """
+        deadline = time.monotonic() + self.deployment.wait_timeout_seconds
+        while True:
+            described = self._client.describe_endpoint(EndpointName=name)
+            status = described["EndpointStatus"]
+            reason = described.get("FailureReason") or "no reason given"
+            if status == "InService":
+                if described["EndpointConfigName"] == config_name:
+                    return
+                raise EndpointError(
+                    f"the update of endpoint {name} was rolled back ({reason}); "
+                    f"{described['EndpointConfigName']} still serves"
+                )
+            if status in ("Failed", "UpdateRollbackFailed", "OutOfService"):
+                raise EndpointError(f"endpoint {name} is {status}: {reason}")
+            if time.monotonic() > deadline:
+                raise EndpointError(
+                    f"endpoint {name} still {status} after "
+                    f"{self.deployment.wait_timeout_seconds} s"
+                )
+            self._sleep(self.poll_seconds)
+
+    def _report(self, name: str, package_arn: str, changed: bool) -> DeploymentReport:
+        described = self._client.describe_endpoint(EndpointName=name)
+        variants = described.get("ProductionVariants") or [{}]
+        info = self.describe(name)
+        assert info is not None
+        return DeploymentReport(
+            endpoint=info,
+            changed=changed,
+            package_arn=package_arn,
+            variant_name=variants[0].get("VariantName"),
+        )
+
+    def _source_of_config(self, config_name: str) -> tuple[str, ...]:
+        """What a config serves: its model's package ARN, else (image, model data)."""
+        config = self._client.describe_endpoint_config(EndpointConfigName=config_name)
+        model = self._client.describe_model(
+            ModelName=config["ProductionVariants"][0]["ModelName"]
+        )
+        containers = model.get("Containers") or [{}]
+        container = model.get("PrimaryContainer") or containers[0]
+        if container.get("ModelPackageName"):
+            return (container["ModelPackageName"],)
+        return (container.get("Image", ""), container.get("ModelDataUrl", ""))
 
     def describe(self, endpoint_name: str) -> EndpointInfo | None:
         try:
@@ -308,11 +583,13 @@ class SageMakerEndpoints(EndpointDeployer):
         config = self._client.describe_endpoint_config(
             EndpointConfigName=described["EndpointConfigName"]
         )
+        variant = config["ProductionVariants"][0]
         return EndpointInfo(
             name=endpoint_name,
             config_name=described["EndpointConfigName"],
-            model_name=config["ProductionVariants"][0]["ModelName"],
+            model_name=variant["ModelName"],
             status=described["EndpointStatus"],
+            variant_name=variant.get("VariantName"),
         )
 
     def runtime_client(self) -> Any:
@@ -367,20 +644,19 @@ def _ensure_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _wait_for_ping(url: str, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            raise EndpointError(
-                "the endpoint server exited during start-up (see its log)"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise EndpointError(
-        f"the endpoint at {url} did not answer /ping within {timeout:.0f} s"
-    )
+def data_capture_config(settings: DeploymentConfig) -> dict[str, Any] | None:
+    """``DataCaptureConfig`` of an endpoint config (requests and responses), or None
+    when ``deployment.data_capture_s3_uri`` is not set.
+    """
+    if not settings.data_capture_s3_uri:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": settings.data_capture_percent,
+        "DestinationS3Uri": settings.data_capture_s3_uri,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json"],
+        },
+    }

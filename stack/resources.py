@@ -83,10 +83,17 @@ def build_resources(config: Config) -> Resources:
             host=config.local_endpoint.host,
             port=config.local_endpoint.port,
             startup_timeout=config.local_endpoint.startup_timeout_seconds,
+            workers=config.local_endpoint.workers,
         )
     else:
         endpoints = SageMakerEndpoints(
-            aws.client("sagemaker"), aws.client("sagemaker-runtime"), registry
+            aws.client("sagemaker"),
+            aws.client("sagemaker-runtime"),
+            registry,
+            deployment=config.deployment,
+            role_arn=config.aws.role_arn,
+            instance_type=config.sagemaker.endpoint_instance_type,
+            instance_count=config.sagemaker.endpoint_instance_count,
         )
     return Resources(
         config, build_warehouse(config, aws), store, registry, endpoints, aws

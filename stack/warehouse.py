@@ -39,6 +39,11 @@ class Warehouse(ABC):
     # Whether reads can be pinned with Time Travel (AT(TIMESTAMP => ...)). This is the
     # one place that says where they cannot: see the implementations below.
     time_travel: bool
+    # Whether fakesnow stands behind it (the embedded default, or a fakesnow server in
+    # tests). fakesnow 0.12 runs no CREATE PROCEDURE / TASK / API INTEGRATION /
+    # EXTERNAL FUNCTION / GRANT, and no MERGE inside BEGIN ... COMMIT; the callers
+    # that care (snowflake/sagemaker_predictions) ask this, nothing else.
+    emulated: bool
 
     @abstractmethod
     @contextlib.contextmanager
@@ -67,6 +72,7 @@ class EmbeddedWarehouse(Warehouse):
     """
 
     time_travel = False
+    emulated = True
 
     def __init__(
         self, root: Path, database: str, schema: str, lock_timeout: float = 300.0
@@ -133,6 +139,8 @@ class ConnectorWarehouse(Warehouse):
         self._resolve_secret = secret_resolver
         # Snowflake has Time Travel; a fakesnow server (tests) does not: config says
         self.time_travel = config.time_travel
+        # the documented way to reach a fakesnow server is account="fakesnow"
+        self.emulated = config.account == "fakesnow"
         self.database = config.database
         self.schema = config.schema_name
 

@@ -255,7 +255,11 @@ def test_every_command_the_workflows_and_harness_run_exists():
 @pytest.mark.parametrize(
     ("script", "problem"),
     [
-        ("python -m snowflake.sagemaker_predictions deploy", "without __main__"),
+        ("python -m features deploy", "without __main__"),
+        (
+            "python -m snowflake.sagemaker_predictions deploy --no-such-flag",
+            "no option --no-such-flag",
+        ),
         (
             "python -m pipelines.run --env dev --no-such-flag",
             "no option --no-such-flag",

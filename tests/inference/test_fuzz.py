@@ -5,8 +5,8 @@ import random
 
 import pytest
 
+from inference.app import ScoringApp
 from inference.model import load_model
-from inference.server import ScoringApp
 from tests.inference.test_server import call
 
 ATOMS = [

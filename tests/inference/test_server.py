@@ -1,17 +1,13 @@
 import asyncio
-import subprocess
-import sys
-import time
-import urllib.request
 
 import boto3
 import orjson
 import pytest
 
 from features import FeatureSchema
+from inference.app import ScoringApp
 from inference.model import load_model
-from inference.server import ScoringApp
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.inference.servers import running_server
 
 SCHEMA = FeatureSchema.from_dict(
     {
@@ -99,36 +95,10 @@ def test_declared_oversized_bodies_are_refused_before_reading(model_dir):
 
 
 def test_the_real_server_answers_boto3_sagemaker_runtime(model_dir):
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inference.server",
-            "--model-dir",
-            str(model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with running_server(model_dir, workers=1) as server:
         runtime = boto3.client(
             "sagemaker-runtime",
-            endpoint_url=f"http://127.0.0.1:{port}",
+            endpoint_url=server.url,
             region_name="us-east-1",
             aws_access_key_id="x",
             aws_secret_access_key="x",
@@ -140,6 +110,3 @@ def test_the_real_server_answers_boto3_sagemaker_runtime(model_dir):
         )
         rows = orjson.loads(response["Body"].read())["data"]
         assert [r[0] for r in rows] == [0, 1] and rows[0][1] > rows[1][1]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)

@@ -175,3 +175,19 @@ def test_the_check_catches_bad_policies_and_conditions(dev_definition):
     assert any("ExpireAfter '30 days'" in p for p in problems)
     assert any("Step.OOPS" in p for p in problems)
     assert any("unknown condition type 'Roughly'" in p for p in problems)
+
+
+def test_data_capture_and_the_variant_name_reach_the_endpoint_config():
+    environ = {
+        **DEV,
+        "MLOPS_DEPLOYMENT__DATA_CAPTURE_S3_URI": "s3://mlops-dev-artifacts/capture",
+        "MLOPS_DEPLOYMENT__DATA_CAPTURE_PERCENT": "20",
+        "MLOPS_DEPLOYMENT__VARIANT_NAME": "Blue",
+    }
+    definition = build_definition(load_config("dev", environ=environ))
+    arguments = step(definition, "EndpointConfig")["Arguments"]
+    capture = arguments["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"] == "s3://mlops-dev-artifacts/capture"
+    assert capture["InitialSamplingPercentage"] == 20
+    assert arguments["ProductionVariants"][0]["VariantName"] == "Blue"
+    assert definition_problems(definition) == []

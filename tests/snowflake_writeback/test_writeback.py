@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from datetime import date
 
 import numpy as np
@@ -9,9 +11,11 @@ from snowflake.sagemaker_predictions.writeback import (
     WritebackError,
     csv_batches,
     merge_sql,
+    merge_statements,
     write_back,
 )
 from stack.config import ConfigError
+from tests.conftest import PROJECT_ROOT
 
 AS_OF = date(2026, 6, 30)
 
@@ -53,22 +57,68 @@ def table_rows(warehouse):
         return cursor.fetchone()
 
 
-def test_a_rerun_updates_instead_of_duplicating(warehouse):
+def snapshot(warehouse):
+    """Every row of PREDICTIONS, in order (scores, ids, hashes and timestamps)."""
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT * FROM PREDICTIONS ORDER BY CUSTOMER_ID, AS_OF_DATE")
+        return cursor.fetchall()
+
+
+def test_a_rerun_finds_nothing_new_and_changes_nothing(warehouse):
     calls = []
     first = run(warehouse, fake_scorer(calls))
     assert first.rows_scored > 1000
     assert first.rows_inserted == first.rows_scored and first.rows_updated == 0
     assert first.batches == len(calls) == -(-first.rows_scored // 500)
+    before = snapshot(warehouse)
+    second_calls = []
+    second = run(warehouse, fake_scorer(second_calls), execution_id="exec-2")
+    assert (second.rows_scored, second.rows_inserted, second.rows_updated) == (0, 0, 0)
+    assert second.rows_unchanged == first.rows_scored and second_calls == []
+    assert snapshot(warehouse) == before  # same rows, same counts, same timestamps
+    assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 1)
+
+
+def test_only_changed_entities_are_rescored(warehouse):
+    first = run(warehouse, fake_scorer([]))
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT CUSTOMER_ID FROM PREDICTIONS ORDER BY CUSTOMER_ID LIMIT 5"
+        )
+        changed = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            "UPDATE CUSTOMERS SET MONTHLY_FEE = MONTHLY_FEE + 1 "
+            "WHERE CUSTOMER_ID IN (%s, %s, %s, %s, %s)",
+            changed,
+        )
     second = run(warehouse, fake_scorer([]), execution_id="exec-2")
+    assert (second.rows_scored, second.rows_inserted, second.rows_updated) == (5, 0, 5)
+    assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 2)
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT CUSTOMER_ID FROM PREDICTIONS WHERE PIPELINE_EXECUTION_ID = 'exec-2'"
+            " ORDER BY CUSTOMER_ID"
+        )
+        assert [row[0] for row in cursor.fetchall()] == changed
+
+
+def test_another_model_rescores_everything_in_place(warehouse):
+    first = run(warehouse, fake_scorer([]))
+    second = write_back(
+        warehouse, load_feature_set("churn"), fake_scorer([]), as_of=AS_OF,
+        label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
+        execution_id="exec-2", batch_rows=500,
+    )  # fmt: skip
     assert (second.rows_inserted, second.rows_updated) == (0, first.rows_scored)
-    total, customers, executions = table_rows(warehouse)
-    assert total == customers == first.rows_scored
-    assert executions == 1  # every row now carries the second run's execution id
+    assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 1)
 
 
-def test_an_interrupted_run_leaves_no_partial_rows(warehouse):
+def test_an_endpoint_failure_mid_run_leaves_no_partial_rows(warehouse):
     run(warehouse, fake_scorer([]))
-    before = table_rows(warehouse)
+    before = snapshot(warehouse)
     calls = []
 
     def failing(body: bytes) -> np.ndarray:
@@ -78,15 +128,63 @@ def test_an_interrupted_run_leaves_no_partial_rows(warehouse):
         return fake_scorer([])(body)
 
     with pytest.raises(ConnectionError):
-        run(warehouse, failing, execution_id="exec-broken")
-    assert table_rows(warehouse) == before
-    with warehouse.connect() as conn:
-        cursor = conn.cursor()
-        cursor.execute(
-            "SELECT COUNT(*) FROM PREDICTIONS WHERE PIPELINE_EXECUTION_ID = %s",
-            ("exec-broken",),
-        )
-        assert cursor.fetchone()[0] == 0
+        write_back(
+            warehouse, load_feature_set("churn"), failing, as_of=AS_OF,
+            label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
+            execution_id="exec-broken", batch_rows=500,
+        )  # fmt: skip
+    assert snapshot(warehouse) == before
+
+
+# The job in a child process that dies (os._exit: no cleanup, no ROLLBACK) at a point
+# of the merge: "staged" = scores staged, nothing merged; "mid-merge" = after the
+# first statement of the transaction ran, before the rest and COMMIT.
+KILLED_CHILD = """
+import os, sys
+from datetime import date
+import numpy as np
+from features import load_feature_set
+from snowflake.sagemaker_predictions import writeback
+from stack.warehouse import EmbeddedWarehouse
+
+where = sys.argv[2]
+original = writeback.merge_statements
+
+def dying(*args, **kwargs):
+    statements = original(*args, **kwargs)
+    def run():
+        if where == "mid-merge":
+            yield statements[0]
+        os._exit(9)
+    return run()
+
+writeback.merge_statements = dying
+score = lambda body: np.full(body.count(b"\\n"), 0.25)
+writeback.write_back(
+    EmbeddedWarehouse(__import__("pathlib").Path(sys.argv[1]), "MLOPS", "CHURN"),
+    load_feature_set("churn"), score, as_of=date(2026, 6, 30), label_window_days=90,
+    table="PREDICTIONS", model_package_arn="arn:pkg/2", execution_id="exec-killed",
+)
+"""
+
+
+@pytest.mark.parametrize("where", ["staged", "mid-merge"])
+def test_a_job_killed_during_the_merge_leaves_no_partial_rows(warehouse, where):
+    first = run(warehouse, fake_scorer([]))
+    before = snapshot(warehouse)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, str(warehouse.root), where],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == 9, child.stderr
+    assert snapshot(warehouse) == before  # nothing of the killed run is visible
+    again = write_back(
+        warehouse, load_feature_set("churn"), fake_scorer([]), as_of=AS_OF,
+        label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
+        execution_id="exec-3", batch_rows=500,
+    )  # fmt: skip
+    assert (again.rows_inserted, again.rows_updated) == (0, first.rows_scored)
+    assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 1)
 
 
 def test_batches_stay_under_the_payload_limit_and_cover_every_row():
@@ -121,7 +219,36 @@ def test_a_wrong_answer_from_the_endpoint_writes_nothing(warehouse, answer, mess
         run(warehouse, score, batch_rows=500)
     with warehouse.connect() as conn:
         cursor = conn.cursor()
-        cursor.execute(
-            "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'PREDICTIONS'"
-        )
+        cursor.execute("SELECT COUNT(*) FROM PREDICTIONS")
         assert cursor.fetchone()[0] == 0
+
+
+def test_the_real_merge_is_one_statement_and_the_embedded_one_is_explicit():
+    import sqlglot
+
+    real = merge_statements("PREDICTIONS", "S", "CUSTOMER_ID", emulated=False)
+    assert len(real) == 1
+    assert isinstance(sqlglot.parse_one(real[0], read="snowflake"), sqlglot.exp.Merge)
+    embedded = merge_statements("PREDICTIONS", "S", "CUSTOMER_ID", emulated=True)
+    assert [s.split()[0] for s in embedded] == ["UPDATE", "INSERT"]
+
+
+def test_the_writeback_command_names_a_missing_endpoint(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "snowflake.sagemaker_predictions", "writeback",
+         "--env", "local", "--endpoint", "no-such-endpoint"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "MLOPS_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "writeback: endpoint no-such-endpoint does not exist" in result.stderr
+
+
+def test_csv_rows_keep_values_and_leave_missing_ones_empty():
+    matrix = np.array([[1.5, np.nan, -2.0], [0.1, 3.0, 1e-5]], dtype=np.float32)
+    ((_, rows, body),) = list(csv_batches(matrix, batch_rows=10))
+    assert rows == 2
+    parsed = [line.split(",") for line in body.decode().splitlines()]
+    assert parsed[0][1] == ""
+    # shortest digits that round-trip the float32 value exactly
+    assert np.array(parsed[1], dtype=np.float32).tolist() == matrix[1].tolist()

@@ -1,7 +1,11 @@
+import http.client
 import tarfile
+import threading
+import time
 import urllib.request
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -29,7 +33,8 @@ def deployer(tmp_path):
     endpoints.stop("ep")
 
 
-def model_archive(tmp_path, name, broken=False):
+def model_archive(tmp_path, name, broken=False, sign=1):
+    """A small model; ``sign=-1`` learns the opposite rule, so its scores differ."""
     rng = np.random.default_rng(0)
 
     def data(n):
@@ -39,7 +44,7 @@ def model_archive(tmp_path, name, broken=False):
                 "id": range(n),
                 "x1": x1,
                 "x2": rng.normal(size=n),
-                "y": (x1 > 0).astype(int),
+                "y": (sign * x1 > 0).astype(int),
             }
         )
 
@@ -92,7 +97,9 @@ def test_deploy_update_and_stop(deployer, tmp_path):
     first = deploy(deployer, register(deployer, model_archive(tmp_path, "m1")), "c1")
     assert first.status == "InService" and ping(first.url) == 200
     second = deploy(deployer, register(deployer, model_archive(tmp_path, "m2")), "c2")
-    assert second.pid != first.pid and ping(second.url) == 200
+    # the same serving process on the same port, now with the second model's workers
+    assert second.pid == first.pid and ping(second.url) == 200
+    assert second.model_digest != first.model_digest
     assert deployer.describe("ep").config_name == "c2"
     assert deployer.stop("ep")
     assert deployer.describe("ep").status == "Stopped"
@@ -123,3 +130,76 @@ def test_a_busy_port_is_reported(deployer, tmp_path):
         squatter.listen()
         with pytest.raises(EndpointError, match="is in use by another program"):
             deploy(deployer, register(deployer, model_archive(tmp_path, "m")), "c1")
+
+
+def test_deploying_the_model_that_serves_is_a_no_op(deployer, tmp_path):
+    package = register(deployer, model_archive(tmp_path, "m1"))
+    first = deploy(deployer, package, "c1")
+    again = deploy(deployer, package, "c2")
+    assert again == first  # same process, same record: nothing was restarted
+    assert deployer.describe("ep").config_name == "c1"
+
+
+def score(url, body=b"2,0\n"):
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body, headers={"Content-Type": "text/csv"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return float(orjson.loads(response.read())["predictions"][0])
+
+
+def test_a_redeploy_under_load_fails_no_request(deployer, tmp_path):
+    """Requests keep flowing while the model is swapped, on fresh and on keep-alive
+    connections: none fails, and the answers change from the old model's to the new
+    one's.
+    """
+    old = deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
+    new_package = register(deployer, model_archive(tmp_path, "b", sign=-1))
+    before = score(old.url)
+    stop = threading.Event()
+    results, errors = [], []
+
+    def hammer(keep_alive):
+        port = int(old.url.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while not stop.is_set():
+            try:
+                if keep_alive:  # one connection, reused until the server closes it
+                    conn.request(
+                        "POST", "/invocations", b"2,0\n", {"Content-Type": "text/csv"}
+                    )
+                    answer = conn.getresponse().read()
+                    results.append(orjson.loads(answer)["predictions"][0])
+                else:
+                    results.append(score(old.url))
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(repr(exc))
+        conn.close()
+
+    threads = [threading.Thread(target=hammer, args=(i % 2 == 0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        served_before_swap = len(results)
+        deploy(deployer, new_package, "c2")
+        swap_done = len(results)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    after = score(old.url)
+    assert errors == []
+    assert before > 0.5 > after  # the new model answers now
+    assert swap_done > served_before_swap  # requests were served during the swap
+    assert results[0] == pytest.approx(before) and results[-1] == pytest.approx(after)
+
+
+def test_deploy_package_reports_what_serves_and_repeats_as_a_no_op(deployer, tmp_path):
+    package = register(deployer, model_archive(tmp_path, "m1"))
+    first = deployer.deploy_package(package.arn, "ep")
+    assert first.changed and first.variant_name == "AllTraffic"
+    assert ping(first.endpoint.url) == 200
+    again = deployer.deploy_package(package.arn, "ep")
+    assert not again.changed and again.endpoint == first.endpoint

@@ -1,0 +1,737 @@
+"""Serving benchmark: our server against the stacks a user would otherwise pick.
+
+    .venv/bin/python -m benchmarks.serving            # full: 10 s per cell
+    .venv/bin/python -m benchmarks.serving --quick    # seconds, for the smoke test
+
+Same model (200 trees, depth 6, 20 features; 20 trees with --quick), same machine, same
+bounded load generator on 127.0.0.1 (``wrk`` when installed, else a small asyncio
+client; the table says which), fixed concurrency, keep-alive connections:
+
+  ours      python -m inference.server, 2 workers
+  flask     gunicorn + Flask, 2 sync workers, nginx in front (as SageMaker's framework
+            containers run it; skipped if nginx is not installed)
+  mlflow    mlflow models serve, 2 workers
+
+Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
+and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
+and 32. Reported per cell: requests/s, p50 and p99 latency, errors; per server: idle
+RSS of the whole process tree. Ratios: ours over the better peer, and ours over the
+in-process ceiling (parse + predict + encode of the same body on one thread, times the
+number of workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 2
+N_FEATURES = 20
+
+
+@dataclass(frozen=True)
+class Payload:
+    name: str  # e.g. "csv-1"
+    rows: int
+    media: str  # "csv" or "json"
+
+
+@dataclass
+class Cell:
+    server: str
+    payload: str
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(folder: Path, trees: int) -> Path:
+    """A depth-6 XGBoost model on 20 features, in our model folder format."""
+    import xgboost as xgb
+
+    from features import FeatureSchema
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(20_000, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] + rng.normal(size=len(x)) > 0).astype(int)
+    booster = xgb.train(
+        {"max_depth": 6, "eta": 0.1, "objective": "binary:logistic", "nthread": 2},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=trees,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    booster.save_model(folder / "model.json")
+    schema = FeatureSchema.from_dict(
+        {
+            "entity_id": "id",
+            "label": "y",
+            "features": [{"name": f"f{i:02d}"} for i in range(N_FEATURES)],
+        }
+    )
+    (folder / "schema.json").write_text(json.dumps(schema.to_dict()))
+    (folder / "metadata.json").write_text(json.dumps({"trees": trees}))
+    return folder
+
+
+def save_mlflow_model(model_dir: Path, target: Path) -> Path:
+    import mlflow.xgboost
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    booster = xgb.Booster()
+    booster.load_model(model_dir / "model.json")
+    columns = [f"f{i:02d}" for i in range(N_FEATURES)]
+    example = pd.DataFrame(np.zeros((2, N_FEATURES)), columns=columns)
+    mlflow.xgboost.save_model(
+        booster,
+        target,
+        signature=infer_signature(example, np.zeros(2)),
+        model_format="json",
+    )
+    return target
+
+
+def rows_for(n: int) -> np.ndarray:
+    return np.random.default_rng(n).normal(size=(n, N_FEATURES)).round(4)
+
+
+def body_for(server: str, payload: Payload) -> tuple[bytes, str]:
+    rows = rows_for(payload.rows)
+    if payload.media == "csv":
+        lines = "\n".join(",".join(f"{v:g}" for v in row) for row in rows) + "\n"
+        if server == "mlflow":  # mlflow reads CSV through pandas, with a header
+            header = ",".join(f"f{i:02d}" for i in range(N_FEATURES))
+            lines = header + "\n" + lines
+        return lines.encode(), "text/csv"
+    if server == "mlflow":
+        columns = [f"f{i:02d}" for i in range(N_FEATURES)]
+        data = {"dataframe_split": {"columns": columns, "data": rows.tolist()}}
+        return orjson.dumps(data), "application/json"
+    return orjson.dumps({"instances": rows.tolist()}), "application/json"
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env["OMP_NUM_THREADS"] = "1"  # one OpenMP thread per worker for every server
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    # mlflow starts ``uvicorn`` by name: the venv's scripts must be on PATH
+    env["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), env.get("PATH", "")]
+    )
+    return env
+
+
+@contextlib.contextmanager
+def ours(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "inference.server",
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(WORKERS),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _process(command, work / "ours.log", url=url) as process:
+        yield f"http://127.0.0.1:{port}", [process.pid]
+
+
+@contextlib.contextmanager
+def mlflow_serve(mlflow_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        str(mlflow_dir),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--workers",
+        str(WORKERS),
+        "--env-manager",
+        "local",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _process(command, work / "mlflow.log", url=url) as process:
+        yield f"http://127.0.0.1:{port}", [process.pid]
+
+
+NGINX_CONF = """
+worker_processes auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 2048; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  client_max_body_size 0;
+  client_body_buffer_size 8m;
+  upstream gunicorn {{ server unix:{work}/gunicorn.sock; }}
+  server {{
+    listen 127.0.0.1:{port} deferred;
+    keepalive_timeout 3;
+    location ~ ^/(ping|invocations) {{
+      proxy_set_header Host $http_host;
+      proxy_redirect off;
+      proxy_pass http://gunicorn;
+    }}
+    location / {{ return 404 "{{}}"; }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def flask_behind_nginx(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
+    """gunicorn (2 sync workers) on a unix socket, nginx in front, as SageMaker's
+    framework containers run it (their nginx.conf, access log off).
+    """
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        raise FileNotFoundError("nginx is not installed (apt-get install nginx-light)")
+    peer = work / "flask"
+    peer.mkdir(exist_ok=True)
+    os.chmod(peer, 0o777)  # nginx workers run as another user when started as root
+    port = free_port()
+    (peer / "nginx.conf").write_text(NGINX_CONF.format(work=peer, port=port))
+    env = {**_env(), "BENCH_MODEL_DIR": str(model_dir)}
+    gunicorn = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"unix:{peer}/gunicorn.sock",
+        "--timeout",
+        "60",
+        "benchmarks._serving_peer_flask:app",
+    ]
+    with (
+        _process(gunicorn, work / "gunicorn.log", env=env) as g,
+        _process(
+            [nginx, "-c", str(peer / "nginx.conf"), "-p", str(peer)],
+            work / "nginx.log",
+            url=f"http://127.0.0.1:{port}",
+        ) as n,
+    ):
+        yield f"http://127.0.0.1:{port}", [g.pid, n.pid]
+
+
+@contextlib.contextmanager
+def _process(
+    command: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    url: str | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` in its own process group; wait for ``url``/ping if given."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env or _env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        if url:
+            _wait_for_ping(url, process, log_path)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the server exited with {process.returncode}; see {log}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}/ping did not answer within 120 s; see {log}")
+
+
+def tree_rss_mb(pids: list[int]) -> float:
+    import psutil
+
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(pid)
+            for process in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += process.memory_info().rss
+    return total / 2**20
+
+
+# --------------------------------------------------------------------------- load
+
+
+def run_wrk(
+    url: str, body: bytes, media: str, concurrency: int, seconds: float, work: Path
+) -> tuple[float, float, float, int, int]:
+    body_file = work / "body.bin"
+    body_file.write_bytes(body)
+    script = work / "post.lua"
+    script.write_text(
+        "local f = io.open(" + json.dumps(str(body_file)) + ', "rb")\n'
+        "wrk.method = 'POST'\n"
+        "wrk.body = f:read('*a')\n"
+        "f:close()\n"
+        f"wrk.headers['Content-Type'] = '{media}'\n"
+        "wrk.headers['Accept'] = 'application/json'\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds:.0f}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/invocations",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    return _parse_wrk(out)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _parse_wrk(out: str) -> tuple[float, float, float, int, int]:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
+        errors += sum(int(g) for g in m.groups())
+    return rps, latency("50"), latency("99"), errors, total
+
+
+async def _asyncio_load(
+    host: str, port: int, request: bytes, concurrency: int, seconds: float
+) -> tuple[float, float, float, int, int]:
+    """Fallback load generator: ``concurrency`` keep-alive connections, each sending
+    the next request when the last answer is in.
+    """
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def one_connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = int(
+                    re.search(rb"(?i)content-length:\s*(\d+)", head).group(1)  # type: ignore[union-attr]
+                )
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    errors += 1
+        finally:
+            writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one_connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    ms = np.array(latencies) * 1e3
+    return (
+        len(latencies) / elapsed,
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)),
+        errors,
+        len(latencies),
+    )
+
+
+def run_asyncio(
+    url: str, body: bytes, media: str, concurrency: int, seconds: float
+) -> tuple[float, float, float, int, int]:
+    host, port = url.removeprefix("http://").split(":")
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: {media}\r\n"
+        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    return asyncio.run(_asyncio_load(host, int(port), request, concurrency, seconds))
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def in_process_per_second(model_dir: Path, payload: Payload, seconds: float) -> float:
+    """Requests/s of parse + predict + encode of the same body on one thread."""
+    from inference.codec import encode_response, parse_request
+    from inference.model import load_model
+
+    model = load_model(model_dir, threads=1)
+    body, media = body_for("ours", payload)
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        parsed = parse_request(body, media, model.schema)
+        encode_response(model.predict(parsed.matrix), "application/json", None)
+        count += 1
+    return count / (time.perf_counter() - began)
+
+
+def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, float]:
+    """Where one request's time goes inside our app (microseconds per request)."""
+    from inference.app import ScoringApp
+    from inference.codec import encode_response, parse_request
+    from inference.model import load_model
+
+    model = load_model(model_dir, threads=1)
+    body, media = body_for("ours", payload)
+    app = ScoringApp(model)
+    parsed = parse_request(body, media, model.schema)
+    scores = model.predict(parsed.matrix)
+
+    def per_call(fn: Any) -> float:
+        began = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - began) / repeat * 1e6
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [
+            (b"content-type", media.encode()),
+            (b"accept", b"application/json"),
+        ],
+    }
+
+    async def drive() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages[0]
+
+        async def send(_message: dict[str, Any]) -> None:
+            return None
+
+        for _ in range(repeat):
+            await app(scope, receive, send)
+
+    began = time.perf_counter()
+    asyncio.run(drive())
+    app_us = (time.perf_counter() - began) / repeat * 1e6
+    return {
+        "parse_us": per_call(lambda: parse_request(body, media, model.schema)),
+        "predict_us": per_call(lambda: model.predict(parsed.matrix)),
+        "encode_us": per_call(
+            lambda: encode_response(scores, "application/json", None)
+        ),
+        "asgi_app_us": app_us,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving")
+    parser.add_argument("--quick", action="store_true", help="small and short")
+    parser.add_argument("--seconds", type=float, default=None, help="per cell")
+    parser.add_argument("--servers", default="ours,flask,mlflow")
+    parser.add_argument("--concurrency", default=None, help="e.g. 1,8,32")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    args = parser.parse_args(argv)
+
+    seconds = args.seconds or (1.0 if args.quick else 10.0)
+    concurrencies = [
+        int(c)
+        for c in (args.concurrency or ("1,8" if args.quick else "1,8,32")).split(",")
+    ]
+    payloads = [
+        Payload("csv-1", 1, "csv"),
+        Payload("json-1", 1, "json"),
+        Payload(f"csv-{10 if args.quick else 1000}", 10 if args.quick else 1000, "csv"),
+        Payload(
+            f"json-{10 if args.quick else 1000}", 10 if args.quick else 1000, "json"
+        ),
+    ]
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "asyncio"
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    os.chmod(work, 0o755)
+    try:
+        return _run(args, work, seconds, concurrencies, payloads, loadgen, servers)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    work: Path,
+    seconds: float,
+    concurrencies: list[int],
+    payloads: list[Payload],
+    loadgen: str,
+    servers: list[str],
+) -> int:
+    trees = 20 if args.quick else 200
+    model_dir = build_model(work / "model", trees)
+    print(
+        f"model: {trees} trees, depth 6, {N_FEATURES} features; {WORKERS} workers per "
+        f"server; load generator: {loadgen}; {seconds:.0f} s per cell; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
+        flush=True,
+    )
+    starters = {
+        "ours": lambda: ours(model_dir, work),
+        "flask": lambda: flask_behind_nginx(model_dir, work),
+        "mlflow": lambda: mlflow_serve(
+            save_mlflow_model(model_dir, work / "mlflow-model"), work
+        ),
+    }
+    cells: list[Cell] = []
+    idle_rss: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for server in servers:
+        try:
+            context = starters[server]()
+            url, pids = context.__enter__()
+        except (FileNotFoundError, RuntimeError) as exc:
+            skipped[server] = str(exc)
+            print(f"{server}: skipped ({exc})", flush=True)
+            continue
+        try:
+            time.sleep(0.5)
+            idle_rss[server] = tree_rss_mb(pids)
+            for payload in payloads:
+                body, media = body_for(server, payload)
+                for concurrency in concurrencies:
+                    if loadgen == "wrk":
+                        result = run_wrk(url, body, media, concurrency, seconds, work)
+                    else:
+                        result = run_asyncio(url, body, media, concurrency, seconds)
+                    rps, p50, p99, errors, total = result
+                    cell = Cell(
+                        server, payload.name, concurrency, rps, p50, p99, errors, total
+                    )
+                    cells.append(cell)
+                    print(
+                        f"  {server:6} {payload.name:9} c={concurrency:<3} "
+                        f"{rps:9.1f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
+                        f"errors {errors}",
+                        flush=True,
+                    )
+        finally:
+            context.__exit__(None, None, None)
+
+    ceiling = {
+        p.name: WORKERS * in_process_per_second(model_dir, p, min(seconds, 2.0))
+        for p in payloads
+    }
+    profile = {
+        p.name: profile_ours(model_dir, p, 200 if p.rows > 1 else 2000)
+        for p in payloads
+    }
+    _print_tables(cells, idle_rss, ceiling, profile, skipped)
+    if args.json:
+        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen)
+    return 1 if any(c.errors for c in cells if c.server == "ours") else 0
+
+
+def _print_tables(
+    cells: list[Cell],
+    idle_rss: dict[str, float],
+    ceiling: dict[str, float],
+    profile: dict[str, dict[str, float]],
+    skipped: dict[str, str],
+) -> None:
+    by = {(c.server, c.payload, c.concurrency): c for c in cells}
+    print()
+    header = (
+        f"{'payload':9} {'c':>3} | {'ours req/s':>10} {'p50':>6} {'p99':>7} | "
+        f"{'flask req/s':>11} {'p99':>7} | {'mlflow req/s':>12} {'p99':>7} | "
+        f"{'ours/best peer':>14} | {'ours/in-process':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    for payload, concurrency in sorted(
+        {(c.payload, c.concurrency) for c in cells}, key=lambda k: (k[0], k[1])
+    ):
+        mine = by.get(("ours", payload, concurrency))
+        flask = by.get(("flask", payload, concurrency))
+        mlflow = by.get(("mlflow", payload, concurrency))
+        peers = [c.requests_per_s for c in (flask, mlflow) if c]
+        best = max(peers) if peers else None
+
+        def col(c: Cell | None, width: int) -> str:
+            return (
+                f"{c.requests_per_s:{width}.0f} {c.p99_ms:7.2f}"
+                if c
+                else " " * (width + 8)
+            )
+
+        ratio = f"{mine.requests_per_s / best:14.2f}" if mine and best else " " * 14
+        share = (
+            f"{mine.requests_per_s / ceiling[payload]:15.0%}"
+            if mine and payload in ceiling
+            else " " * 15
+        )
+        ours_cols = (
+            f"{mine.requests_per_s:10.0f} {mine.p50_ms:6.2f} {mine.p99_ms:7.2f}"
+            if mine
+            else " " * 25
+        )
+        print(
+            f"{payload:9} {concurrency:>3} | {ours_cols} | {col(flask, 11)} | "
+            f"{col(mlflow, 12)} | {ratio} | {share}"
+        )
+    print()
+    print(
+        "idle RSS of the whole process tree (MB): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in idle_rss.items())
+    )
+    print(
+        "in-process ceiling (parse + predict + encode, one thread x "
+        f"{WORKERS} workers, req/s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items())
+    )
+    print("where a request's time goes inside our app (us per request):")
+    for name, parts in profile.items():
+        print("  " + name + ": " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    for server, reason in skipped.items():
+        print(f"{server}: not measured ({reason})")
+
+
+def _write_json(
+    path: Path,
+    cells: list[Cell],
+    idle_rss: dict[str, float],
+    ceiling: dict[str, float],
+    profile: dict[str, dict[str, float]],
+    loadgen: str,
+) -> None:
+    results: list[dict[str, Any]] = [
+        {
+            "case": f"{c.server}/{c.payload}/c{c.concurrency}",
+            "requests_per_s": round(c.requests_per_s, 1),
+            "p50_ms": round(c.p50_ms, 3),
+            "p99_ms": round(c.p99_ms, 3),
+            "errors": c.errors,
+            "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
+            if c.server == "ours"
+            else None,
+        }
+        for c in cells
+    ]
+    results += [
+        {"case": f"{k}/idle", "idle_rss_mb": round(v, 1)} for k, v in idle_rss.items()
+    ]
+    results += [
+        {"case": f"in-process/{k}", "requests_per_s": round(v, 1)}
+        for k, v in ceiling.items()
+    ]
+    results += [
+        {"case": f"profile/{k}", **{n: round(x, 1) for n, x in v.items()}}
+        for k, v in profile.items()
+    ]
+    path.write_text(
+        json.dumps(
+            {"benchmark": "serving", "loadgen": loadgen, "results": results}, indent=2
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

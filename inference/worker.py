@@ -1,0 +1,113 @@
+"""One serving worker: load the model once, then serve the supervisor's socket.
+
+Started by ``inference.supervisor`` as ``python -m inference.worker --fd N --ready-fd M
+--model-dir DIR``. The listening socket is inherited from the supervisor, so every
+worker (and the next generation of workers during a redeploy) accepts from one queue:
+no connection waits in a socket that is about to close. The worker writes ``ready`` to
+``--ready-fd`` once it accepts connections and exits non-zero if the model cannot load.
+SIGTERM stops accepting, answers further requests on open connections with
+``Connection: close`` for up to 2 s, lets in-flight requests finish (up to ``--grace``
+seconds) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+# Measured: XGBoost's default OpenMP threading in each of several workers oversubscribes
+# a small host 10-30x; set before the OpenMP runtime loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# How long open connections get to send one more request (answered with "Connection:
+# close") before the rest are closed; well under SageMaker's 30 s.
+_DRAIN_SECONDS = 2.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="inference.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--endpoint-name", default=None)
+    parser.add_argument("--variant-name", default="AllTraffic")
+    parser.add_argument("--grace", type=int, default=25)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from inference.app import ScoringApp
+    from inference.model import ModelLoadError, load_model
+
+    try:
+        model = load_model(Path(args.model_dir), threads=1)
+    except ModelLoadError as exc:
+        print(f"worker {os.getpid()}: {exc}", file=sys.stderr)
+        return 3
+    app = ScoringApp(model, args.endpoint_name, args.variant_name)
+    sock = socket.socket(fileno=args.fd)
+    return _serve(app, sock, args.ready_fd, args.grace)
+
+
+def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int:
+    import uvicorn
+    import uvloop
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn closes every connection that has no request in progress at
+            # once. A keep-alive client may be sending its next request on such a
+            # connection at that moment, and a connection accepted an instant ago
+            # may not have delivered its request yet: both would fail (seen as
+            # resets in tests/stack and as wrk read errors during a redeploy). So:
+            # stop accepting, answer every request from now on with "Connection:
+            # close", and give the open connections a moment to finish that way.
+            for server in self.servers:
+                server.close()
+            app.draining = True  # type: ignore[attr-defined]
+            deadline = time.monotonic() + _DRAIN_SECONDS
+            while self.server_state.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        loop="none",  # the loop is ours (uvloop, below)
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        # SageMaker sends SIGKILL 30 s after SIGTERM
+        timeout_graceful_shutdown=int(grace),
+        backlog=2048,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,  # nothing reads client addresses; saves a middleware hop
+    )
+    server = DrainingServer(config)
+    supervisor = os.getppid()
+
+    async def run() -> None:
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+        while not serving.done():
+            # Orphaned (the supervisor was killed): stop rather than linger.
+            if os.getppid() != supervisor:
+                server.should_exit = True
+            await asyncio.wait([serving], timeout=1.0)
+        serving.result()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

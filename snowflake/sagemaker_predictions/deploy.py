@@ -1,0 +1,150 @@
+"""Apply the rendered Snowflake objects idempotently, in dependency order.
+
+A ledger table records the SHA-256 of what was last applied per object. An object
+whose rendered SQL matches the ledger and which still exists is left alone
+(``unchanged``); a missing one is ``created``; a replaceable one whose SQL moved is
+applied again (``changed``). PREDICTIONS itself is never replaced: it is created when
+missing and otherwise left alone (a change of its shape is a new versioned file).
+On fakesnow (``warehouse.emulated``) only the objects it can run are applied; the
+others are reported as existing only in real Snowflake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from snowflake.sagemaker_predictions.templates import SqlObject
+from stack.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+LEDGER = "SAGEMAKER_PREDICTIONS_DEPLOYMENTS"
+_LEDGER_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LEDGER} (OBJECT_KIND VARCHAR NOT NULL, "
+    "OBJECT_NAME VARCHAR NOT NULL, TEMPLATE VARCHAR NOT NULL, "
+    "SQL_SHA256 VARCHAR NOT NULL, DEPLOYED_AT TIMESTAMP_NTZ NOT NULL)"
+)
+# How to ask whether an object of each kind exists (LIKE takes a bound pattern).
+_SHOW = {
+    "api_integration": "SHOW INTEGRATIONS LIKE %s",
+    "external_function": "SHOW EXTERNAL FUNCTIONS LIKE %s",
+    "procedure": "SHOW PROCEDURES LIKE %s",
+    "task": "SHOW TASKS LIKE %s",
+}
+# Snowflake's "Insufficient privileges to operate on ..." and "does not exist or not
+# authorized" errors
+_PRIVILEGE_ERRNOS = {3001, 2003}
+
+Status = Literal["created", "changed", "unchanged", "real Snowflake only"]
+
+
+class DeployError(Exception):
+    """An object could not be applied; the ones before it stay applied."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    obj: SqlObject
+    status: Status
+    note: str = ""
+
+
+def digest(obj: SqlObject) -> str:
+    return hashlib.sha256("\n;\n".join(obj.statements).encode()).hexdigest()
+
+
+def deploy(warehouse: Warehouse, objects: list[SqlObject]) -> list[Outcome]:
+    """Apply ``objects`` in order and say what happened to each."""
+    outcomes = []
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        _run(cursor, _LEDGER_DDL, None, "the deployment ledger")
+        ledger = _read_ledger(cursor)
+        for obj in objects:
+            if warehouse.emulated and not obj.embedded:
+                outcomes.append(Outcome(obj, "real Snowflake only"))
+                continue
+            previous = ledger.get((obj.kind, obj.name))
+            outcome = _apply(cursor, obj, previous)
+            if outcome.status != "unchanged":
+                _record(cursor, obj)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _apply(cursor: Any, obj: SqlObject, previous: str | None) -> Outcome:
+    exists = _exists(cursor, obj, previous)
+    current = digest(obj)
+    if obj.kind == "table" and exists:
+        note = (
+            ""
+            if previous in (None, current)
+            else "exists with an older definition: change it with a new versioned file"
+        )
+        return Outcome(obj, "unchanged", note)
+    if exists and previous == current:
+        return Outcome(obj, "unchanged")
+    for statement in obj.statements:
+        _run(cursor, statement, None, f"{obj.kind} {obj.name} ({obj.version})")
+    return Outcome(obj, "changed" if exists else "created")
+
+
+def _exists(cursor: Any, obj: SqlObject, previous: str | None) -> bool:
+    """Whether the object exists (grants: whether the ledger says they were made)."""
+    if obj.kind == "table":
+        _run(
+            cursor,
+            "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = %s",
+            (obj.name,),
+            f"looking up {obj.name}",
+        )
+        return bool(cursor.fetchone()[0])
+    if obj.kind in _SHOW:
+        _run(cursor, _SHOW[obj.kind], (obj.name,), f"looking up {obj.name}")
+        return bool(cursor.fetchall())
+    return previous is not None  # grants: re-granting is harmless; the ledger says
+
+
+def _read_ledger(cursor: Any) -> dict[tuple[str, str], str]:
+    _run(
+        cursor,
+        f"SELECT OBJECT_KIND, OBJECT_NAME, SQL_SHA256 FROM {LEDGER}",
+        None,
+        "reading the deployment ledger",
+    )
+    return {(kind, name): sha for kind, name, sha in cursor.fetchall()}
+
+
+def _record(cursor: Any, obj: SqlObject) -> None:
+    where = "recording the deployment"
+    key = (obj.kind, obj.name)
+    _run(cursor, "BEGIN", None, where)
+    _run(
+        cursor,
+        f"DELETE FROM {LEDGER} WHERE OBJECT_KIND = %s AND OBJECT_NAME = %s",
+        key,
+        where,
+    )
+    _run(
+        cursor,
+        f"INSERT INTO {LEDGER} VALUES (%s, %s, %s, %s, CURRENT_TIMESTAMP())",
+        (*key, obj.version, digest(obj)),
+        where,
+    )
+    _run(cursor, "COMMIT", None, where)
+
+
+def _run(cursor: Any, sql: str, params: Any, what: str) -> None:
+    try:
+        cursor.execute(sql, params)
+    except Exception as exc:
+        errno = getattr(exc, "errno", None)
+        message = str(exc).strip().splitlines()[0]
+        if errno in _PRIVILEGE_ERRNOS or "privilege" in message.lower():
+            raise DeployError(
+                f"{what}: the role lacks a privilege ({message}); grant it to the "
+                "deploying role (snowflake.role) or deploy with a role that has it"
+            ) from exc
+        raise DeployError(f"{what}: {message}") from exc

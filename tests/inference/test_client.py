@@ -1,0 +1,135 @@
+"""The app client: batching under the payload limit, retries, and the local endpoint."""
+
+import io
+
+import boto3
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from inference.client import EndpointClient, EndpointInvokeError, RetryPolicy
+from inference.model import load_model
+from tests.inference.servers import running_server
+
+
+def runtime_client(url="http://127.0.0.1:1"):
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",  # noqa: S106
+    )
+
+
+def test_scores_a_frame_on_the_local_endpoint_in_batches_under_the_limit(model_dir):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {"x2": rng.normal(size=400), "x1": rng.normal(size=400), "other": "a"},
+        index=pd.RangeIndex(100, 500),
+    )
+    frame.loc[105, "x2"] = np.nan  # a missing value travels as an empty field
+    expected = load_model(model_dir).predict(
+        frame[["x1", "x2"]].to_numpy(dtype=np.float32)
+    )
+    with running_server(model_dir, workers=1) as server:
+        runtime = runtime_client(server.url)
+        bodies = []
+        runtime.meta.events.register(
+            "before-send.sagemaker-runtime.InvokeEndpoint",
+            lambda request, **_: bodies.append(len(request.body)),
+        )
+        client = EndpointClient(
+            runtime, "churn-endpoint", ["x1", "x2"], max_payload_bytes=2_000
+        )
+        scores = client.predict_frame(frame)
+        array = client.predict(frame[["x1", "x2"]].to_numpy())
+    assert list(scores.index) == list(frame.index)
+    np.testing.assert_allclose(scores["score"].to_numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(array, expected, rtol=1e-6)
+    assert len(bodies) > 2 and max(bodies) <= 2_000
+
+
+def test_a_bad_row_is_not_retried_and_is_named(model_dir):
+    with running_server(model_dir, workers=1) as server:
+        client = EndpointClient(
+            runtime_client(server.url), "churn-endpoint", sleep=_no_sleep
+        )
+        with pytest.raises(EndpointInvokeError, match="rows 0-1: ModelError: row 1"):
+            client.predict([[1.0, 2.0], [np.inf, 0.0]])
+
+
+def _no_sleep(_seconds):
+    raise AssertionError("a 4xx must not be retried")
+
+
+def _ok(n):
+    body = orjson.dumps({"predictions": [0.5] * n})
+    return {
+        "Body": StreamingBody(io.BytesIO(body), len(body)),
+        "ContentType": "application/json",
+    }
+
+
+def test_throttling_and_5xx_are_retried_with_growing_backoff():
+    runtime = runtime_client()
+    slept = []
+    client = EndpointClient(
+        runtime,
+        "ep",
+        retry=RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=3.0),
+        sleep=slept.append,
+        seed=0,
+    )
+    with Stubber(runtime) as stub:
+        stub.add_client_error(
+            "invoke_endpoint", "ThrottlingException", http_status_code=400
+        )
+        stub.add_client_error(
+            "invoke_endpoint", "ServiceUnavailable", http_status_code=503
+        )
+        stub.add_client_error(
+            "invoke_endpoint",
+            "ModelError",
+            http_status_code=424,
+            response_meta={},
+            modeled_fields={"OriginalStatusCode": 500},
+        )
+        stub.add_response("invoke_endpoint", _ok(2))
+        scores = client.predict([[1, 2], [3, 4]])
+        stub.assert_no_pending_responses()
+    assert scores.tolist() == [0.5, 0.5]
+    assert len(slept) == 3
+    assert all(0 <= s <= cap for s, cap in zip(slept, [1.0, 2.0, 3.0], strict=True))
+
+
+def test_retries_give_up_after_max_attempts():
+    runtime = runtime_client()
+    client = EndpointClient(
+        runtime, "ep", retry=RetryPolicy(max_attempts=2), sleep=lambda _: None
+    )
+    with Stubber(runtime) as stub:
+        for _ in range(2):
+            stub.add_client_error(
+                "invoke_endpoint", "ThrottlingException", http_status_code=400
+            )
+        with pytest.raises(EndpointInvokeError, match="after 2 attempts"):
+            client.predict([[1, 2]])
+
+
+def test_an_answer_with_the_wrong_number_of_scores_is_refused():
+    runtime = runtime_client()
+    client = EndpointClient(runtime, "ep")
+    with Stubber(runtime) as stub:
+        stub.add_response("invoke_endpoint", _ok(1))
+        with pytest.raises(EndpointInvokeError, match="1 scores for 2 rows"):
+            client.predict([[1, 2], [3, 4]])
+
+
+def test_a_row_over_the_limit_is_refused_before_sending():
+    client = EndpointClient(runtime_client(), "ep", max_payload_bytes=64)
+    with pytest.raises(EndpointInvokeError, match="row 0 alone"):
+        client.predict([list(range(40))])

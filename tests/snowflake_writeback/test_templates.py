@@ -1,0 +1,114 @@
+import re
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from features import load_feature_set
+from snowflake.sagemaker_predictions.templates import (
+    PAYLOAD_LIMIT_BYTES,
+    max_batch_rows,
+    render,
+    split_statements,
+    sql_literal,
+)
+from stack.config import ConfigError, load_config
+
+ROLE = "arn:aws:iam::000000000000:role/snowflake-api"
+# sqlglot 30 has grammar for tables, external functions, procedures and grants; it
+# keeps API INTEGRATION and TASK statements as an opaque Command (tokens checked only)
+EXPECTED = {
+    "table": exp.Create,
+    "external_function": exp.Create,
+    "procedure": exp.Create,
+    "grants": exp.Grant,
+    "api_integration": exp.Command,
+    "task": exp.Command,
+}
+
+
+def rendered(env="dev", **overrides):
+    config = load_config(env, overrides=overrides)
+    return render(config, load_feature_set("churn"), placeholders=True)
+
+
+@pytest.mark.parametrize("env", ["local", "dev", "staging", "prod"])
+def test_every_rendered_statement_parses_as_snowflake_sql(env):
+    url = "https://abc.execute-api.us-east-1.amazonaws.com/x/"
+    objects = rendered(
+        env,
+        **{
+            "snowflake_objects.api_aws_role_arn": ROLE,
+            "snowflake_objects.api_url": url + "predict",
+            "snowflake_objects.api_allowed_prefixes": url,
+        },
+    )
+    assert [o.kind for o in objects] == [
+        "table", "api_integration", "external_function", "procedure", "task", "grants"
+    ]  # fmt: skip
+    for obj in objects:
+        for statement in obj.statements:
+            parsed = sqlglot.parse_one(statement, read="snowflake")
+            assert isinstance(parsed, EXPECTED[obj.kind]), statement
+            assert "{{" not in statement and "<unset" not in statement
+
+
+def test_the_procedure_body_merge_parses_too():
+    procedure = next(o for o in rendered() if o.kind == "procedure")
+    body = procedure.statements[0].split("$$")[1]
+    merge = re.search(r"(MERGE INTO .*?);\s*RETURN", body, re.S).group(1)
+    parsed = sqlglot.parse_one(merge, read="snowflake")
+    assert isinstance(parsed, exp.Merge)
+    assert "%(" not in merge and ":AS_OF" in merge and ":LABEL_WINDOW_DAYS" in merge
+
+
+def test_max_batch_rows_keeps_the_worst_case_request_under_the_payload_limit():
+    function = next(o for o in rendered() if o.kind == "external_function")
+    rows = int(re.search(r"MAX_BATCH_ROWS = (\d+)", function.statements[0]).group(1))
+    assert rows == max_batch_rows(19) > 1000
+    worst_row = "[65535," + ",".join(["-1.7976931348623157e+308"] * 19) + "],"
+    assert len('{"data":[') + rows * len(worst_row) <= PAYLOAD_LIMIT_BYTES
+    with pytest.raises(ConfigError, match="payload limit"):
+        rendered(**{"snowflake_objects.max_batch_rows": rows + 1})
+
+
+def test_unset_account_values_fail_unless_placeholders_are_asked_for():
+    config = load_config("dev")
+    with pytest.raises(ConfigError, match="api_aws_role_arn is not set"):
+        render(config, load_feature_set("churn"))
+    text = "\n".join(s for o in rendered() for s in o.statements)
+    assert "'<unset: snowflake_objects.api_aws_role_arn>'" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("snowflake_objects.function", "PREDICT; DROP TABLE X", "identifier"),
+        ("snowflake_objects.grant_role", "a b", "identifier"),
+        ("snowflake_objects.schedule", "'; DROP TABLE X --", "task schedule"),
+        ("snowflake_objects.api_url", "https://x.example/'||x", "https URL"),
+        ("snowflake_objects.api_url", "https://elsewhere.example/p", "must start"),
+        ("snowflake_objects.api_aws_role_arn", "arn:aws:iam::1:role/x", "role ARN"),
+        ("writeback.entity_type", "VARCHAR; DROP", "NUMBER"),
+    ],
+)
+def test_bad_configuration_is_refused_before_anything_renders(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("dev", overrides={key: value})
+
+
+def test_no_grants_without_a_role_and_literals_are_escaped():
+    kinds = [o.kind for o in rendered(**{"snowflake_objects.grant_role": ""})]
+    assert "grants" not in kinds
+    assert sql_literal("it's \\ here") == "'it\\'s \\\\ here'"
+
+
+def test_statements_split_outside_dollar_bodies_only():
+    text = (
+        "-- head\nCREATE X;\nCREATE P AS\n$$\nBEGIN\n  A;\n  B;\nEND;\n$$;\nGRANT Y;\n"
+    )
+    assert split_statements(text) == [
+        "CREATE X", "CREATE P AS\n$$\nBEGIN\n  A;\n  B;\nEND;\n$$", "GRANT Y"
+    ]  # fmt: skip
+    with pytest.raises(ConfigError):
+        split_statements("CREATE X")
