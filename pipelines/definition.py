@@ -1,4 +1,5 @@
-"""The SageMaker pipeline: Extract → Train → Evaluate → CheckAuc → Register → Deploy.
+"""The SageMaker pipeline: Extract → Train → Evaluate → Gate → CheckAuc → Register →
+Deploy.
 
 ``get_pipeline(config, session)`` builds it with the SageMaker SDK v3; its JSON
 definition is what ``--upsert`` sends to SageMaker and what the local runner executes.
@@ -27,7 +28,7 @@ CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "EndpointConfig",
     "Deploy",
 )
-EVALUATION_REPORT = "EvaluationReport"
+EVALUATION_REPORT, GATE, GATE_REPORT = "EvaluationReport", "Gate", "GateReport"
 AUC_PATH = "binary_classification_metrics.auc.value"
 GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 SPLITS = ("train", "validation", "test")
@@ -179,11 +180,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
     if tracking_uri and not config.mlflow.tracking_uri:
         # the local store keeps run artifacts beside it, not in a job's folder
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
-    # Evaluate logs its metrics and report to the Train step's run, and reads the
+    # Gate logs the evaluation and its verdict to the Train step's run, and reads the
     # registry (MLOPS_ENV names the configuration that says which one) for the champion.
-    evaluate_env: dict[str, str] = {**step_env}
+    gate_env: dict[str, str] = {**step_env}
     if tracking_uri:
-        evaluate_env["MLFLOW_TRACKING_URI"] = tracking_uri
+        gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,
@@ -247,7 +248,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         instance_type=sm.processing_instance_type,
         entrypoint=["python", "-m", "processing.evaluate"],
         sagemaker_session=session,
-        env=evaluate_env,
+        env=step_env,
         max_runtime_in_seconds=sm.max_runtime_seconds,
         volume_kms_key=security.volume_kms_key_id,
         output_kms_key=security.output_kms_key_id,
@@ -255,11 +256,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
             sdk, config, isolated=security.network_isolation
         ),
     )
-    # Not cached: the champion it compares with can change between executions.
-    evaluate_policies = {k: v for k, v in job_policies.items() if k != "cache_config"}
     evaluate = sdk.ProcessingStep(
         name=EVALUATE,
-        **evaluate_policies,
+        **job_policies,
         step_args=evaluate_processor.run(
             inputs=[
                 _s3_input(
@@ -280,6 +279,55 @@ def get_pipeline(config: Config, session: Any) -> Any:
                     ),
                 )
             ],
+        ),
+        property_files=[report],
+    )
+    evaluation_prefix = evaluate.properties.ProcessingOutputConfig.Outputs[
+        "evaluation"
+    ].S3Output.S3Uri
+
+    # The gate reads the registry and its verdict depends on the current champion,
+    # which can change between executions with the same arguments: a step of its own,
+    # never cached, so that Evaluate (model and test split only) can be.
+    gate_report = sdk.PropertyFile(
+        name=GATE_REPORT, output_name="gate", path="evaluation.json"
+    )
+    gate_processor = sdk.Processor(
+        image_uri=sm.image_uri,
+        role=role,
+        instance_count=1,
+        instance_type=sm.processing_instance_type,
+        entrypoint=["python", "-m", "processing.gate"],
+        sagemaker_session=session,
+        env=gate_env,
+        max_runtime_in_seconds=sm.max_runtime_seconds,
+        volume_kms_key=security.volume_kms_key_id,
+        output_kms_key=security.output_kms_key_id,
+        network_config=_network_config(sdk, config, isolated=False),
+    )
+    gate = sdk.ProcessingStep(
+        name=GATE,
+        retry_policies=job_policies["retry_policies"],
+        step_args=gate_processor.run(
+            inputs=[
+                _s3_input(
+                    sdk,
+                    "evaluation",
+                    evaluation_prefix,
+                    "/opt/ml/processing/evaluation",
+                ),
+                _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
+            ],
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="gate",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("gate"),
+                        local_path="/opt/ml/processing/gate",
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
             arguments=[
                 "--auc-threshold",
                 p_threshold.to_string(),
@@ -289,18 +337,16 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 sm.model_package_group,
             ],
         ),
-        property_files=[report],
+        property_files=[gate_report],
     )
 
     def from_report(path: str) -> Any:
-        return sdk.JsonGet(step_name=EVALUATE, property_file=report, json_path=path)
+        return sdk.JsonGet(step_name=GATE, property_file=gate_report, json_path=path)
 
     auc = from_report(AUC_PATH)
-    evaluation_prefix = evaluate.properties.ProcessingOutputConfig.Outputs[
-        "evaluation"
-    ].S3Output.S3Uri
-    evaluation_uri = sdk.Join(on="/", values=[evaluation_prefix, "evaluation.json"])
-    report_uri = sdk.Join(on="/", values=[evaluation_prefix, "report.html"])
+    gate_prefix = gate.properties.ProcessingOutputConfig.Outputs["gate"].S3Output.S3Uri
+    evaluation_uri = sdk.Join(on="/", values=[gate_prefix, "evaluation.json"])
+    report_uri = sdk.Join(on="/", values=[gate_prefix, "report.html"])
 
     register = sdk.ModelStep(
         name=REGISTER,
@@ -365,7 +411,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     return sdk.Pipeline(
         name=sm.pipeline_name,
         parameters=parameters,
-        steps=[extract, train, evaluate, check_auc],
+        steps=[extract, train, evaluate, gate, check_auc],
         sagemaker_session=session,
     )
 

@@ -559,9 +559,10 @@ def _summary(
             "Test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
             metrics=shown,
         )
-        gate = report.get("gate")
-        if gate:
-            say("gate", f"Gate: {gate['decision']} by the {gate['rule']}", gate=gate)
+    gate_report = execution.property_files.get("Gate", {}).get("GateReport") or {}
+    gate = gate_report.get("gate")
+    if gate:
+        say("gate", f"Gate: {gate['decision']} by the {gate['rule']}", gate=gate)
     register = execution.properties.get("Register")
     if register:
         say(

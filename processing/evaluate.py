@@ -203,6 +203,29 @@ class GateSettings:
     store: ObjectStore | None = None
 
 
+def judge(
+    report: dict[str, Any], test: pd.DataFrame, threshold: float, gate: GateSettings
+) -> dict[str, Any]:
+    """The gate's verdict on the challenger in ``report``: its test AUC against the
+    absolute threshold and against the champion scored here on the same ``test``.
+    """
+    challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
+    champion = None
+    if gate.model_package_group and gate.registry and gate.store:
+        champion = score_champion(
+            gate.registry,
+            gate.store,
+            gate.model_package_group,
+            test,
+            lambda folder, frame: float(
+                evaluate(load_model(folder), frame, threshold)[
+                    "binary_classification_metrics"
+                ]["auc"]["value"]
+            ),
+        )
+    return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
+
+
 def run_evaluation(
     model_dir: Path,
     test_dir: Path,
@@ -226,24 +249,8 @@ def run_evaluation(
         "git_commit": str(model.metadata.get("git_commit") or "unknown"),
         "best_iteration": model.metadata.get("best_iteration"),
     }
-    challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
     if gate is not None:
-        champion = None
-        if gate.model_package_group and gate.registry and gate.store:
-            champion = score_champion(
-                gate.registry,
-                gate.store,
-                gate.model_package_group,
-                test,
-                lambda folder, frame: float(
-                    evaluate(load_model(folder), frame, threshold)[
-                        "binary_classification_metrics"
-                    ]["auc"]["value"]
-                ),
-            )
-        report["gate"] = decide(
-            challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion
-        )
+        report["gate"] = judge(report, test, threshold, gate)
     output.mkdir(parents=True, exist_ok=True)
     plots = write_plots(
         labels, scores, report, feature_importance(model), output / "plots"

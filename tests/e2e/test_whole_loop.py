@@ -87,11 +87,12 @@ def test_the_whole_loop_twice(state):
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Found demo data" in second.stdout
     first_id = re.search(r"execution (\w+)\n", first.stdout).group(1)
-    for step in ("Extract", "Train"):  # same arguments: SageMaker's cache
+    for step in ("Extract", "Train", "Evaluate"):  # same arguments: SageMaker's cache
         assert f"[cache] {step} reused from execution {first_id}" in second.stdout
-    # Evaluate reruns (the champion may have changed): the same model against
+    # the Gate reruns (the champion may have changed): the same model against
     # version 1, the champion now, on the same split
-    assert "[cache] Evaluate reused" not in second.stdout
+    assert "[cache] Gate reused" not in second.stdout
+    assert "[ ok ] Gate" in second.stdout
     assert (
         f"Gate: register by the champion rule: test AUC {auc:.4f} vs champion "
         f"version 1's {auc:.4f}" in second.stdout
