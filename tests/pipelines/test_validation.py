@@ -73,6 +73,10 @@ def test_network_and_encryption_settings_reach_every_job_and_still_validate():
     )
     evaluate = step(definition, "Evaluate")["Arguments"]
     assert evaluate["NetworkConfig"]["EnableNetworkIsolation"] is True
+    # the gate reads the registry: it keeps the network, inside the VPC
+    gate = step(definition, "Gate")["Arguments"]
+    assert gate["NetworkConfig"]["EnableNetworkIsolation"] is False
+    assert gate["NetworkConfig"]["VpcConfig"] == extract["NetworkConfig"]["VpcConfig"]
     train = step(definition, "Train")["Arguments"]
     assert train["EnableNetworkIsolation"] is True
     assert (
