@@ -1,4 +1,5 @@
-"""The SageMaker pipeline: Extract → Train → Evaluate → CheckAuc → Register → Deploy.
+"""The SageMaker pipeline: Extract → Train → Evaluate → Gate → CheckAuc → Register →
+Deploy.
 
 ``get_pipeline(config, session)`` builds it with the SageMaker SDK v3; its JSON
 definition is what ``--upsert`` sends to SageMaker and what the local runner executes.
@@ -18,6 +19,8 @@ from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
+# CheckAuc applies the registration gate (the absolute AUC rule and the champion rule,
+# see processing.gate); AucTooLow is its FailStep, whose message names the rule.
 CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
 CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "CheckApproval",
@@ -25,8 +28,9 @@ CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "EndpointConfig",
     "Deploy",
 )
-EVALUATION_REPORT = "EvaluationReport"
+EVALUATION_REPORT, GATE, GATE_REPORT = "EvaluationReport", "Gate", "GateReport"
 AUC_PATH = "binary_classification_metrics.auc.value"
+GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 SPLITS = ("train", "validation", "test")
 
 
@@ -87,6 +91,12 @@ def get_pipeline(config: Config, session: Any) -> Any:
     # or "latest" for the time the Extract starts. A parameter, not the execution's
     # start time, so that step caching still keys on what was read.
     p_data_version = sdk.ParameterString("DataVersion", default_value="latest")
+    p_tolerance = sdk.ParameterFloat(
+        "ChampionTolerance", default_value=config.evaluation.champion_tolerance
+    )
+    # The commit of the code that runs: `pipelines.run` passes it when it starts an
+    # execution. A parameter, so it changes Train's cache key only when the code does.
+    p_git_commit = sdk.ParameterString("GitCommit", default_value="unknown")
     parameters = [
         p_as_of,
         p_window,
@@ -94,6 +104,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
         p_threshold,
         p_approval,
         p_data_version,
+        p_tolerance,
+        p_git_commit,
     ]
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
@@ -156,7 +168,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
 
     # No execution id in the environment: SageMaker's cache key includes it, so it
     # would defeat step caching (training reads it from TRAINING_JOB_NAME instead).
-    train_env: dict[str, Any] = {}
+    train_env: dict[str, Any] = {"GIT_COMMIT": p_git_commit}
     tracking_uri = config.mlflow.tracking_uri or (
         None if config.is_aws else config.mlflow_tracking_uri
     )
@@ -168,6 +180,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
     if tracking_uri and not config.mlflow.tracking_uri:
         # the local store keeps run artifacts beside it, not in a job's folder
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
+    # Gate logs the evaluation and its verdict to the Train step's run, and reads the
+    # registry (MLOPS_ENV names the configuration that says which one) for the champion.
+    gate_env: dict[str, str] = {**step_env}
+    if tracking_uri:
+        gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,
@@ -177,11 +194,29 @@ def get_pipeline(config: Config, session: Any) -> Any:
             instance_type=sm.training_instance_type,
             instance_count=1,
             volume_kms_key_id=security.volume_kms_key_id,
+            enable_managed_spot_training=sm.spot_training or None,
         ),
         networking=_networking(sdk, config),
         stopping_condition=sdk.StoppingCondition(
-            max_runtime_in_seconds=sm.max_runtime_seconds
+            max_runtime_in_seconds=sm.max_runtime_seconds,
+            **(
+                {
+                    "max_wait_time_in_seconds": max(
+                        sm.spot_max_wait_seconds, sm.max_runtime_seconds
+                    )
+                }
+                if sm.spot_training
+                else {}
+            ),
         ),
+        # A fixed prefix (no execution id: that would defeat step caching); training
+        # resumes only from a checkpoint of the same inputs (training.checkpoints).
+        checkpoint_config=sdk.CheckpointConfig(
+            s3_uri=f"{config.artifact_root}/checkpoints/train",
+            local_path="/opt/ml/checkpoints",
+        )
+        if sm.spot_training
+        else None,
         hyperparameters={
             **DEFAULTS,
             "feature_set": config.features.feature_set,
@@ -213,6 +248,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         instance_type=sm.processing_instance_type,
         entrypoint=["python", "-m", "processing.evaluate"],
         sagemaker_session=session,
+        env=step_env,
         max_runtime_in_seconds=sm.max_runtime_seconds,
         volume_kms_key=security.volume_kms_key_id,
         output_kms_key=security.output_kms_key_id,
@@ -246,16 +282,71 @@ def get_pipeline(config: Config, session: Any) -> Any:
         ),
         property_files=[report],
     )
-    auc = sdk.JsonGet(step_name=EVALUATE, property_file=report, json_path=AUC_PATH)
-    evaluation_uri = sdk.Join(
-        on="/",
-        values=[
-            evaluate.properties.ProcessingOutputConfig.Outputs[
-                "evaluation"
-            ].S3Output.S3Uri,
-            "evaluation.json",
-        ],
+    evaluation_prefix = evaluate.properties.ProcessingOutputConfig.Outputs[
+        "evaluation"
+    ].S3Output.S3Uri
+
+    # The gate reads the registry and its verdict depends on the current champion,
+    # which can change between executions with the same arguments: a step of its own,
+    # never cached, so that Evaluate (model and test split only) can be.
+    gate_report = sdk.PropertyFile(
+        name=GATE_REPORT, output_name="gate", path="evaluation.json"
     )
+    gate_processor = sdk.Processor(
+        image_uri=sm.image_uri,
+        role=role,
+        instance_count=1,
+        instance_type=sm.processing_instance_type,
+        entrypoint=["python", "-m", "processing.gate"],
+        sagemaker_session=session,
+        env=gate_env,
+        max_runtime_in_seconds=sm.max_runtime_seconds,
+        volume_kms_key=security.volume_kms_key_id,
+        output_kms_key=security.output_kms_key_id,
+        network_config=_network_config(sdk, config, isolated=False),
+    )
+    gate = sdk.ProcessingStep(
+        name=GATE,
+        retry_policies=job_policies["retry_policies"],
+        step_args=gate_processor.run(
+            inputs=[
+                _s3_input(
+                    sdk,
+                    "evaluation",
+                    evaluation_prefix,
+                    "/opt/ml/processing/evaluation",
+                ),
+                _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
+            ],
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="gate",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("gate"),
+                        local_path="/opt/ml/processing/gate",
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+            arguments=[
+                "--auc-threshold",
+                p_threshold.to_string(),
+                "--champion-tolerance",
+                p_tolerance.to_string(),
+                "--model-package-group",
+                sm.model_package_group,
+            ],
+        ),
+        property_files=[gate_report],
+    )
+
+    def from_report(path: str) -> Any:
+        return sdk.JsonGet(step_name=GATE, property_file=gate_report, json_path=path)
+
+    auc = from_report(AUC_PATH)
+    gate_prefix = gate.properties.ProcessingOutputConfig.Outputs["gate"].S3Output.S3Uri
+    evaluation_uri = sdk.Join(on="/", values=[gate_prefix, "evaluation.json"])
+    report_uri = sdk.Join(on="/", values=[gate_prefix, "report.html"])
 
     register = sdk.ModelStep(
         name=REGISTER,
@@ -280,7 +371,13 @@ def get_pipeline(config: Config, session: Any) -> Any:
             customer_metadata_properties={
                 "pipeline_execution_id": execution_id,
                 "as_of_date": p_as_of,
+                "label_window_days": p_window.to_string(),
+                "data_version": from_report("data_window.data_version"),
                 "feature_set": config.features.feature_set,
+                "git_commit": p_git_commit,
+                "mlflow_run_id": from_report("model.mlflow_run_id"),
+                "test_auc": sdk.Join(on="", values=[auc]),
+                "report_uri": report_uri,
             },
         ),
     )
@@ -296,24 +393,25 @@ def get_pipeline(config: Config, session: Any) -> Any:
         error_message=sdk.Join(
             on=" ",
             values=[
-                "Test AUC",
-                auc,
-                "is below the threshold",
-                p_threshold,
-                "; the model was not registered",
+                "The model was not registered. Decided by the",
+                from_report(GATE_RULE_PATH),
             ],
         ),
     )
     check_auc = sdk.ConditionStep(
         name=CHECK_AUC,
-        conditions=[sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold)],
+        conditions=[
+            # the absolute rule, checked here too, and the gate's whole decision
+            sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold),
+            sdk.ConditionEquals(left=from_report(GATE_DECISION_PATH), right="register"),
+        ],
         if_steps=[register, check_approval],
         else_steps=[too_low],
     )
     return sdk.Pipeline(
         name=sm.pipeline_name,
         parameters=parameters,
-        steps=[extract, train, evaluate, check_auc],
+        steps=[extract, train, evaluate, gate, check_auc],
         sagemaker_session=session,
     )
 

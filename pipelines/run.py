@@ -212,12 +212,39 @@ def _check_mode(args: argparse.Namespace) -> None:
         )
 
 
+def git_commit() -> str:
+    """The commit of the code this runs (``-dirty`` with uncommitted changes), or
+    ``unknown`` outside a git checkout; models and MLflow runs carry it.
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *argv],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(args.log_format)
     try:
         _check_mode(args)
         parameters = _parameters(args.param)
+        if not args.definition:
+            parameters.setdefault("GitCommit", git_commit())
         tags = _tags(args.tags)
         config = load_config(args.env, _overrides(args))
         if args.definition:
@@ -532,6 +559,10 @@ def _summary(
             "Test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
             metrics=shown,
         )
+    gate_report = execution.property_files.get("Gate", {}).get("GateReport") or {}
+    gate = gate_report.get("gate")
+    if gate:
+        say("gate", f"Gate: {gate['decision']} by the {gate['rule']}", gate=gate)
     register = execution.properties.get("Register")
     if register:
         say(

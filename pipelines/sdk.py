@@ -84,6 +84,7 @@ def _import_sdk() -> SimpleNamespace:
         NetworkConfig=network.NetworkConfig,
         Networking=configs.Networking,
         Compute=configs.Compute,
+        CheckpointConfig=configs.CheckpointConfig,
         InputData=configs.InputData,
         OutputDataConfig=configs.OutputDataConfig,
         ConditionEquals=conditions.ConditionEquals,

@@ -1,8 +1,11 @@
-"""Evaluate step: score the test split and write ``evaluation.json``.
+"""Evaluate step: score the test split, judge the model, write the evaluation.
 
-The file follows the model-quality layout SageMaker's model registry displays
-(``binary_classification_metrics.<metric>.value``), and the pipeline reads the AUC from
-it through a PropertyFile for the condition step.
+``evaluation.json`` follows the model-quality layout SageMaker's model registry displays
+(``binary_classification_metrics.<metric>.value``); the pipeline reads the AUC and the
+gate's decision (``gate.decision``, see ``processing.gate``) from it through a
+PropertyFile for the condition step. Beside it: PNG plots and ``report.html``, one
+self-contained page (``processing.report``). With MLflow configured, the metrics and
+the report are logged to the training run (``processing.tracking``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,11 @@ from sklearn import metrics
 from features import SchemaError
 from inference.model import LoadedModel, load_model, unpack_model
 from processing.contract import ProcessingContract
+from processing.gate import decide, score_champion
+from processing.report import render_html, write_plots
+from stack.objectstore import ObjectStore
+from stack.registry import ModelRegistry
+from training.train import data_window
 
 log = logging.getLogger("processing.evaluate")
 
@@ -30,18 +39,33 @@ def evaluate(
     model: LoadedModel, test: pd.DataFrame, threshold: float = 0.5
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``test``, in SageMaker's model-quality JSON layout."""
+    labels, scores = score(model, test)
+    return metrics_report(labels, scores, threshold)
+
+
+def score(model: LoadedModel, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of ``test`` and the model's scores for them."""
     schema = model.schema
     schema.check_frame(test)
     labels = test[schema.label].astype(int).to_numpy()
     if len(np.unique(labels)) < 2:
         raise SchemaError("the test split has only one class; AUC is undefined")
-    scores = model.predict(schema.feature_matrix(test))
+    return labels, model.predict(schema.feature_matrix(test))
+
+
+def metrics_report(
+    labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """The metrics of ``scores`` against ``labels`` (see ``evaluate``)."""
     predicted = (scores >= threshold).astype(int)
     tn, fp, fn, tp = metrics.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
 
     def value(x: float) -> dict[str, Any]:
         return {"value": float(x), "standard_deviation": "NaN"}
 
+    fpr, tpr, _ = metrics.roc_curve(labels, scores)
+    precision, recall, _ = metrics.precision_recall_curve(labels, scores)
+    calibration = calibration_bins(labels, scores)
     return {
         "binary_classification_metrics": {
             "auc": value(metrics.roc_auc_score(labels, scores)),
@@ -56,17 +80,80 @@ def evaluate(
             ),
             "recall": value(metrics.recall_score(labels, predicted, zero_division=0)),
             "f1": value(metrics.f1_score(labels, predicted, zero_division=0)),
+            "lift_top_decile": value(top_decile_lift(labels, scores)),
+            "expected_calibration_error": value(
+                calibration["expected_calibration_error"]
+            ),
             "confusion_matrix": {
                 "0": {"0": int(tn), "1": int(fp)},
                 "1": {"0": int(fn), "1": int(tp)},
             },
+            # curves thinned to at most 101 points: the registry displays them
+            "receiver_operating_characteristic_curve": {
+                "false_positive_rates": _thin(fpr),
+                "true_positive_rates": _thin(tpr),
+            },
+            "precision_recall_curve": {
+                "precisions": _thin(precision),
+                "recalls": _thin(recall),
+            },
         },
+        "calibration": calibration,
         "evaluation": {
             "rows": int(len(labels)),
             "positive_rate": float(labels.mean()),
             "decision_threshold": threshold,
         },
     }
+
+
+def top_decile_lift(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Churn rate among the 10% highest scores over the overall churn rate."""
+    top = max(1, int(np.ceil(len(scores) * 0.1)))
+    order = np.argsort(-scores, kind="stable")[:top]
+    return float(labels[order].mean() / labels.mean())
+
+
+def calibration_bins(
+    labels: np.ndarray, scores: np.ndarray, bins: int = 10
+) -> dict[str, Any]:
+    """Mean predicted vs observed rate per score decile, and the expected calibration
+    error (their gap, weighted by rows).
+    """
+    order = np.argsort(scores, kind="stable")
+    rows = []
+    error = 0.0
+    for i, chunk in enumerate(np.array_split(order, bins)):
+        if len(chunk) == 0:
+            continue
+        predicted, observed = float(scores[chunk].mean()), float(labels[chunk].mean())
+        error += len(chunk) / len(scores) * abs(predicted - observed)
+        rows.append(
+            {
+                "bin": i + 1,
+                "count": int(len(chunk)),
+                "mean_predicted": predicted,
+                "observed_rate": observed,
+            }
+        )
+    return {"bins": rows, "expected_calibration_error": error}
+
+
+def _thin(values: np.ndarray, points: int = 101) -> list[float]:
+    if len(values) <= points:
+        return [float(v) for v in values]
+    index = np.linspace(0, len(values) - 1, points).round().astype(int)
+    return [float(v) for v in values[index]]
+
+
+def feature_importance(model: LoadedModel) -> dict[str, float]:
+    """Total gain per feature (features never split on are 0)."""
+    gains = model.booster.get_score(importance_type="total_gain")
+    importance = {}
+    for name in model.schema.feature_names:
+        gain = gains.get(name, 0.0)  # a list only for vector-leaf models (not ours)
+        importance[name] = float(sum(gain) if isinstance(gain, list) else gain)
+    return importance
 
 
 def extract_summary(directory: Path) -> dict[str, Any] | None:
@@ -107,13 +194,89 @@ def _read_parquet_dir(directory: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
+@dataclass
+class GateSettings:
+    auc_threshold: float
+    champion_tolerance: float
+    model_package_group: str | None = None
+    registry: ModelRegistry | None = None
+    store: ObjectStore | None = None
+
+
+def judge(
+    report: dict[str, Any], test: pd.DataFrame, threshold: float, gate: GateSettings
+) -> dict[str, Any]:
+    """The gate's verdict on the challenger in ``report``: its test AUC against the
+    absolute threshold and against the champion scored here on the same ``test``.
+    """
+    challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
+    champion = None
+    if gate.model_package_group and gate.registry and gate.store:
+        champion = score_champion(
+            gate.registry,
+            gate.store,
+            gate.model_package_group,
+            test,
+            lambda folder, frame: float(
+                evaluate(load_model(folder), frame, threshold)[
+                    "binary_classification_metrics"
+                ]["auc"]["value"]
+            ),
+        )
+    return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
+
+
+def run_evaluation(
+    model_dir: Path,
+    test_dir: Path,
+    output: Path,
+    threshold: float,
+    gate: GateSettings | None = None,
+) -> dict[str, Any]:
+    """Score the model, judge it against the gate, write ``evaluation.json``, the
+    plots and ``report.html`` into ``output``; return the report.
+    """
+    model = load_model(model_dir, threads=0)
+    test = _read_parquet_dir(test_dir)
+    labels, scores = score(model, test)
+    report = metrics_report(labels, scores, threshold)
+    summary = extract_summary(test_dir)
+    if summary is not None:
+        report["extract"] = summary
+    report["data_window"] = data_window(test_dir)
+    report["model"] = {
+        "mlflow_run_id": str(model.metadata.get("mlflow_run_id") or "none"),
+        "git_commit": str(model.metadata.get("git_commit") or "unknown"),
+        "best_iteration": model.metadata.get("best_iteration"),
+    }
+    if gate is not None:
+        report["gate"] = judge(report, test, threshold, gate)
+    output.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(
+        labels, scores, report, feature_importance(model), output / "plots"
+    )
+    (output / "report.html").write_text(render_html(report, plots))
+    (output / "evaluation.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.evaluate")
     parser.add_argument("--model-dir", default="/opt/ml/processing/model")
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="decision threshold"
+    )
+    parser.add_argument("--auc-threshold", type=float, default=None)
+    parser.add_argument("--champion-tolerance", type=float, default=0.0)
+    parser.add_argument(
+        "--model-package-group",
+        default=None,
+        help="compare with this group's newest Approved package (the champion)",
+    )
+    parser.add_argument("--env", default=None, help="configuration environment")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
@@ -121,20 +284,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive = model_dir / "model.tar.gz"
         if archive.exists():
             model_dir = unpack_model(archive, model_dir / "unpacked")
-        model = load_model(model_dir, threads=0)
-        test_dir = contract.path(args.test_dir)
-        report = evaluate(model, _read_parquet_dir(test_dir), args.threshold)
-        summary = extract_summary(test_dir)
-        if summary is not None:
-            report["extract"] = summary
+        gate = None
+        if args.auc_threshold is not None:
+            gate = GateSettings(args.auc_threshold, args.champion_tolerance)
+            if args.model_package_group:
+                from stack.config import load_config
+                from stack.resources import build_resources
+
+                resources = build_resources(load_config(args.env))
+                gate.model_package_group = args.model_package_group
+                gate.registry, gate.store = resources.registry, resources.store
         output = contract.path(args.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "evaluation.json").write_text(json.dumps(report, indent=2))
+        report = run_evaluation(
+            model_dir, contract.path(args.test_dir), output, args.threshold, gate
+        )
+        from processing.tracking import log_evaluation
+
+        log_evaluation(report, output)
     except Exception as exc:
         contract.fail(f"evaluation failed: {type(exc).__name__}: {exc}")
         log.exception("evaluation failed")
         return 1
     log.info("test AUC %.4f", report["binary_classification_metrics"]["auc"]["value"])
+    if "gate" in report:
+        log.info("gate: %s (%s)", report["gate"]["decision"], report["gate"]["rule"])
     return 0
 
 

@@ -159,6 +159,11 @@ class SageMakerConfig(_Section):
     cache_expire_after: str | None = "P30D"
     # Retries of throttling, service faults and capacity errors, per step.
     retry_max_attempts: int = Field(3, ge=1, le=20)
+    # Managed spot training for the Train step (cheaper, interruptible): checkpoints
+    # go to <artifact root>/checkpoints and an interrupted job resumes from them.
+    spot_training: bool = False
+    # How long a spot job may wait for capacity plus run; at least max_runtime_seconds.
+    spot_max_wait_seconds: int = Field(7200, ge=60)
 
     @field_validator("cache_expire_after")
     @classmethod
@@ -297,6 +302,9 @@ class TrainingConfig(_Section):
 
 class EvaluationConfig(_Section):
     auc_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    # How much lower than the champion's (same test split) a challenger's AUC may be
+    # and still be registered.
+    champion_tolerance: float = Field(0.01, ge=0.0, le=1.0)
 
 
 class MlflowConfig(_Section):

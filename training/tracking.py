@@ -36,8 +36,13 @@ def pipeline_execution_id(training_job_name: str) -> str:
     return match.group(1).lower() if match else "manual"
 
 
-def log_training_run(model: TrainedModel) -> str | None:
-    """Log params, per-round metrics and the model; return the run id (None if off)."""
+def log_training_run(
+    model: TrainedModel, tags: dict[str, str] | None = None
+) -> str | None:
+    """Log params, per-round metrics and the model; return the run id (None if off).
+
+    ``tags`` (the git commit, the data window) go on the run beside the execution id.
+    """
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         log.info("MLFLOW_TRACKING_URI is not set: not tracking this run")
         return None
@@ -50,7 +55,9 @@ def log_training_run(model: TrainedModel) -> str | None:
         mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{execution_id}") as run:
-        mlflow.set_tags({"pipeline_execution_id": execution_id, "step": "Train"})
+        mlflow.set_tags(
+            {"pipeline_execution_id": execution_id, "step": "Train", **(tags or {})}
+        )
         mlflow.log_params(model.hyperparameters)
         for split, metrics in model.history.items():
             for metric, values in metrics.items():
@@ -62,7 +69,14 @@ def log_training_run(model: TrainedModel) -> str | None:
                 "best_validation_auc": model.metadata["best_validation_auc"],
             }
         )
+        import mlflow.xgboost
+
+        # the xgboost flavour (loadable with mlflow.xgboost.load_model / pyfunc),
+        # trimmed to the best iteration like the served artifact
+        mlflow.xgboost.log_model(
+            model.booster[: model.best_iteration + 1], name="model"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             save_model(model, Path(tmp))
-            mlflow.log_artifacts(tmp, artifact_path="model")
+            mlflow.log_artifacts(tmp, artifact_path="artifact")
         return str(run.info.run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ def train_model(
     schema: FeatureSchema,
     hyperparameters: Mapping[str, Any],
     threads: int = 0,
+    checkpoint_dir: Path | None = None,
 ) -> TrainedModel:
     """Fit the classifier; class imbalance is offset with ``scale_pos_weight``.
 
@@ -94,19 +96,37 @@ def train_model(
         "nthread": threads,
     }
     history: dict[str, dict[str, list[float]]] = {}
+    resume, done, callbacks = None, 0, []
+    if checkpoint_dir is not None:
+        from training import checkpoints
+
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        found = checkpoints.latest(checkpoint_dir)
+        if found:
+            resume, done = xgb.Booster(model_file=str(found[0])), found[1]
+            log.info("resuming from %s (%d rounds done)", found[0].name, done)
+        callbacks.append(
+            xgb.callback.TrainingCheckPoint(
+                checkpoint_dir, name="model", interval=checkpoints.INTERVAL
+            )
+        )
     booster = xgb.train(
         params,
         dtrain,
-        num_boost_round=hp["num_round"],
+        num_boost_round=max(hp["num_round"] - done, 1),
         evals=[(dtrain, "train"), (dvalid, "validation")],
         early_stopping_rounds=hp["early_stopping_rounds"],
         evals_result=history,
         verbose_eval=False,
+        xgb_model=resume,
+        callbacks=callbacks,
     )
     best = int(booster.best_iteration)
     metadata = {
         "best_iteration": best,
-        "best_validation_auc": float(history["validation"]["auc"][best]),
+        # history covers only the rounds of this job when it resumed a checkpoint
+        "best_validation_auc": float(history["validation"]["auc"][max(best - done, 0)]),
+        "resumed_from_round": done,
         "train_rows": len(train),
         "validation_rows": len(validation),
         "train_positive_rate": positives / len(labels),
@@ -150,6 +170,26 @@ def save_model(model: TrainedModel, model_dir: Path) -> None:
     (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
 
 
+def data_window(channel: Path) -> dict[str, str]:
+    """As-of date, label window and data version from the Extract's manifests in
+    ``channel`` (empty when it wrote none).
+    """
+    manifests = [
+        json.loads(p.read_text()) for p in sorted(channel.rglob("manifest-*.json"))
+    ]
+    if not manifests:
+        return {}
+    parameters = manifests[0].get("parameters") or {}
+    versions = sorted(
+        {str((m.get("data_version") or {}).get("timestamp")) for m in manifests}
+    )
+    return {
+        "as_of_date": str(parameters.get("as_of", "")),
+        "label_window_days": str(parameters.get("label_window_days", "")),
+        "data_version": " ".join(versions),  # the registry allows no commas
+    }
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     contract = TrainingContract.from_environment()
@@ -161,11 +201,30 @@ def main() -> int:
                 raise SchemaError(f"the {required} channel is missing")
         train = read_channel(contract.channels["train"])
         validation = read_channel(contract.channels["validation"])
-        model = train_model(train, validation, schema, hp, threads=contract.num_cpus)
-        save_model(model, contract.model_dir)
+        checkpoint_dir = None
+        checkpoint_root = (
+            contract.root / "checkpoints"
+        )  # exists when SageMaker syncs it
+        if checkpoint_root.is_dir():
+            from training.checkpoints import fingerprint
+
+            checkpoint_dir = checkpoint_root / fingerprint(
+                hp, [contract.channels["train"], contract.channels["validation"]]
+            )
+        model = train_model(
+            train, validation, schema, hp, contract.num_cpus, checkpoint_dir
+        )
+        git_commit = os.environ.get("GIT_COMMIT") or "unknown"
+        window = data_window(contract.channels["train"])
         from training.tracking import log_training_run
 
-        log_training_run(model)
+        run_id = log_training_run(model, {"git_commit": git_commit, **window})
+        # the run id and commit travel with the model: Evaluate logs to the same
+        # run and the registered package carries both
+        model.metadata.update(
+            mlflow_run_id=run_id, git_commit=git_commit, data_window=window
+        )
+        save_model(model, contract.model_dir)
     except (HyperparameterError, SchemaError) as exc:
         contract.fail(str(exc))
         log.error("%s", exc)

@@ -75,6 +75,9 @@ def test_the_whole_loop_twice(state):
     assert first.stdout.strip().endswith("Succeeded")
     auc = float(re.search(r"Test metrics: auc (\d\.\d+)", first.stdout).group(1))
     assert auc >= 0.7
+    assert "Gate: register by the absolute rule only (no Approved champion" in (
+        first.stdout
+    )
     assert "model-package/churn-models/1 (version 1, Approved)" in first.stdout
     assert f"at http://127.0.0.1:{port} (/ping 200)" in first.stdout
     rows, customers, low, high, executions = predictions(state)
@@ -86,6 +89,14 @@ def test_the_whole_loop_twice(state):
     first_id = re.search(r"execution (\w+)\n", first.stdout).group(1)
     for step in ("Extract", "Train", "Evaluate"):  # same arguments: SageMaker's cache
         assert f"[cache] {step} reused from execution {first_id}" in second.stdout
+    # the Gate reruns (the champion may have changed): the same model against
+    # version 1, the champion now, on the same split
+    assert "[cache] Gate reused" not in second.stdout
+    assert "[ ok ] Gate" in second.stdout
+    assert (
+        f"Gate: register by the champion rule: test AUC {auc:.4f} vs champion "
+        f"version 1's {auc:.4f}" in second.stdout
+    )
     assert "(version 2, Approved)" in second.stdout
     assert predictions(state)[:2] == (rows, customers)  # one current row per customer
 
@@ -114,7 +125,9 @@ def test_a_failed_gate_exits_1_with_the_step_and_reason(state):
     assert result.returncode == 1
     last = result.stdout.strip().splitlines()[-1]
     assert re.match(
-        r"Failed: step AucTooLow: Test AUC 0\.\d+ is below the threshold 0\.99", last
+        r"Failed: step AucTooLow: The model was not registered\. Decided by the "
+        r"absolute rule: test AUC 0\.\d+ is below the threshold 0\.9900",
+        last,
     )
     assert not (state / "registry").exists()
 

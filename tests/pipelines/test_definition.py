@@ -48,9 +48,10 @@ def test_the_pipeline_shape():
         ("Extract", "Processing"),
         ("Train", "Training"),
         ("Evaluate", "Processing"),
+        ("Gate", "Processing"),
         ("CheckAuc", "Condition"),
     ]
-    check = definition["Steps"][3]["Arguments"]
+    check = definition["Steps"][4]["Arguments"]
     assert [s["Name"] for s in check["IfSteps"]] == ["Register", "CheckApproval"]
     assert [s["Name"] for s in check["ElseSteps"]] == ["AucTooLow"]
     deploy = [s["Name"] for s in check["IfSteps"][1]["Arguments"]["IfSteps"]]
@@ -62,6 +63,8 @@ def test_the_pipeline_shape():
         "AucThreshold",
         "ModelApprovalStatus",
         "DataVersion",
+        "ChampionTolerance",
+        "GitCommit",
     }
     extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]
@@ -98,3 +101,54 @@ def test_no_secret_from_the_environment_reaches_the_definition(env):
     text = json.dumps(build_definition(load_config(env, environ=environ)))
     assert "pw-sentinel-93f1" not in text
     assert "secretsmanager" not in text
+
+
+def test_the_gate_is_a_step_of_its_own_read_and_named_when_it_fails():
+    definition = build_definition(load_config("local", environ={}))
+    steps = {s["Name"]: s for s in definition["Steps"]}
+    train_env = steps["Train"]["Arguments"]["Environment"]
+    # the commit is a parameter reference, never a per-build or per-execution value
+    assert train_env["GIT_COMMIT"] == {"Get": "Parameters.GitCommit"}
+    # Evaluate depends on the model and the test split only: cached; the gate depends
+    # on the current champion too: never cached
+    assert "CacheConfig" in steps["Evaluate"] and "CacheConfig" not in steps["Gate"]
+    gate = steps["Gate"]["Arguments"]
+    arguments = gate["AppSpecification"]["ContainerArguments"]
+    assert gate["AppSpecification"]["ContainerEntrypoint"][-1] == "processing.gate"
+    assert arguments[arguments.index("--model-package-group") + 1] == "churn-models"
+    evaluate_args = steps["Evaluate"]["Arguments"]["AppSpecification"]
+    assert "--model-package-group" not in evaluate_args.get("ContainerArguments", [])
+    check = steps["CheckAuc"]["Arguments"]
+    paths = [c["LeftValue"]["Std:JsonGet"]["Path"] for c in check["Conditions"]]
+    assert paths == ["binary_classification_metrics.auc.value", "gate.decision"]
+    sources = {
+        c["LeftValue"]["Std:JsonGet"]["PropertyFile"]["Get"]
+        for c in check["Conditions"]
+    }
+    assert sources == {"Steps.Gate.PropertyFiles.GateReport"}
+    fail = check["ElseSteps"][0]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert fail[1]["Std:JsonGet"]["Path"] == "gate.rule"
+    register = check["IfSteps"][0]["Arguments"]
+    metadata = register["CustomerMetadataProperties"]
+    assert {"git_commit", "mlflow_run_id", "report_uri", "data_version"} <= set(
+        metadata
+    )
+
+
+def test_spot_training_is_a_configuration_switch():
+    plain = build_definition(load_config("dev", environ=DEV))
+    spot = build_definition(
+        load_config("dev", {"sagemaker.spot_training": True}, environ=DEV)
+    )
+    train = {d["Name"]: d for d in spot["Steps"]}["Train"]["Arguments"]
+    assert train["EnableManagedSpotTraining"] is True
+    assert (
+        train["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        >= (train["StoppingCondition"]["MaxRuntimeInSeconds"])
+    )
+    checkpoint = train["CheckpointConfig"]
+    assert checkpoint["LocalPath"] == "/opt/ml/checkpoints"
+    assert checkpoint["S3Uri"].endswith("/checkpoints/train")
+    assert "Execution" not in json.dumps(checkpoint)  # no per-execution value: caching
+    off = {d["Name"]: d for d in plain["Steps"]}["Train"]["Arguments"]
+    assert "CheckpointConfig" not in off and not off.get("EnableManagedSpotTraining")

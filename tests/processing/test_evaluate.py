@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,3 +89,54 @@ def test_the_extract_manifests_are_summed_for_the_report(tmp_path):
     assert summary["rows"] == {"train": 22, "validation": 4, "test": 6}
     assert summary["rows_total"] == 32
     assert summary["data_versions"] == {"algo-1": version, "algo-2": version}
+
+
+def test_lift_and_calibration_are_computed_from_the_scores():
+    from processing.evaluate import calibration_bins, top_decile_lift
+
+    labels = np.array([0] * 90 + [1] * 10)
+    perfect = np.linspace(0, 1, 100)  # the 10 positives hold the top 10 scores
+    assert top_decile_lift(labels, perfect) == pytest.approx(10.0)
+    assert top_decile_lift(labels, perfect[::-1]) == pytest.approx(0.0)
+    calibrated = calibration_bins(labels, labels.astype(float))
+    assert calibrated["expected_calibration_error"] == pytest.approx(0.0)
+    scores = np.where(labels == 1, 0.6, 0.3)  # deciles 1-9 say 0.3, see 0.0
+    off = calibration_bins(labels, scores)
+    # 0.9 of the rows off by 0.3, 0.1 off by 0.4 (0.6 said, 1.0 seen)
+    assert off["expected_calibration_error"] == pytest.approx(0.9 * 0.3 + 0.1 * 0.4)
+    assert sum(b["count"] for b in off["bins"]) == 100
+
+
+def write_split(directory, frame):
+    directory.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(directory / "part-algo-1.parquet")
+    return directory
+
+
+def test_the_report_is_one_self_contained_page_with_every_plot(model, tmp_path):
+    from processing.evaluate import run_evaluation
+    from processing.report import PLOTS
+
+    model_dir = tmp_path / "model"
+    save_model_dir(model, model_dir)
+    test_dir = write_split(tmp_path / "test", synthetic(600, 5))
+    report = run_evaluation(model_dir, test_dir, tmp_path / "out", 0.5)
+    assert "gate" not in report
+    for name in PLOTS:
+        png = tmp_path / "out" / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(PLOTS)
+    assert 'src="http' not in page and "<link" not in page
+    assert f"{report['binary_classification_metrics']['auc']['value']:.4f}" in page
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved["binary_classification_metrics"]["auc"]["value"] > 0.85
+    assert saved["binary_classification_metrics"]["lift_top_decile"]["value"] > 1.5
+
+
+def save_model_dir(loaded, folder):
+    """Write a LoadedModel back as a model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded.booster.save_model(folder / "model.json")
+    (folder / "schema.json").write_text(json.dumps(loaded.schema.to_dict()))
+    (folder / "metadata.json").write_text(json.dumps(loaded.metadata))

@@ -90,3 +90,33 @@ def test_the_model_does_not_depend_on_row_order():
     first = train_model(train, validation, SCHEMA, hp, threads=1)
     second = train_model(shuffled, validation, SCHEMA, hp, threads=1)
     assert first.history == second.history
+
+
+def test_an_interrupted_spot_job_resumes_from_its_checkpoint(tmp_path):
+    from tests.processing.test_evaluate import SCHEMA, synthetic
+    from training.checkpoints import fingerprint, latest
+    from training.hyperparameters import DEFAULTS
+    from training.train import train_model
+
+    hp = {**DEFAULTS, "num_round": 30, "early_stopping_rounds": 100}
+    train, valid = synthetic(1000, 1), synthetic(300, 2)
+    folder = tmp_path / "ckpt"
+    full = train_model(train, valid, SCHEMA, hp, 1, checkpoint_dir=folder)
+    assert full.metadata["resumed_from_round"] == 0
+    # xgboost names a checkpoint by its last 0-based round
+    assert sorted(p.name for p in folder.glob("*.ubj")) == [
+        "model_10.ubj",
+        "model_20.ubj",
+    ]
+    # the spot instance was reclaimed after round 11: only that checkpoint survives
+    (folder / "model_20.ubj").unlink()
+    assert latest(folder)[1] == 11
+    resumed = train_model(train, valid, SCHEMA, hp, 1, checkpoint_dir=folder)
+    assert resumed.metadata["resumed_from_round"] == 11
+    assert resumed.booster.num_boosted_rounds() == 30
+    assert len(resumed.history["validation"]["auc"]) == 19
+    # a different setting gets its own folder: never resumes another model's trees
+    (tmp_path / "a").mkdir()
+    assert fingerprint(hp, [tmp_path / "a"]) != fingerprint(
+        {**hp, "eta": 0.2}, [tmp_path / "a"]
+    )

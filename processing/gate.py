@@ -1,0 +1,190 @@
+"""The registration gate: the absolute AUC rule and the champion/challenger rule.
+
+A challenger is registered only if its test AUC is at least the absolute threshold AND
+it is not worse than the champion (the newest Approved package of the model package
+group) by more than the tolerance, both scored on the same test split here. With no
+champion, the absolute rule alone decides. The decision and the rule that decided go
+into ``evaluation.json`` (``gate``), where the pipeline's condition step reads them.
+
+In the pipeline this runs as a step of its own, ``python -m processing.gate``, after
+Evaluate: Evaluate's metrics depend only on the model and the test split, so that step
+is cached and needs no network, whereas the champion can change between two executions
+with the same arguments, so the Gate step is never cached and reads the registry. It
+writes ``evaluation.json`` (Evaluate's report plus ``gate``), ``report.html`` with the
+verdict, and the plots, under its own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stack.objectstore import ObjectStore
+from stack.registry import ModelPackage, ModelRegistry
+
+log = logging.getLogger("processing.gate")
+
+REGISTER, REJECT = "register", "reject"
+
+
+@dataclass(frozen=True)
+class Champion:
+    arn: str
+    version: int
+    auc: float | None  # None: it could not be scored on this split
+    error: str | None = None
+
+
+def decide(
+    challenger_auc: float,
+    auc_threshold: float,
+    tolerance: float,
+    champion: Champion | None,
+) -> dict[str, Any]:
+    """The gate's decision, the numbers it used and the rule that decided, in words."""
+    result: dict[str, Any] = {
+        "challenger_auc": challenger_auc,
+        "auc_threshold": auc_threshold,
+        "champion_tolerance": tolerance,
+        "champion_arn": champion.arn if champion else None,
+        "champion_version": champion.version if champion else None,
+        "champion_auc": champion.auc if champion else None,
+    }
+    if challenger_auc < auc_threshold:
+        decision, rule = (
+            REJECT,
+            f"absolute rule: test AUC {challenger_auc:.4f} is below the threshold "
+            f"{auc_threshold:.4f}",
+        )
+    elif champion is None:
+        decision, rule = (
+            REGISTER,
+            f"absolute rule only (no Approved champion yet): test AUC "
+            f"{challenger_auc:.4f} >= threshold {auc_threshold:.4f}",
+        )
+    elif champion.auc is None:
+        decision, rule = (
+            REGISTER,
+            f"absolute rule only: champion version {champion.version} could not be "
+            f"scored on this test split ({champion.error}); test AUC "
+            f"{challenger_auc:.4f} >= threshold {auc_threshold:.4f}",
+        )
+    elif challenger_auc < champion.auc - tolerance:
+        decision, rule = (
+            REJECT,
+            f"champion rule: test AUC {challenger_auc:.4f} is worse than champion "
+            f"version {champion.version}'s {champion.auc:.4f} on the same test split "
+            f"by {champion.auc - challenger_auc:.4f}, more than the tolerance "
+            f"{tolerance:.4f}",
+        )
+    else:
+        decision, rule = (
+            REGISTER,
+            f"champion rule: test AUC {challenger_auc:.4f} vs champion version "
+            f"{champion.version}'s {champion.auc:.4f} on the same test split is "
+            f"within the tolerance {tolerance:.4f}, and >= threshold "
+            f"{auc_threshold:.4f}",
+        )
+    result.update(decision=decision, passed=int(decision == REGISTER), rule=rule)
+    return result
+
+
+def score_champion(
+    registry: ModelRegistry,
+    store: ObjectStore,
+    group: str,
+    test: pd.DataFrame,
+    auc_of: Callable[[Path, pd.DataFrame], float],
+) -> Champion | None:
+    """The newest Approved package of ``group`` scored on ``test`` (None if none).
+
+    ``auc_of(model_dir, test)`` scores an unpacked model folder. A champion that cannot
+    be loaded or scored (say its feature schema differs) is reported with the reason.
+    """
+    package: ModelPackage | None = registry.latest_approved(group)
+    if package is None:
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "model.tar.gz"
+            store.download_file(package.model_data_url, archive)
+            from inference.model import unpack_model
+
+            auc = auc_of(unpack_model(archive, Path(tmp) / "model"), test)
+    except Exception as exc:  # reported in the gate's rule, never hidden
+        log.warning("champion %s could not be scored: %s", package.arn, exc)
+        return Champion(
+            package.arn, package.version, None, f"{type(exc).__name__}: {exc}"
+        )
+    log.info("champion version %d scores AUC %.4f", package.version, auc)
+    return Champion(package.arn, package.version, auc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The Gate step: Evaluate's report in, the report with the gate's verdict out."""
+    from processing.contract import ProcessingContract
+    from processing.evaluate import GateSettings, _read_parquet_dir, judge
+    from processing.report import PLOTS, render_html
+    from processing.tracking import log_evaluation
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="processing.gate")
+    parser.add_argument("--evaluation-dir", default="/opt/ml/processing/evaluation")
+    parser.add_argument("--test-dir", default="/opt/ml/processing/test")
+    parser.add_argument("--output-dir", default="/opt/ml/processing/gate")
+    parser.add_argument("--auc-threshold", type=float, required=True)
+    parser.add_argument("--champion-tolerance", type=float, default=0.0)
+    parser.add_argument(
+        "--model-package-group",
+        default=None,
+        help="compare with this group's newest Approved package (the champion)",
+    )
+    parser.add_argument("--env", default=None, help="configuration environment")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    contract = ProcessingContract.from_environment()
+    try:
+        evaluation = contract.path(args.evaluation_dir)
+        report = json.loads((evaluation / "evaluation.json").read_text())
+        settings = GateSettings(args.auc_threshold, args.champion_tolerance)
+        if args.model_package_group:
+            from stack.config import load_config
+            from stack.resources import build_resources
+
+            resources = build_resources(load_config(args.env))
+            settings.model_package_group = args.model_package_group
+            settings.registry, settings.store = resources.registry, resources.store
+        test = _read_parquet_dir(contract.path(args.test_dir))
+        threshold = float(report["evaluation"]["decision_threshold"])
+        report["gate"] = judge(report, test, threshold, settings)
+        output = contract.path(args.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        if (evaluation / "plots").is_dir():
+            shutil.copytree(evaluation / "plots", output / "plots", dirs_exist_ok=True)
+        plots = {
+            name: output / "plots" / f"{name}.png"
+            for name in PLOTS
+            if (output / "plots" / f"{name}.png").exists()
+        }
+        (output / "report.html").write_text(render_html(report, plots))
+        (output / "evaluation.json").write_text(json.dumps(report, indent=2))
+        log_evaluation(report, output)
+    except Exception as exc:
+        contract.fail(f"gate failed: {type(exc).__name__}: {exc}")
+        log.exception("gate failed")
+        return 1
+    log.info("gate: %s (%s)", report["gate"]["decision"], report["gate"]["rule"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

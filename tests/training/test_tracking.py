@@ -1,0 +1,55 @@
+"""One MLflow run per execution: training and evaluation land in it, with provenance."""
+
+import json
+
+import pytest
+
+from processing.evaluate import run_evaluation
+from processing.tracking import log_evaluation
+from tests.processing.test_evaluate import SCHEMA, synthetic, write_split
+from training.hyperparameters import DEFAULTS
+from training.tracking import log_training_run
+from training.train import save_model, train_model
+
+
+def test_training_and_evaluation_share_one_tagged_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_LOCATION", (tmp_path / "art").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "churn-test")
+    monkeypatch.setenv("TRAINING_JOB_NAME", "pipelines-abc123def-train-x")
+    monkeypatch.setenv("MLOPS_SNOWFLAKE__PASSWORD", "pw-sentinel-77")
+    trained = train_model(
+        synthetic(1500, 1), synthetic(400, 2), SCHEMA, {**DEFAULTS, "num_round": 20}, 1
+    )
+    window = {"as_of_date": "2026-03-31", "label_window_days": "90"}
+    run_id = log_training_run(trained, {"git_commit": "c0ffee", **window})
+    assert run_id
+    trained.metadata.update(mlflow_run_id=run_id, git_commit="c0ffee")
+    save_model(trained, tmp_path / "model")
+    test_dir = write_split(tmp_path / "test", synthetic(500, 3))
+    report = run_evaluation(tmp_path / "model", test_dir, tmp_path / "out", 0.5)
+    assert report["model"] == {
+        "mlflow_run_id": run_id,
+        "git_commit": "c0ffee",
+        "best_iteration": trained.best_iteration,
+    }
+    assert log_evaluation(report, tmp_path / "out")
+
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["pipeline_execution_id"] == "abc123def"
+    assert run.data.tags["git_commit"] == "c0ffee"
+    assert run.data.tags["as_of_date"] == "2026-03-31"
+    assert run.data.metrics["test_auc"] == pytest.approx(
+        report["binary_classification_metrics"]["auc"]["value"]
+    )
+    assert "pw-sentinel-77" not in json.dumps(run.data.params)
+    client = mlflow.MlflowClient()
+    files = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/evaluation.json"} <= files
+    history = client.get_metric_history(run_id, "validation_auc")
+    assert len(history) == len(trained.history["validation"]["auc"])
+    # the xgboost flavour: loadable as such
+    booster = mlflow.xgboost.load_model(f"runs:/{run_id}/model")
+    assert booster.num_boosted_rounds() == trained.best_iteration + 1
