@@ -185,6 +185,20 @@ def get_pipeline(config: Config, session: Any) -> Any:
     gate_env: dict[str, str] = {**step_env}
     if tracking_uri:
         gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
+    hyperparameters: dict[str, Any] = {
+        **DEFAULTS,
+        "feature_set": config.features.feature_set,
+        **config.training.hyperparameters,
+    }
+    tuned = {
+        name: kind(parameter, default_value=convert(hyperparameters[name]))
+        for name, parameter, kind, convert in (
+            ("max_depth", "MaxDepth", sdk.ParameterInteger, int),
+            ("eta", "LearningRate", sdk.ParameterFloat, float),
+            ("num_round", "NumRound", sdk.ParameterInteger, int),
+        )
+    }
+    parameters.extend(tuned.values())
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,
@@ -218,9 +232,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
         if sm.spot_training
         else None,
         hyperparameters={
-            **DEFAULTS,
-            "feature_set": config.features.feature_set,
-            **config.training.hyperparameters,
+            **hyperparameters,
+            # the ones worth tuning per execution are pipeline parameters too
+            **{name: p.to_string() for name, p in tuned.items()},
         },
         environment=train_env,
         output_data_config=sdk.OutputDataConfig(

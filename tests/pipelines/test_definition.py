@@ -65,6 +65,9 @@ def test_the_pipeline_shape():
         "DataVersion",
         "ChampionTolerance",
         "GitCommit",
+        "MaxDepth",
+        "LearningRate",
+        "NumRound",
     }
     extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]
@@ -152,3 +155,20 @@ def test_spot_training_is_a_configuration_switch():
     assert "Execution" not in json.dumps(checkpoint)  # no per-execution value: caching
     off = {d["Name"]: d for d in plain["Steps"]}["Train"]["Arguments"]
     assert "CheckpointConfig" not in off and not off.get("EnableManagedSpotTraining")
+
+
+def test_the_main_hyperparameters_are_pipeline_parameters_defaulting_to_config():
+    config = load_config(
+        "local", environ={"MLOPS_TRAINING__HYPERPARAMETERS__MAX_DEPTH": "7"}
+    )
+    definition = build_definition(config)
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert (defaults["MaxDepth"], defaults["LearningRate"], defaults["NumRound"]) == (
+        7,
+        0.1,
+        300,
+    )
+    train = {s["Name"]: s for s in definition["Steps"]}["Train"]["Arguments"]
+    max_depth = train["HyperParameters"]["max_depth"]["Std:Join"]["Values"]
+    assert max_depth == [{"Get": "Parameters.MaxDepth"}]
+    assert train["HyperParameters"]["subsample"] == "0.9"  # config only
