@@ -202,6 +202,22 @@ class GateSettings:
     registry: ModelRegistry | None = None
     store: ObjectStore | None = None
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GateSettings:
+        """From ``--auc-threshold``, ``--champion-tolerance``, ``--model-package-group``
+        and ``--env``: with a group, the champion is looked up in the environment's
+        registry.
+        """
+        settings = cls(args.auc_threshold, args.champion_tolerance)
+        if args.model_package_group:
+            from stack.config import load_config
+            from stack.resources import build_resources
+
+            resources = build_resources(load_config(args.env))
+            settings.model_package_group = args.model_package_group
+            settings.registry, settings.store = resources.registry, resources.store
+        return settings
+
 
 def judge(
     report: dict[str, Any], test: pd.DataFrame, threshold: float, gate: GateSettings
@@ -286,14 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_dir = unpack_model(archive, model_dir / "unpacked")
         gate = None
         if args.auc_threshold is not None:
-            gate = GateSettings(args.auc_threshold, args.champion_tolerance)
-            if args.model_package_group:
-                from stack.config import load_config
-                from stack.resources import build_resources
-
-                resources = build_resources(load_config(args.env))
-                gate.model_package_group = args.model_package_group
-                gate.registry, gate.store = resources.registry, resources.store
+            gate = GateSettings.from_args(args)
         output = contract.path(args.output_dir)
         report = run_evaluation(
             model_dir, contract.path(args.test_dir), output, args.threshold, gate

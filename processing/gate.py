@@ -155,14 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         evaluation = contract.path(args.evaluation_dir)
         report = json.loads((evaluation / "evaluation.json").read_text())
-        settings = GateSettings(args.auc_threshold, args.champion_tolerance)
-        if args.model_package_group:
-            from stack.config import load_config
-            from stack.resources import build_resources
-
-            resources = build_resources(load_config(args.env))
-            settings.model_package_group = args.model_package_group
-            settings.registry, settings.store = resources.registry, resources.store
+        settings = GateSettings.from_args(args)
         test = _read_parquet_dir(contract.path(args.test_dir))
         threshold = float(report["evaluation"]["decision_threshold"])
         report["gate"] = judge(report, test, threshold, settings)
