@@ -15,6 +15,8 @@ def test_quick_serving_benchmark_writes_results(tmp_path):
             "-m",
             "benchmarks.serving",
             "--quick",
+            "--seconds",
+            "0.3",
             "--servers",
             "ours",
             "--concurrency",

@@ -148,39 +148,43 @@ def test_a_failed_write_back_is_reported_and_exits_1(state):
 
 
 def test_two_extract_workers_split_the_rows_between_them(state):
-    """ProcessingInstanceCount=2: two workers, disjoint shards, every row once."""
+    """ProcessingInstanceCount=2: two workers, disjoint shards, every source row once."""
     import pandas as pd
 
-    base = local_args(state, "--no-writeback")
-    # The instance count is not part of SageMaker's cache key (nor of ours): with the
-    # cache on, the second run would reuse the first one's single shard.
-    no_cache = {"MLOPS_SAGEMAKER__CACHE_EXPIRE_AFTER": ""}
-    for instances in ("1", "2"):
-        result = run_cli(
-            *base, "--param", f"ProcessingInstanceCount={instances}", env=no_cache
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+    from features import load_feature_set
+    from processing.extract import query_features
 
-    def extracted(execution_dir):
-        """(worker, customer ids) for every Parquet part the Extract step wrote."""
-        step = execution_dir / "steps" / "Extract"
-        parts = sorted(step.glob("algo-*/opt/ml/processing/output/*/*.parquet"))
-        return [
-            (p.relative_to(step).parts[0], pd.read_parquet(p)["customer_id"])
-            for p in parts
-        ]
-
-    records = sorted(
-        (state / "executions").glob("*/execution.json"), key=lambda p: p.stat().st_mtime
+    result = run_cli(
+        *local_args(state, "--no-writeback", "--param", "ProcessingInstanceCount=2")
     )
-    single, double = (extracted(p.parent) for p in records)
-    assert {host for host, _ in single} == {"algo-1"}
-    assert {host for host, _ in double} == {"algo-1", "algo-2"}
-    by_worker = [
-        set(pd.concat([ids for h, ids in double if h == host]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = (state / "executions").glob("*/execution.json")
+    parameters = json.loads(record.read_text())["parameters"]
+    step = record.parent / "steps" / "Extract"
+    parts = sorted(step.glob("algo-*/opt/ml/processing/output/*/*.parquet"))
+    by_worker = {
+        host: pd.concat(
+            [
+                pd.read_parquet(p)["customer_id"]
+                for p in parts
+                if p.relative_to(step).parts[0] == host
+            ]
+        )
         for host in ("algo-1", "algo-2")
-    ]
-    assert by_worker[0] and by_worker[1] and not by_worker[0] & by_worker[1]
-    one = pd.concat([ids for _, ids in single])
-    two = pd.concat([ids for _, ids in double])
-    assert len(two) == len(one) and set(two) == set(one)
+    }
+    assert {p.relative_to(step).parts[0] for p in parts} == {"algo-1", "algo-2"}
+    one, two = (set(ids) for ids in by_worker.values())
+    assert one and two and not one & two
+
+    # the oracle: the feature query itself, run once over the whole population
+    with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
+        source = query_features(
+            conn,
+            load_feature_set("churn").sql,
+            {
+                "as_of": parameters["AsOfDate"],
+                "label_window_days": parameters["LabelWindowDays"],
+            },
+        )["customer_id"]
+    extracted = pd.concat(by_worker.values())
+    assert len(extracted) == len(source) and set(extracted) == set(source)

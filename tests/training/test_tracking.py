@@ -49,7 +49,19 @@ def test_training_and_evaluation_share_one_tagged_run(tmp_path, monkeypatch):
     files = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/evaluation.json"} <= files
     history = client.get_metric_history(run_id, "validation_auc")
-    assert len(history) == len(trained.history["validation"]["auc"])
+    assert [m.step for m in history] == list(
+        range(len(trained.history["validation"]["auc"]))
+    )
+    assert [m.value for m in history] == pytest.approx(
+        trained.history["validation"]["auc"]
+    )
     # the xgboost flavour: loadable as such
     booster = mlflow.xgboost.load_model(f"runs:/{run_id}/model")
     assert booster.num_boosted_rounds() == trained.best_iteration + 1
+
+    # its requirements pin the xgboost that trained it
+    import xgboost
+
+    requirements = mlflow.pyfunc.get_model_dependencies(f"runs:/{run_id}/model")
+    with open(requirements) as lines:
+        assert f"xgboost=={xgboost.__version__}" in lines.read().split()
