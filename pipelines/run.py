@@ -512,13 +512,17 @@ def _write_back(
     result = write_back(
         resources.warehouse,
         load_feature_set(config.features.feature_set),
-        endpoint_scorer(resources.endpoints.runtime_client(), endpoint),
+        endpoint_scorer(
+            resources.endpoints.runtime_client(),
+            endpoint,
+            config.writeback.batch_rows,
+            config.writeback.concurrency,
+        ),
         as_of=as_of,
         label_window_days=config.features.label_window_days,
         table=config.writeback.table,
         model_package_arn=register.get("ModelPackageArn"),
         execution_id=execution.execution_id,
-        batch_rows=config.writeback.batch_rows,
         entity_type=config.writeback.entity_type,
     )
     console.event(

@@ -357,6 +357,8 @@ _ENTITY_TYPE = re.compile(r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)
 class WritebackConfig(_Section):
     table: str = "PREDICTIONS"
     batch_rows: int = Field(2000, ge=1, le=100_000)
+    # endpoint requests in flight (boto3 keeps 10 connections per client)
+    concurrency: int = Field(4, ge=1, le=10)
     as_of: date | None = None  # None: the training as-of date
     # The SQL type of the entity id column of PREDICTIONS
     entity_type: str = "NUMBER(38,0)"

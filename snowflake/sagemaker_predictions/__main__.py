@@ -132,13 +132,17 @@ def _writeback(config: Config, args: argparse.Namespace) -> int:
         result = write_back(
             resources.warehouse,
             feature_set,
-            endpoint_scorer(resources.endpoints.runtime_client(), endpoint),
+            endpoint_scorer(
+                resources.endpoints.runtime_client(),
+                endpoint,
+                config.writeback.batch_rows,
+                config.writeback.concurrency,
+            ),
             as_of=as_of,
             label_window_days=config.features.label_window_days,
             table=config.writeback.table,
             model_package_arn=args.model_package_arn,
             execution_id=args.execution_id,
-            batch_rows=config.writeback.batch_rows,
             entity_type=config.writeback.entity_type,
         )
     except (WritebackError, WarehouseUnavailable) as exc:

@@ -4,29 +4,27 @@ The job reads the feature query the pipeline trains on (as of a date) together w
 fingerprint of each entity's features (``templates.features_hash_sql``, the same
 definition the scheduled procedure uses), and keeps only the entities that have no
 score for that date yet, whose features changed, or that another model scored. It
-sends their features to the endpoint in batches under the payload limit, stages the
-scores with ``write_pandas`` in a temporary table and merges them into PREDICTIONS
-keyed by (entity id, as-of date) in one transaction. A rerun finds nothing new and
-changes nothing; a run that stops anywhere before COMMIT leaves PREDICTIONS as it was.
+sends their features to the endpoint through ``inference.client.EndpointClient``
+(batches under the payload limit, several in flight, throttling and 5xx retried),
+stages the scores with ``write_pandas`` in a temporary table and merges them into
+PREDICTIONS keyed by (entity id, as-of date) in one transaction. A rerun finds nothing
+new and changes nothing; a run that stops anywhere before COMMIT leaves PREDICTIONS as
+it was.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import secrets
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from features import FeatureSet
+from inference.client import EndpointClient, EndpointInvokeError
 from processing.extract import query_features
 from snowflake.sagemaker_predictions.templates import (
     PAYLOAD_LIMIT_BYTES,
@@ -41,14 +39,21 @@ __all__ = [
     "PAYLOAD_LIMIT_BYTES",
     "WritebackError",
     "WritebackResult",
-    "csv_batches",
     "endpoint_scorer",
     "merge_statements",
     "predictions_ddl",
     "write_back",
 ]
 
-Scorer = Callable[[bytes], np.ndarray]
+
+class Scorer(Protocol):
+    """What scores a feature matrix: ``EndpointClient`` (``endpoint_scorer``)."""
+
+    requests_sent: int
+
+    def predict(self, rows: np.ndarray) -> np.ndarray: ...
+
+
 _COLUMNS = (
     "AS_OF_DATE", "SCORE", "MODEL_PACKAGE_ARN", "PIPELINE_EXECUTION_ID",
     "FEATURES_HASH", "SCORED_AT",
@@ -111,66 +116,23 @@ def merge_sql(table: str, staging: str, entity_column: str) -> str:
     return merge_statements(table, staging, entity_column, emulated=False)[0]
 
 
-def csv_batches(
-    matrix: np.ndarray, batch_rows: int
-) -> Iterator[tuple[int, int, bytes]]:
-    """(first row, row count, CSV body) for batches of at most ``batch_rows`` rows and
-    ``PAYLOAD_LIMIT_BYTES`` bytes; rows are encoded once (missing values empty).
+def endpoint_scorer(
+    runtime_client: Any,
+    endpoint_name: str,
+    batch_rows: int = 2000,
+    concurrency: int = 1,
+) -> EndpointClient:
+    """A client that scores through ``InvokeEndpoint`` (SageMaker or the local
+    endpoint): at most ``batch_rows`` rows and ``PAYLOAD_LIMIT_BYTES`` bytes a request,
+    ``concurrency`` requests in flight.
     """
-    lines = _csv_lines(matrix)
-    start = 0
-    while start < len(lines):
-        end, size = start, 0
-        while (
-            end < len(lines)
-            and end - start < batch_rows
-            and size + len(lines[end]) <= PAYLOAD_LIMIT_BYTES
-        ):
-            size += len(lines[end])
-            end += 1
-        # a single row over the limit goes alone; the endpoint refuses it with a 413
-        end = max(end, start + 1)
-        yield start, end - start, b"".join(lines[start:end])
-        start = end
-
-
-def _csv_lines(matrix: np.ndarray) -> list[bytes]:
-    """One CSV line per row, missing values empty. Arrow's writer (shortest
-    round-trip digits) is 7x faster here than ``DataFrame.to_csv`` with a float
-    format, which took 4.8 s of an 8.5 s job for 136k rows (benchmarks/writeback.py).
-    """
-    if len(matrix) == 0:
-        return []
-    table = pa.table(
-        {
-            str(i): pa.array(matrix[:, i], from_pandas=True)
-            for i in range(matrix.shape[1])
-        }
+    return EndpointClient(
+        runtime_client,
+        endpoint_name,
+        max_payload_bytes=PAYLOAD_LIMIT_BYTES,
+        max_rows=batch_rows,
+        concurrency=concurrency,
     )
-    buffer = io.BytesIO()
-    pa_csv.write_csv(
-        table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="none")
-    )
-    return buffer.getvalue().splitlines(keepends=True)
-
-
-def endpoint_scorer(runtime_client: Any, endpoint_name: str) -> Scorer:
-    """Score a CSV batch through ``InvokeEndpoint`` (SageMaker or the local
-    endpoint).
-    """
-
-    def score(body: bytes) -> np.ndarray:
-        response = runtime_client.invoke_endpoint(
-            EndpointName=endpoint_name,
-            ContentType="text/csv",
-            Accept="application/json",
-            Body=body,
-        )
-        return np.asarray(
-            orjson.loads(response["Body"].read())["predictions"], dtype=float
-        )
-
-    return score
 
 
 def changed_entities_sql(
@@ -204,7 +166,6 @@ def write_back(
     table: str,
     model_package_arn: str | None,
     execution_id: str | None,
-    batch_rows: int = 2000,
     entity_type: str = "NUMBER(38,0)",
 ) -> WritebackResult:
     """Score the entities active at ``as_of`` that are new or changed, and merge the
@@ -231,7 +192,7 @@ def write_back(
             return WritebackResult(table, as_of, 0, 0, 0, 0, before)
         schema.coerce(frame)
         schema.check_frame(frame, require_label=False)
-        scores, batches = _score(score, schema.feature_matrix(frame), batch_rows)
+        scores, batches = _score(score, schema.feature_matrix(frame))
         scored = pd.DataFrame(
             {
                 entity: frame[schema.entity_id].to_numpy(),
@@ -265,13 +226,14 @@ def write_back(
     )
 
 
-def _score(score: Scorer, matrix: np.ndarray, batch_rows: int) -> tuple[Any, int]:
-    scores = np.empty(len(matrix), dtype=float)
-    batches = 0
-    for start, rows, body in csv_batches(matrix, batch_rows):
-        scores[start : start + rows] = _checked(score(body), start, rows)
-        batches += 1
-    return scores, batches
+def _score(score: Scorer, matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """The scores of every row, and the requests that took."""
+    before = score.requests_sent
+    try:
+        scores = score.predict(matrix)
+    except EndpointInvokeError as exc:
+        raise WritebackError(f"scoring failed: {exc}") from exc
+    return _checked(scores, len(matrix)), score.requests_sent - before
 
 
 def _merge(cursor: Any, statements: list[str]) -> tuple[int, int]:
@@ -295,16 +257,17 @@ def _merge(cursor: Any, statements: list[str]) -> tuple[int, int]:
     return inserted, updated
 
 
-def _checked(result: np.ndarray, start: int, rows: int) -> np.ndarray:
-    """The endpoint's scores for one batch, refused unless one probability per row."""
-    if result.shape != (rows,):
+def _checked(scores: np.ndarray, rows: int) -> np.ndarray:
+    """The endpoint's scores, refused unless one probability per row."""
+    if scores.shape != (rows,):
         raise WritebackError(
-            f"the endpoint answered {result.size} scores for the {rows} rows "
-            f"starting at row {start}"
+            f"the endpoint answered {scores.size} scores for {rows} rows"
         )
-    if not np.all(np.isfinite(result)) or result.min() < 0 or result.max() > 1:
+    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
         raise WritebackError(
-            f"the endpoint answered scores outside [0, 1] for rows {start}.."
-            f"{start + rows - 1}"
+            f"the endpoint answered {int(bad.sum())} scores outside [0, 1] "
+            f"(the first for row {first}: {scores[first]})"
         )
-    return result
+    return scores

@@ -10,7 +10,12 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from inference.client import EndpointClient, EndpointInvokeError, RetryPolicy
+from inference.client import (
+    EndpointClient,
+    EndpointInvokeError,
+    RetryPolicy,
+    csv_lines,
+)
 from inference.model import load_model
 from tests.inference.servers import running_server
 
@@ -133,3 +138,74 @@ def test_a_row_over_the_limit_is_refused_before_sending():
     client = EndpointClient(runtime_client(), "ep", max_payload_bytes=64)
     with pytest.raises(EndpointInvokeError, match="row 0 alone"):
         client.predict([list(range(40))])
+
+
+def test_concurrent_batches_come_back_in_input_order(model_dir):
+    rows = np.random.default_rng(2).normal(size=(1_000, 2))
+    expected = load_model(model_dir).predict(rows.astype(np.float32))
+    with running_server(model_dir, workers=2) as server:
+        runtime = runtime_client(server.url)
+        bodies = []
+        runtime.meta.events.register(
+            "before-send.sagemaker-runtime.InvokeEndpoint",
+            lambda request, **_: bodies.append(request.body.count(b"\n")),
+        )
+        client = EndpointClient(runtime, "ep", max_rows=64, concurrency=4)
+        scores = client.predict(rows)
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+    assert max(bodies) == 64 and sum(bodies) == 1_000
+    assert client.requests_sent == len(bodies) == 16
+
+
+def test_a_failing_batch_among_concurrent_ones_is_named():
+    runtime = runtime_client()
+    client = EndpointClient(runtime, "ep", max_rows=1, concurrency=3)
+
+    def fake_invoke(**kwargs):
+        body = kwargs["Body"]
+        if body.startswith(b"13,"):
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {"Error": {"Code": "ModelError", "Message": "row 0: bad"},
+                 "ResponseMetadata": {"HTTPStatusCode": 424},
+                 "OriginalStatusCode": 400},
+                "InvokeEndpoint",
+            )  # fmt: skip
+        return _ok(1)
+
+    runtime.invoke_endpoint = fake_invoke
+    with pytest.raises(EndpointInvokeError, match="rows 13-13: ModelError"):
+        client.predict([[i, 0] for i in range(40)])
+
+
+def test_batches_stay_under_the_payload_limit_and_cover_every_row():
+    matrix = np.random.default_rng(0).normal(size=(20_000, 19)).astype(np.float32)
+    runtime = runtime_client()
+    sizes, counts = [], []
+
+    def fake_invoke(**kwargs):
+        sizes.append(len(kwargs["Body"]))
+        counts.append(kwargs["Body"].count(b"\n"))
+        return _ok(counts[-1])
+
+    runtime.invoke_endpoint = fake_invoke
+    limit = 100_000
+    scores = EndpointClient(runtime, "ep", max_payload_bytes=limit).predict(matrix)
+    assert len(scores) == len(matrix) == sum(counts)
+    assert max(sizes) <= limit and len(sizes) > 2
+
+
+def test_csv_rows_keep_values_and_leave_missing_ones_empty():
+    matrix = np.array([[1.5, np.nan, -2.0], [0.1, 3.0, 1e-5]], dtype=np.float32)
+    lines = csv_lines(matrix)
+    parsed = [line.decode().rstrip("\n").split(",") for line in lines]
+    assert len(parsed) == 2 and parsed[0][1] == ""
+    # shortest digits that round-trip the float32 value exactly
+    assert np.array(parsed[1], dtype=np.float32).tolist() == matrix[1].tolist()
+
+
+def test_non_numeric_features_are_refused_before_sending():
+    client = EndpointClient(runtime_client(), "ep", feature_names=["x1"])
+    with pytest.raises(ValueError, match="numeric"):
+        client.predict(pd.DataFrame({"x1": ["a", "b"]}))

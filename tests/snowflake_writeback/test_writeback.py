@@ -1,15 +1,16 @@
+import io
 import subprocess
 import sys
 from datetime import date
 
 import numpy as np
+import orjson
 import pytest
 
 from features import load_feature_set
 from snowflake.sagemaker_predictions.writeback import (
-    PAYLOAD_LIMIT_BYTES,
     WritebackError,
-    csv_batches,
+    endpoint_scorer,
     merge_sql,
     merge_statements,
     write_back,
@@ -20,20 +21,35 @@ from tests.conftest import PROJECT_ROOT
 AS_OF = date(2026, 6, 30)
 
 
-def fake_scorer(calls):
-    """Scores like a model would: from the features in the CSV body."""
+class FakeRuntime:
+    """A sagemaker-runtime client whose endpoint scores like a model would: from the
+    features in the CSV body. ``answer`` replaces the scores; ``fail_at`` (a call
+    number) raises instead.
+    """
 
-    def score(body: bytes) -> np.ndarray:
-        calls.append(body)
+    def __init__(self, calls, answer=None, fail_at=None):
+        self.calls, self.answer, self.fail_at = calls, answer, fail_at
+
+    def invoke_endpoint(self, **request):
+        body = request["Body"]
+        self.calls.append(body)
+        if len(self.calls) == self.fail_at:
+            raise ConnectionError("endpoint went away")
         rows = body.decode().strip().splitlines()
-        return np.array(
-            [1 / (1 + np.exp(-float(r.split(",")[0] or 0) / 1000)) for r in rows]
+        scores = (
+            self.answer(len(rows))
+            if self.answer
+            else [1 / (1 + np.exp(-float(r.split(",")[0] or 0) / 1000)) for r in rows]
         )
+        predictions = [float(v) for v in scores]
+        return {"Body": io.BytesIO(orjson.dumps({"predictions": predictions}))}
 
-    return score
+
+def fake_scorer(calls, batch_rows=500, **kwargs):
+    return endpoint_scorer(FakeRuntime(calls, **kwargs), "ep", batch_rows)
 
 
-def run(warehouse, scorer, execution_id="exec-1", batch_rows=500):
+def run(warehouse, scorer, execution_id="exec-1", model_package_arn="arn:pkg/1"):
     return write_back(
         warehouse,
         load_feature_set("churn"),
@@ -41,9 +57,8 @@ def run(warehouse, scorer, execution_id="exec-1", batch_rows=500):
         as_of=AS_OF,
         label_window_days=90,
         table="PREDICTIONS",
-        model_package_arn="arn:pkg/1",
+        model_package_arn=model_package_arn,
         execution_id=execution_id,
-        batch_rows=batch_rows,
     )
 
 
@@ -107,11 +122,7 @@ def test_only_changed_entities_are_rescored(warehouse):
 
 def test_another_model_rescores_everything_in_place(warehouse):
     first = run(warehouse, fake_scorer([]))
-    second = write_back(
-        warehouse, load_feature_set("churn"), fake_scorer([]), as_of=AS_OF,
-        label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
-        execution_id="exec-2", batch_rows=500,
-    )  # fmt: skip
+    second = run(warehouse, fake_scorer([]), "exec-2", model_package_arn="arn:pkg/2")
     assert (second.rows_inserted, second.rows_updated) == (0, first.rows_scored)
     assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 1)
 
@@ -120,19 +131,10 @@ def test_an_endpoint_failure_mid_run_leaves_no_partial_rows(warehouse):
     run(warehouse, fake_scorer([]))
     before = snapshot(warehouse)
     calls = []
-
-    def failing(body: bytes) -> np.ndarray:
-        calls.append(body)
-        if len(calls) == 3:
-            raise ConnectionError("endpoint went away")
-        return fake_scorer([])(body)
-
-    with pytest.raises(ConnectionError):
-        write_back(
-            warehouse, load_feature_set("churn"), failing, as_of=AS_OF,
-            label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
-            execution_id="exec-broken", batch_rows=500,
-        )  # fmt: skip
+    failing = fake_scorer(calls, fail_at=3)
+    with pytest.raises(WritebackError, match="endpoint went away"):
+        run(warehouse, failing, "exec-broken", model_package_arn="arn:pkg/2")
+    assert len(calls) == 3
     assert snapshot(warehouse) == before
 
 
@@ -159,7 +161,12 @@ def dying(*args, **kwargs):
     return run()
 
 writeback.merge_statements = dying
-score = lambda body: np.full(body.count(b"\\n"), 0.25)
+class Quarter:
+    requests_sent = 0
+    def predict(self, rows):
+        return np.full(len(rows), 0.25)
+
+score = Quarter()
 writeback.write_back(
     EmbeddedWarehouse(__import__("pathlib").Path(sys.argv[1]), "MLOPS", "CHURN"),
     load_feature_set("churn"), score, as_of=date(2026, 6, 30), label_window_days=90,
@@ -178,24 +185,9 @@ def test_a_job_killed_during_the_merge_leaves_no_partial_rows(warehouse, where):
     )  # fmt: skip
     assert child.returncode == 9, child.stderr
     assert snapshot(warehouse) == before  # nothing of the killed run is visible
-    again = write_back(
-        warehouse, load_feature_set("churn"), fake_scorer([]), as_of=AS_OF,
-        label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/2",
-        execution_id="exec-3", batch_rows=500,
-    )  # fmt: skip
+    again = run(warehouse, fake_scorer([]), "exec-3", model_package_arn="arn:pkg/2")
     assert (again.rows_inserted, again.rows_updated) == (0, first.rows_scored)
     assert table_rows(warehouse) == (first.rows_scored, first.rows_scored, 1)
-
-
-def test_batches_stay_under_the_payload_limit_and_cover_every_row():
-    matrix = np.random.default_rng(0).normal(size=(120_000, 19)).astype(np.float32)
-    starts, total = [], 0
-    for start, rows, body in csv_batches(matrix, batch_rows=100_000):
-        assert len(body) <= PAYLOAD_LIMIT_BYTES
-        assert body.count(b"\n") == rows
-        starts.append(start)
-        total += rows
-    assert total == len(matrix) and starts[0] == 0 and len(starts) > 2
 
 
 def test_identifiers_in_sql_are_validated():
@@ -206,17 +198,14 @@ def test_identifiers_in_sql_are_validated():
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (lambda n: np.full(n - 1, 0.5), "answered 499 scores for the 500 rows"),
+        (lambda n: np.full(n - 1, 0.5), "rows 0-499: the endpoint answered 499 scores"),
         (lambda n: np.full(n, 1.5), "outside \\[0, 1\\]"),
         (lambda n: np.full(n, np.nan), "outside \\[0, 1\\]"),
     ],
 )
 def test_a_wrong_answer_from_the_endpoint_writes_nothing(warehouse, answer, message):
-    def score(body: bytes) -> np.ndarray:
-        return answer(body.count(b"\n"))
-
     with pytest.raises(WritebackError, match=message):
-        run(warehouse, score, batch_rows=500)
+        run(warehouse, fake_scorer([], answer=answer))
     with warehouse.connect() as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT COUNT(*) FROM PREDICTIONS")
@@ -242,13 +231,3 @@ def test_the_writeback_command_names_a_missing_endpoint(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "writeback: endpoint no-such-endpoint does not exist" in result.stderr
-
-
-def test_csv_rows_keep_values_and_leave_missing_ones_empty():
-    matrix = np.array([[1.5, np.nan, -2.0], [0.1, 3.0, 1e-5]], dtype=np.float32)
-    ((_, rows, body),) = list(csv_batches(matrix, batch_rows=10))
-    assert rows == 2
-    parsed = [line.split(",") for line in body.decode().splitlines()]
-    assert parsed[0][1] == ""
-    # shortest digits that round-trip the float32 value exactly
-    assert np.array(parsed[1], dtype=np.float32).tolist() == matrix[1].tolist()
