@@ -49,7 +49,8 @@ __all__ = [
 class Scorer(Protocol):
     """What scores a feature matrix: ``EndpointClient`` (``endpoint_scorer``)."""
 
-    requests_sent: int
+    @property
+    def requests_sent(self) -> int: ...
 
     def predict(self, rows: np.ndarray) -> np.ndarray: ...
 
