@@ -1,5 +1,5 @@
 """The SageMaker pipeline: Extract → Train → Evaluate → Gate → CheckAuc → Register →
-Deploy.
+Deploy → (WriteBack, when the ``WriteBack`` parameter is true).
 
 ``get_pipeline(config, session)`` builds it with the SageMaker SDK v3; its JSON
 definition is what ``--upsert`` sends to SageMaker and what the local runner executes.
@@ -28,10 +28,16 @@ CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "EndpointConfig",
     "Deploy",
 )
+CHECK_WRITEBACK, WRITEBACK, WRITEBACK_REPORT = (
+    "CheckWriteBack",
+    "WriteBack",
+    "WritebackReport",
+)
 EVALUATION_REPORT, GATE, GATE_REPORT = "EvaluationReport", "Gate", "GateReport"
 AUC_PATH = "binary_classification_metrics.auc.value"
 GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 SPLITS = ("train", "validation", "test")
+WRITEBACK_OUTPUT = "/opt/ml/processing/writeback"
 
 
 def make_session(config: Config, boto_session: Any | None = None) -> Any:
@@ -97,6 +103,10 @@ def get_pipeline(config: Config, session: Any) -> Any:
     # The commit of the code that runs: `pipelines.run` passes it when it starts an
     # execution. A parameter, so it changes Train's cache key only when the code does.
     p_git_commit = sdk.ParameterString("GitCommit", default_value="unknown")
+    # Score the active entities into Snowflake's PREDICTIONS once the endpoint serves
+    p_writeback = sdk.ParameterBoolean(
+        "WriteBack", default_value=config.writeback.in_pipeline
+    )
     parameters = [
         p_as_of,
         p_window,
@@ -106,6 +116,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         p_data_version,
         p_tolerance,
         p_git_commit,
+        p_writeback,
     ]
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
@@ -396,10 +407,65 @@ def get_pipeline(config: Config, session: Any) -> Any:
         ),
     )
     deploy_steps = _deploy_steps(sdk, config, session, role, register, execution_id)
+    writeback_processor = sdk.Processor(
+        image_uri=sm.image_uri,
+        role=role,
+        instance_count=1,
+        instance_type=sm.processing_instance_type,
+        entrypoint=["python", "-m", "snowflake.sagemaker_predictions", "writeback"],
+        sagemaker_session=session,
+        env=step_env,
+        max_runtime_in_seconds=sm.max_runtime_seconds,
+        volume_kms_key=security.volume_kms_key_id,
+        output_kms_key=security.output_kms_key_id,
+        network_config=_network_config(sdk, config, isolated=False),
+    )
+    # Never cached: the entities to score change between executions with the same
+    # arguments. Rerunning it is safe: a rerun changes nothing (keyed MERGE).
+    writeback = sdk.ProcessingStep(
+        name=WRITEBACK,
+        retry_policies=job_policies["retry_policies"],
+        step_args=writeback_processor.run(
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="writeback",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("writeback"),
+                        local_path=WRITEBACK_OUTPUT,
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+            arguments=[
+                "--endpoint",
+                sm.endpoint_name,
+                "--model-package-arn",
+                register.properties.ModelPackageArn,
+                "--execution-id",
+                execution_id,
+                "--wait-for-endpoint",
+                str(config.writeback.endpoint_wait_seconds),
+                "--output-dir",
+                WRITEBACK_OUTPUT,
+            ],
+        ),
+        property_files=[
+            sdk.PropertyFile(
+                name=WRITEBACK_REPORT, output_name="writeback", path="writeback.json"
+            )
+        ],
+    )
+    check_writeback = sdk.ConditionStep(
+        name=CHECK_WRITEBACK,
+        depends_on=[DEPLOY],  # the endpoint it scores through
+        conditions=[sdk.ConditionEquals(left=p_writeback, right=True)],
+        if_steps=[writeback],
+        else_steps=[],
+    )
     check_approval = sdk.ConditionStep(
         name=CHECK_APPROVAL,
         conditions=[sdk.ConditionEquals(left=p_approval, right="Approved")],
-        if_steps=deploy_steps,
+        if_steps=[*deploy_steps, check_writeback],
         else_steps=[],
     )
     too_low = sdk.FailStep(

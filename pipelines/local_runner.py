@@ -370,9 +370,14 @@ class LocalRunner:
     ) -> str | None:
         kind, name = step.definition["Type"], step.name
         work_dir = Path(execution.directory) / "steps" / name
+        config = self.resources.config
         platform = {
             **self.platform_env,
-            "MLOPS_STATE_DIR": str(self.resources.config.state_dir.resolve()),
+            "MLOPS_STATE_DIR": str(config.state_dir.resolve()),
+            # a job that calls the local endpoint (WriteBack) finds it where this
+            # run serves it, whatever port the command line chose
+            "MLOPS_LOCAL_ENDPOINT__HOST": config.local_endpoint.host,
+            "MLOPS_LOCAL_ENDPOINT__PORT": str(config.local_endpoint.port),
         }
         record = execution.step(name)
         job_name = f"pipelines-{execution.execution_id}-{name}".lower()
@@ -526,8 +531,15 @@ _PARAMETER_TYPES: dict[str, Callable[[Any], Any]] = {
     "String": str,
     "Integer": int,
     "Float": float,
-    "Boolean": lambda v: v if isinstance(v, bool) else str(v).lower() == "true",
+    "Boolean": lambda v: v if isinstance(v, bool) else _boolean(str(v)),
 }
+
+
+def _boolean(text: str) -> bool:
+    """SageMaker's spelling of a Boolean parameter's value: true or false."""
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
 
 
 def bind_parameters(

@@ -113,10 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--port", type=int, help="local endpoint port (local_endpoint.port)"
     )
-    local.add_argument(
+    parser.add_argument(
         "--no-writeback",
         action="store_true",
-        help="skip writing predictions back to Snowflake",
+        help="skip the WriteBack step (--param WriteBack=false)",
     )
     parser.add_argument(
         "--log-format",
@@ -245,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parameters = _parameters(args.param)
         if not args.definition:
             parameters.setdefault("GitCommit", git_commit())
+        if args.no_writeback:
+            if parameters.get("WriteBack", "false").lower() != "false":
+                raise UsageError("--no-writeback contradicts --param WriteBack=true")
+            parameters["WriteBack"] = "false"
         tags = _tags(args.tags)
         config = load_config(args.env, _overrides(args))
         if args.definition:
@@ -264,9 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     poll_interval=args.poll_interval,
                 ),
             )
-        return run_local(
-            config, parameters, writeback=not args.no_writeback, console=console
-        )
+        return run_local(config, parameters, console=console)
     except (UsageError, ConfigError, InvalidDefinition) as exc:
         return _fail(console, EXIT_USAGE, str(exc), args.verbose)
     except KeyboardInterrupt:
@@ -404,10 +406,7 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
 
 
 def run_local(
-    config: Config,
-    parameters: dict[str, str],
-    writeback: bool = True,
-    console: Console | None = None,
+    config: Config, parameters: dict[str, str], console: Console | None = None
 ) -> int:
     """The whole loop on this machine; returns the exit code."""
     console = console or Console()
@@ -453,27 +452,11 @@ def run_local(
         resources, progress=lambda e, s, x: show_progress(console, e, s)
     )
     execution = runner.run(definition, parameters)
-    written, writeback_error = None, None
-    if (
-        writeback
-        and execution.status == "Succeeded"
-        and "Deploy" in execution.properties
-    ):
-        try:
-            written = _write_back(config, resources, execution, console)
-        except Exception as exc:  # reported with the summary; the exit code says it
-            writeback_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            console.event(
-                "step_failed",
-                f"  [FAIL] WriteBack: {writeback_error}",
-                step="WriteBack",
-                failure_reason=writeback_error,
-            )
-    _summary(config, execution, written, time.monotonic() - started, console)
-    return _verdict(execution, writeback_error, console)
+    _summary(config, execution, time.monotonic() - started, console)
+    return _verdict(execution, console)
 
 
-def _verdict(execution: Any, writeback_error: str | None, console: Console) -> int:
+def _verdict(execution: Any, console: Console) -> int:
     fields = {"status": execution.status, "execution_id": execution.execution_id}
     if execution.status != "Succeeded":
         failed = execution.failed_step
@@ -487,58 +470,11 @@ def _verdict(execution: Any, writeback_error: str | None, console: Console) -> i
             **fields,
         )
         return EXIT_FAILED
-    if writeback_error:
-        console.event(
-            "execution",
-            f"Failed: write-back: {writeback_error}",
-            failed_step="WriteBack",
-            failure_reason=writeback_error,
-            **{**fields, "status": "Failed"},
-        )
-        return EXIT_FAILED
     console.event("execution", "Succeeded", **fields)
     return EXIT_OK
 
 
-def _write_back(
-    config: Config, resources: Any, execution: Any, console: Console
-) -> Any:
-    from features import load_feature_set
-    from snowflake.sagemaker_predictions.writeback import endpoint_scorer, write_back
-
-    register = execution.properties.get("Register", {})
-    endpoint = execution.properties["Deploy"]["EndpointName"]
-    as_of = config.writeback.as_of or config.features.as_of
-    result = write_back(
-        resources.warehouse,
-        load_feature_set(config.features.feature_set),
-        endpoint_scorer(
-            resources.endpoints.runtime_client(),
-            endpoint,
-            config.writeback.batch_rows,
-            config.writeback.concurrency,
-        ),
-        as_of=as_of,
-        label_window_days=config.features.label_window_days,
-        table=config.writeback.table,
-        model_package_arn=register.get("ModelPackageArn"),
-        execution_id=execution.execution_id,
-        entity_type=config.writeback.entity_type,
-    )
-    console.event(
-        "step_succeeded",
-        f"  [ ok ] WriteBack: {result.rows_scored:,} scores as of {as_of} in "
-        f"{result.batches} endpoint calls",
-        step="WriteBack",
-        rows=result.rows_scored,
-        batches=result.batches,
-    )
-    return result
-
-
-def _summary(
-    config: Config, execution: Any, writeback: Any, seconds: float, console: Console
-) -> None:
+def _summary(config: Config, execution: Any, seconds: float, console: Console) -> None:
     say = console.event
     say("summary", "")
     say(
@@ -588,18 +524,21 @@ def _summary(
             url=deploy["Url"],
             ping=ping,
         )
-    if writeback is not None:
+    from pipelines.definition import WRITEBACK, WRITEBACK_REPORT
+
+    written = execution.property_files.get(WRITEBACK, {}).get(WRITEBACK_REPORT)
+    if written:
         table = (
             f"{config.snowflake.database}.{config.snowflake.schema_name}."
-            f"{writeback.table}"
+            f"{written['table']}"
         )
         say(
             "predictions",
-            f"Predictions: {writeback.rows_scored:,} rows merged into {table} "
-            f"as of {writeback.as_of}",
-            rows=writeback.rows_scored,
-            table=table,
-            as_of=str(writeback.as_of),
+            f"Predictions: {written['rows_scored']:,} new or changed rows scored "
+            f"into {table} as of {written['as_of']} ({written['rows_inserted']:,} "
+            f"inserted, {written['rows_updated']:,} updated, "
+            f"{written['rows_unchanged']:,} unchanged)",
+            **{**written, "table": table},
         )
     say(
         "summary",

@@ -93,6 +93,7 @@ def _import_sdk() -> SimpleNamespace:
         Join=functions.Join,
         JsonGet=functions.JsonGet,
         ParameterFloat=parameters.ParameterFloat,
+        ParameterBoolean=parameters.ParameterBoolean,
         ParameterInteger=parameters.ParameterInteger,
         ParameterString=parameters.ParameterString,
         PipelineSession=pipeline_context.PipelineSession,

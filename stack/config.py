@@ -360,6 +360,10 @@ class WritebackConfig(_Section):
     # endpoint requests in flight (boto3 keeps 10 connections per client)
     concurrency: int = Field(4, ge=1, le=10)
     as_of: date | None = None  # None: the training as-of date
+    # the WriteBack pipeline parameter's default: a WriteBack step after Deploy
+    in_pipeline: bool = False
+    # how long the WriteBack step waits for the endpoint to be InService
+    endpoint_wait_seconds: int = Field(1800, ge=0, le=14_400)
     # The SQL type of the entity id column of PREDICTIONS
     entity_type: str = "NUMBER(38,0)"
 

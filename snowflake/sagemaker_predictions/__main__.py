@@ -10,9 +10,13 @@ Exit codes: 0 done, 1 a step failed (named), 2 bad configuration or arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 from stack.config import ENVIRONMENTS, Config, ConfigError, load_config
 
@@ -40,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     writeback.add_argument("--as-of", help="as-of date (default: writeback.as_of)")
     writeback.add_argument("--model-package-arn", help="recorded with each score")
     writeback.add_argument("--execution-id", help="recorded with each score")
+    writeback.add_argument(
+        "--wait-for-endpoint",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait this long for the endpoint to be InService (default: do not wait)",
+    )
+    writeback.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="run as a processing job: write writeback.json to DIR (a path in the "
+        "container, /opt/ml/processing/...) and a failure's reason where SageMaker "
+        "reads it",
+    )
     return parser
 
 
@@ -104,57 +122,90 @@ def _deploy(config: Config, dry_run: bool) -> int:
 
 
 def _writeback(config: Config, args: argparse.Namespace) -> int:
-    from features import load_feature_set
-    from snowflake.sagemaker_predictions.writeback import (
-        WritebackError,
-        endpoint_scorer,
-        write_back,
-    )
-    from stack.resources import build_resources
+    from snowflake.sagemaker_predictions.writeback import WritebackError
     from stack.warehouse import WarehouseUnavailable
+
+    contract = None
+    if args.output_dir:
+        from processing.contract import ProcessingContract
+
+        contract = ProcessingContract.from_environment()
+    try:
+        result = _run_writeback(config, args)
+    except (WritebackError, WarehouseUnavailable, EndpointNotReady) as exc:
+        print(f"error: writeback: {exc}", file=sys.stderr)
+        if contract:
+            contract.fail(str(exc))
+        return EXIT_FAILED
+    except Exception as exc:
+        if contract:
+            # the first line: SageMaker shows it as the step's FailureReason; the
+            # whole error and its traceback go to the job's log
+            contract.fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    print(
+        f"{result.table} as of {result.as_of}: {result.rows_scored:,} new or changed "
+        f"scored in {result.batches} endpoint call{'s' * (result.batches != 1)}; "
+        f"{result.rows_inserted:,} inserted, {result.rows_updated:,} updated, "
+        f"{result.rows_unchanged:,} unchanged"
+    )
+    if contract:
+        output = contract.path(args.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        summary = {**asdict(result), "as_of": result.as_of.isoformat()}
+        (output / "writeback.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return EXIT_OK
+
+
+class EndpointNotReady(Exception):
+    """The endpoint to score through does not exist or is not InService."""
+
+
+def _run_writeback(config: Config, args: argparse.Namespace) -> Any:
+    from features import load_feature_set
+    from snowflake.sagemaker_predictions.writeback import endpoint_scorer, write_back
+    from stack.resources import build_resources
 
     feature_set = load_feature_set(
         config.features.feature_set, config.features.directory
     )
     resources = build_resources(config)
     endpoint = args.endpoint or config.sagemaker.endpoint_name
-    info = resources.endpoints.describe(endpoint)
-    if info is None or info.status != "InService":
-        status = "does not exist" if info is None else f"is {info.status}"
-        print(
-            f"error: writeback: endpoint {endpoint} {status}; deploy a model first "
-            "(python -m pipelines.run) or name one with --endpoint",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    as_of = config.writeback.as_of or config.features.as_of
-    try:
-        result = write_back(
-            resources.warehouse,
-            feature_set,
-            endpoint_scorer(
-                resources.endpoints.runtime_client(),
-                endpoint,
-                config.writeback.batch_rows,
-                config.writeback.concurrency,
-            ),
-            as_of=as_of,
-            label_window_days=config.features.label_window_days,
-            table=config.writeback.table,
-            model_package_arn=args.model_package_arn,
-            execution_id=args.execution_id,
-            entity_type=config.writeback.entity_type,
-        )
-    except (WritebackError, WarehouseUnavailable) as exc:
-        print(f"error: writeback: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(
-        f"{result.table} as of {result.as_of}: {result.rows_scored:,} new or changed "
-        f"scored in {result.batches} endpoint calls; "
-        f"{result.rows_inserted:,} inserted, {result.rows_updated:,} updated, "
-        f"{result.rows_unchanged:,} unchanged"
+    _wait_in_service(resources.endpoints, endpoint, args.wait_for_endpoint)
+    return write_back(
+        resources.warehouse,
+        feature_set,
+        endpoint_scorer(
+            resources.endpoints.runtime_client(),
+            endpoint,
+            config.writeback.batch_rows,
+            config.writeback.concurrency,
+        ),
+        as_of=config.writeback.as_of or config.features.as_of,
+        label_window_days=config.features.label_window_days,
+        table=config.writeback.table,
+        model_package_arn=args.model_package_arn,
+        execution_id=args.execution_id,
+        entity_type=config.writeback.entity_type,
     )
-    return EXIT_OK
+
+
+def _wait_in_service(endpoints: Any, name: str, seconds: float) -> None:
+    """Return once ``name`` is InService; raise EndpointNotReady after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        info = endpoints.describe(name)
+        if info is not None and info.status == "InService":
+            return
+        status = "does not exist" if info is None else f"is {info.status}"
+        failed = info is not None and info.status in ("Failed", "OutOfService")
+        if failed or time.monotonic() >= deadline:
+            waited = f" after {seconds:.0f} s" if seconds and not failed else ""
+            raise EndpointNotReady(
+                f"endpoint {name} {status}{waited}; deploy a model first "
+                "(python -m pipelines.run) or name one with --endpoint"
+            )
+        time.sleep(min(15.0, max(0.1, deadline - time.monotonic())))
 
 
 if __name__ == "__main__":

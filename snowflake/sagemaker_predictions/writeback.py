@@ -183,6 +183,7 @@ def write_back(
     with warehouse.connect() as conn:
         cursor = conn.cursor()
         cursor.execute(predictions_ddl(table, entity, entity_type))
+        _check_columns(cursor, table, entity)
         cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE AS_OF_DATE = %s", (as_of,))
         before = int(cursor.fetchone()[0])
         frame = query_features(
@@ -235,6 +236,19 @@ def _score(score: Scorer, matrix: np.ndarray) -> tuple[np.ndarray, int]:
     except EndpointInvokeError as exc:
         raise WritebackError(f"scoring failed: {exc}") from exc
     return _checked(scores, len(matrix)), score.requests_sent - before
+
+
+def _check_columns(cursor: Any, table: str, entity: str) -> None:
+    """Refuse a ``table`` that exists without the columns the job writes."""
+    cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+    present = {str(column[0]).upper() for column in cursor.description}
+    missing = [c for c in (entity, *_COLUMNS) if c not in present]
+    if missing:
+        raise WritebackError(
+            f"table {table} exists without the column(s) {', '.join(missing)} this "
+            "job writes; drop or migrate it (python -m snowflake.sagemaker_predictions "
+            "deploy creates it)"
+        )
 
 
 def _merge(cursor: Any, statements: list[str]) -> tuple[int, int]:

@@ -139,7 +139,8 @@ def test_a_failed_write_back_is_reported_and_exits_1(state):
     result = run_cli(*local_args(state))
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[-1].startswith("Failed: write-back: ")
+    assert lines[-1].startswith("Failed: step WriteBack: ")
+    assert "table PREDICTIONS exists without the column(s) CUSTOMER_ID" in lines[-1]
     assert any(line.startswith("  Deploy          Succeeded") for line in lines)
     with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
         cursor = conn.cursor()

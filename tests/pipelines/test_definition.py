@@ -54,8 +54,34 @@ def test_the_pipeline_shape():
     check = definition["Steps"][4]["Arguments"]
     assert [s["Name"] for s in check["IfSteps"]] == ["Register", "CheckApproval"]
     assert [s["Name"] for s in check["ElseSteps"]] == ["AucTooLow"]
-    deploy = [s["Name"] for s in check["IfSteps"][1]["Arguments"]["IfSteps"]]
-    assert deploy == ["CreateModel", "EndpointConfig", "Deploy"]
+    deploy = check["IfSteps"][1]["Arguments"]["IfSteps"]
+    assert [s["Name"] for s in deploy] == [
+        "CreateModel",
+        "EndpointConfig",
+        "Deploy",
+        "CheckWriteBack",
+    ]
+    # the write-back runs once the endpoint serves, when the parameter says so
+    check_writeback = deploy[3]
+    assert check_writeback["DependsOn"] == ["Deploy"]
+    assert check_writeback["Arguments"]["Conditions"] == [
+        {
+            "LeftValue": {"Get": "Parameters.WriteBack"},
+            "RightValue": True,
+            "Type": "Equals",
+        }
+    ]
+    (writeback,) = check_writeback["Arguments"]["IfSteps"]
+    app = writeback["Arguments"]["AppSpecification"]
+    assert app["ContainerEntrypoint"][2:] == [
+        "snowflake.sagemaker_predictions",
+        "writeback",
+    ]
+    arguments = app["ContainerArguments"]
+    assert arguments[arguments.index("--model-package-arn") + 1] == {
+        "Get": "Steps.Register.ModelPackageArn"
+    }
+    assert "CacheConfig" not in writeback  # new data every time: never cached
     assert {p["Name"] for p in definition["Parameters"]} == {
         "AsOfDate",
         "LabelWindowDays",
@@ -68,6 +94,7 @@ def test_the_pipeline_shape():
         "MaxDepth",
         "LearningRate",
         "NumRound",
+        "WriteBack",
     }
     extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]
@@ -91,6 +118,14 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     # the one local-only setting: where the local MLflow store keeps artifacts
     train_env = local["Steps"][1]["Arguments"]["Environment"]
     assert train_env.pop("MLFLOW_ARTIFACT_LOCATION").startswith("file:///")
+    # and the WriteBack parameter's default (writeback.in_pipeline): on for the local
+    # whole loop, off unless asked for on SageMaker
+    defaults = {
+        name: [p for p in d["Parameters"] if p["Name"] == "WriteBack"][0]
+        for name, d in (("local", local), ("dev", dev))
+    }
+    assert defaults["local"].pop("DefaultValue") is True
+    assert defaults["dev"].pop("DefaultValue") is False
     assert substitute(local, mapping) == dev
 
 

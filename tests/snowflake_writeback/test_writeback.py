@@ -231,3 +231,21 @@ def test_the_writeback_command_names_a_missing_endpoint(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "writeback: endpoint no-such-endpoint does not exist" in result.stderr
+
+
+def test_as_a_processing_job_it_waits_then_fails_with_a_reason(tmp_path):
+    """The WriteBack step: a bounded wait for the endpoint, then the reason where
+    SageMaker reads a failed job's message."""
+    root = tmp_path / "opt-ml"
+    result = subprocess.run(
+        [sys.executable, "-m", "snowflake.sagemaker_predictions", "writeback",
+         "--env", "local", "--endpoint", "no-such-endpoint",
+         "--wait-for-endpoint", "1", "--output-dir", "/opt/ml/processing/writeback"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "MLOPS_STATE_DIR": str(tmp_path),
+             "OPT_ML_ROOT": str(root)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    message = (root / "output" / "message").read_text()
+    assert message.startswith("endpoint no-such-endpoint does not exist after 1 s")
+    assert not (root / "processing" / "writeback" / "writeback.json").exists()
