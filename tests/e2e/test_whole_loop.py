@@ -57,7 +57,7 @@ def predictions(folder):
         return cursor.fetchone()
 
 
-def test_the_whole_loop_twice(state):
+def test_the_whole_loop_twice_then_its_failures(state):
     port = free_port()
     args = (
         "--state-dir",
@@ -119,26 +119,28 @@ def test_the_whole_loop_twice(state):
     for path in executed:
         assert json.loads(path.read_text()) == json.loads(printed.stdout)
 
-
-def test_a_failed_gate_exits_1_with_the_step_and_reason(state):
-    result = run_cli(*local_args(state, "--param", "AucThreshold=0.99"))
-    assert result.returncode == 1
-    last = result.stdout.strip().splitlines()[-1]
+    # The failures, on the same state (Extract, Train and Evaluate come from the cache,
+    # so each costs only the steps that differ).
+    # 1. A gate that refuses: exit 1 naming the step and the rule; nothing registered.
+    refused = run_cli(*args, "--param", "AucThreshold=0.99")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
     assert re.match(
         r"Failed: step AucTooLow: The model was not registered\. Decided by the "
         r"absolute rule: test AUC 0\.\d+ is below the threshold 0\.9900",
-        last,
+        refused.stdout.strip().splitlines()[-1],
     )
-    assert not (state / "registry").exists()
+    versions = state / "registry" / "churn-models"
+    assert (versions / "2.json").exists() and not (versions / "3.json").exists()
 
-
-def test_a_failed_write_back_is_reported_and_exits_1(state):
-    """A PREDICTIONS table of another shape already exists: the MERGE cannot run."""
+    # 2. A PREDICTIONS table of another shape: the WriteBack step fails, naming it,
+    # after Deploy succeeded, and writes nothing.
     with EmbeddedWarehouse(state / "snowflake", "MLOPS", "CHURN").connect() as conn:
-        conn.cursor().execute("CREATE TABLE PREDICTIONS (SOMETHING_ELSE VARCHAR)")
-    result = run_cli(*local_args(state))
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stdout.strip().splitlines()
+        cursor = conn.cursor()
+        cursor.execute("DROP TABLE PREDICTIONS")
+        cursor.execute("CREATE TABLE PREDICTIONS (SOMETHING_ELSE VARCHAR)")
+    broken = run_cli(*args)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    lines = broken.stdout.strip().splitlines()
     assert lines[-1].startswith("Failed: step WriteBack: ")
     assert "table PREDICTIONS exists without the column(s) CUSTOMER_ID" in lines[-1]
     assert any(line.startswith("  Deploy          Succeeded") for line in lines)

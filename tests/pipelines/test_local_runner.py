@@ -240,6 +240,12 @@ def test_parameters_are_typed_and_unknown_ones_refused():
         bind_parameters(spec, {"Scor": "1"})
     with pytest.raises(DefinitionError, match="not a valid Float"):
         bind_parameters(spec, {"Score": "high"})
+    flag = {"Parameters": [{"Name": "On", "Type": "Boolean", "DefaultValue": False}]}
+    assert bind_parameters(flag, {}) == {"On": False}
+    assert bind_parameters(flag, {"On": "TRUE"}) == {"On": True}
+    assert bind_parameters(flag, {"On": "false"}) == {"On": False}
+    with pytest.raises(DefinitionError, match="On='yes please' is not a valid Boolean"):
+        bind_parameters(flag, {"On": "yes please"})
 
 
 def test_cycles_and_unknown_steps_are_refused():
