@@ -249,3 +249,27 @@ def test_as_a_processing_job_it_waits_then_fails_with_a_reason(tmp_path):
     message = (root / "output" / "message").read_text()
     assert message.startswith("endpoint no-such-endpoint does not exist after 1 s")
     assert not (root / "processing" / "writeback" / "writeback.json").exists()
+
+
+def test_the_staged_frame_has_no_python_objects_and_parquet_keeps_its_types(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from snowflake.sagemaker_predictions.writeback import _scored_frame
+
+    result = pa.table(
+        {"customer_id": pa.array([7, 9], pa.int64()), "features_hash": ["a", "b"]}
+    )
+    frame = _scored_frame(
+        result, "CUSTOMER_ID", "customer_id", AS_OF, np.array([0.1, 0.9]),
+        "arn:pkg/1", None,
+    )  # fmt: skip
+    # the embedded write_pandas visits each value of an object column in Python
+    assert not [c for c in frame.columns if frame[c].dtype == object]
+    frame.to_parquet(tmp_path / "staged.parquet", index=False)  # what Snowflake loads
+    staged = pq.read_table(tmp_path / "staged.parquet")
+    assert staged.schema.field("AS_OF_DATE").type == pa.date32()
+    assert staged.schema.field("PIPELINE_EXECUTION_ID").type == pa.string()
+    assert staged.to_pydict()["AS_OF_DATE"] == [AS_OF, AS_OF]
+    assert staged.to_pydict()["MODEL_PACKAGE_ARN"] == ["arn:pkg/1"] * 2
+    assert staged.to_pydict()["CUSTOMER_ID"] == [7, 9]
