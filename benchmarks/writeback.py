@@ -14,7 +14,7 @@ Cases:
                   with the change filter, CSV batches through a real local inference
                   server over HTTP with boto3's sagemaker-runtime client, stage, merge)
                   and where its time went: the endpoint calls, the query, stage +
-                  merge, setup (connection, DDL, count) and Python (frames and
+                  merge, setup (connection, DDL, checks) and Python (frames and
                   checks; the endpoint client's CSV encoding counts as endpoint time)
   query           the feature query alone (where the rest of the job's time goes)
   job_rerun       the same job again: nothing new or changed, nothing written
@@ -195,6 +195,7 @@ _PHASES = (
     ("SELECT f.*", "query"),  # the feature query with the change filter
     ("CREATE TABLE IF NOT EXISTS", "setup"),
     ("SELECT COUNT(*)", "setup"),
+    ("SELECT * FROM", "setup"),  # the check of the table's columns
 )
 
 
@@ -284,7 +285,7 @@ def bench_job(warehouse: Any, score: Any, case: str) -> dict[str, Any]:
         "seconds": seconds,
         "scoring_seconds": spent[0],
         "other_seconds": seconds - spent[0],
-        # other_seconds split: connection, DDL and the count before
+        # other_seconds split: connection, DDL, column check, the count before
         "setup_seconds": phases["setup"],
         # the feature query with the fingerprint and the change filter
         "query_seconds": phases["query"],
