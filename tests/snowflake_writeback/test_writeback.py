@@ -273,3 +273,48 @@ def test_the_staged_frame_has_no_python_objects_and_parquet_keeps_its_types(tmp_
     assert staged.to_pydict()["AS_OF_DATE"] == [AS_OF, AS_OF]
     assert staged.to_pydict()["MODEL_PACKAGE_ARN"] == ["arn:pkg/1"] * 2
     assert staged.to_pydict()["CUSTOMER_ID"] == [7, 9]
+
+
+def test_results_come_as_arrow_without_pandas_and_decimals_become_floats(warehouse):
+    import pyarrow as pa
+
+    from snowflake.sagemaker_predictions.writeback import (
+        _features_frame,
+        _fetch_arrow,
+    )
+
+    schema = load_feature_set("churn").schema
+    # NUMBER(p,s) arrives as Arrow decimals (so do DuckDB's SUMs and COUNT_IFs)
+    columns = ", ".join(
+        f"CAST(2.5 AS NUMBER(10, 2)) AS {f}" for f in schema.feature_names
+    )
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT 7 AS customer_id, {columns}")
+
+        def refused() -> None:
+            raise AssertionError("fetched through pandas")
+
+        # fakesnow's cursor holds an Arrow table: no Decimal object per value
+        cursor.fetch_pandas_all = refused
+        result = _fetch_arrow(cursor)
+    assert isinstance(result, pa.Table) and result.num_rows == 1
+    assert pa.types.is_decimal(result.column("TENURE_DAYS").type)
+    frame = _features_frame(
+        result.rename_columns([c.lower() for c in result.column_names]), schema
+    )
+    assert all(frame[f].dtype == "float64" for f in schema.feature_names)
+    assert frame[schema.feature_names[0]].tolist() == [2.5]
+    assert frame[schema.entity_id].tolist() == [7]
+
+
+def test_a_cursor_without_arrow_results_is_read_through_pandas():
+    import pandas as pd
+
+    from snowflake.sagemaker_predictions.writeback import _fetch_arrow
+
+    class PandasOnly:
+        def fetch_pandas_all(self) -> pd.DataFrame:
+            return pd.DataFrame({"A": [1, 2]})
+
+    assert _fetch_arrow(PandasOnly()).to_pydict() == {"A": [1, 2]}
