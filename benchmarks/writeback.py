@@ -13,6 +13,9 @@ Cases:
   job             ours, the whole job: write_back() over the demo data (feature query
                   with the change filter, CSV batches through a real local inference
                   server over HTTP with boto3's sagemaker-runtime client, stage, merge)
+                  and where its time went: the endpoint calls, the query, stage +
+                  merge, setup (connection, DDL, checks) and Python (frames and
+                  checks; the endpoint client's CSV encoding counts as endpoint time)
   query           the feature query alone (where the rest of the job's time goes)
   job_rerun       the same job again: nothing new or changed, nothing written
   per_row         scoring with one endpoint call per row, timed on a slice and
@@ -25,6 +28,7 @@ The job's own rows are the active customers of the demo data at the as-of date (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import socket
@@ -33,12 +37,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from stack.warehouse import Warehouse
 
 TARGET_ROWS = 200_000
 AS_OF = date(2026, 6, 30)
@@ -183,19 +190,94 @@ class _Server:
             self.process.wait(timeout=10)
 
 
+# The job's statements by where their time belongs (the first words of each).
+_PHASES = (
+    ("SELECT f.*", "query"),  # the feature query with the change filter
+    ("CREATE TABLE IF NOT EXISTS", "setup"),
+    ("SELECT COUNT(*)", "setup"),
+    ("SELECT * FROM", "setup"),  # the check of the table's columns
+)
+
+
+class _TimedCursor:
+    """A cursor that adds each statement's time to its phase (stage + merge unless
+    ``_PHASES`` says otherwise); everything else passes through.
+    """
+
+    def __init__(self, cursor: Any, seconds: dict[str, float]) -> None:
+        self._cursor = cursor
+        self._seconds = seconds
+
+    def execute(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        phase = next(
+            (name for start, name in _PHASES if command.startswith(start)),
+            "stage_merge",
+        )
+        start = time.perf_counter()
+        try:
+            return self._cursor.execute(command, *args, **kwargs)
+        finally:
+            self._seconds[phase] += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _TimedConnection:
+    def __init__(self, conn: Any, seconds: dict[str, float]) -> None:
+        self.conn = conn
+        self._seconds = seconds
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _TimedCursor:
+        return _TimedCursor(self.conn.cursor(*args, **kwargs), self._seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+class _TimedWarehouse(Warehouse):
+    """The warehouse the job is given, timing its SQL by phase and write_pandas as
+    staging; it does nothing else.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self.database, self.schema = warehouse.database, warehouse.schema
+        self.time_travel, self.emulated = warehouse.time_travel, warehouse.emulated
+        self.seconds: dict[str, float] = dict.fromkeys(
+            ("setup", "query", "stage_merge"), 0.0
+        )
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        start = time.perf_counter()
+        with self._warehouse.connect() as conn:
+            self.seconds["setup"] += time.perf_counter() - start
+            yield _TimedConnection(conn, self.seconds)
+
+    def write_pandas(self, conn: Any, frame: Any, table: str, **kwargs: Any) -> int:
+        start = time.perf_counter()
+        try:
+            return int(self._warehouse.write_pandas(conn.conn, frame, table, **kwargs))
+        finally:
+            self.seconds["stage_merge"] += time.perf_counter() - start
+
+
 def bench_job(warehouse: Any, score: Any, case: str) -> dict[str, Any]:
     from features import load_feature_set
     from snowflake.sagemaker_predictions.writeback import write_back
 
     timed = _Timed(score)
+    timed_warehouse = _TimedWarehouse(warehouse)
     start = time.perf_counter()
     result = write_back(
-        warehouse, load_feature_set("churn"), timed, as_of=AS_OF,
+        timed_warehouse, load_feature_set("churn"), timed, as_of=AS_OF,
         label_window_days=90, table="PREDICTIONS", model_package_arn="arn:pkg/1",
         execution_id=case,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     spent = [timed.seconds]
+    phases = timed_warehouse.seconds
     return {
         "case": case,
         "rows": result.rows_scored,
@@ -203,6 +285,14 @@ def bench_job(warehouse: Any, score: Any, case: str) -> dict[str, Any]:
         "seconds": seconds,
         "scoring_seconds": spent[0],
         "other_seconds": seconds - spent[0],
+        # other_seconds split: connection, DDL, column check, the count before
+        "setup_seconds": phases["setup"],
+        # the feature query with the fingerprint and the change filter
+        "query_seconds": phases["query"],
+        # temporary table, write_pandas, the merge transaction, DROP
+        "stage_merge_seconds": phases["stage_merge"],
+        # the rest, in Python: frames and checks (CSV encoding is the client's)
+        "python_seconds": seconds - spent[0] - sum(phases.values()),
         "batches": result.batches,
         "estimated": False,
     }
@@ -319,7 +409,10 @@ def _report(results: list[dict[str, Any]]) -> str:
             note = (
                 f"{r['rows_unchanged']:,} unchanged; endpoint "
                 f"{r['scoring_seconds']:.2f} s in {r['batches']} calls, "
-                f"query + stage + merge {r['other_seconds']:.2f} s"
+                f"other {r['other_seconds']:.2f} s (query "
+                f"{r['query_seconds']:.2f}, stage + merge "
+                f"{r['stage_merge_seconds']:.2f}, setup {r['setup_seconds']:.2f}, "
+                f"Python {r['python_seconds']:.2f})"
             )
         lines.append(
             f"{r['case']:<12} {r['rows']:>9,} {r['seconds']:>10.2f} {rate:>12,.0f}  "

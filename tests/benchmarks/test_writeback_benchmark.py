@@ -31,6 +31,10 @@ def test_the_writeback_benchmark_runs_and_writes_its_json(tmp_path):
     }
     assert cases["write"]["rows"] == 2000 and cases["job"]["rows"] > 1000
     assert cases["job_rerun"]["rows"] == 0
+    job = cases["job"]  # the breakdown of the time outside the endpoint calls
+    assert job["query_seconds"] > 0 and job["stage_merge_seconds"] > 0
+    parts = ("setup", "query", "stage_merge", "python")
+    assert abs(sum(job[f"{p}_seconds"] for p in parts) - job["other_seconds"]) < 1e-6
     assert cases["job_rerun"]["rows_unchanged"] == cases["job"]["rows"]
     assert (
         cases["executemany"]["estimated"] and cases["per_row"]["measured_rows"] == 100

@@ -112,3 +112,41 @@ def test_statements_split_outside_dollar_bodies_only():
     ]  # fmt: skip
     with pytest.raises(ConfigError):
         split_statements("CREATE X")
+
+
+def test_the_procedure_and_the_batch_job_fingerprint_features_alike():
+    from snowflake.sagemaker_predictions.templates import features_hash_sql
+    from snowflake.sagemaker_predictions.writeback import changed_entities_sql
+
+    feature_set = load_feature_set("churn")
+    features = [f.upper() for f in feature_set.schema.feature_names]
+    fingerprint = features_hash_sql(features, "q")
+    procedure = next(o for o in rendered() if o.kind == "procedure")
+    assert f"SELECT q.*, {fingerprint} AS FEATURES_HASH" in procedure.statements[0]
+    job = changed_entities_sql(feature_set.sql, "PREDICTIONS", "CUSTOMER_ID", features)
+    assert f"SELECT q.*, {fingerprint} AS FEATURES_HASH" in job
+
+
+def test_the_fingerprint_tells_nulls_zeros_and_swapped_values_apart(warehouse):
+    from snowflake.sagemaker_predictions.templates import features_hash_sql
+
+    rows = [(1, 2.5, 3), (1, 2.5, 3), (1, 2.5, None), (1, 2.5, 0), (3, 2.5, 1),
+            (1, 2.25, 3), (None, None, None)]  # fmt: skip
+    values = ", ".join(
+        f"({n}, " + ", ".join("NULL" if v is None else repr(v) for v in row) + ")"
+        for n, row in enumerate(rows)
+    )
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TABLE FP (A INTEGER, B FLOAT, C INTEGER, N INTEGER)")
+        cursor.execute(
+            "INSERT INTO FP SELECT column2, column3, column4, column1 "
+            f"FROM VALUES {values}"
+        )
+        cursor.execute(
+            f"SELECT {features_hash_sql(['A', 'B', 'C'], 'q')} FROM FP AS q ORDER BY N"
+        )
+        hashes = [row[0] for row in cursor.fetchall()]
+    assert all(isinstance(h, str) and h for h in hashes)
+    assert hashes[0] == hashes[1]  # the same features, the same fingerprint
+    assert len(set(hashes[1:])) == len(rows) - 1  # every difference shows

@@ -249,3 +249,72 @@ def test_as_a_processing_job_it_waits_then_fails_with_a_reason(tmp_path):
     message = (root / "output" / "message").read_text()
     assert message.startswith("endpoint no-such-endpoint does not exist after 1 s")
     assert not (root / "processing" / "writeback" / "writeback.json").exists()
+
+
+def test_the_staged_frame_has_no_python_objects_and_parquet_keeps_its_types(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from snowflake.sagemaker_predictions.writeback import _scored_frame
+
+    result = pa.table(
+        {"customer_id": pa.array([7, 9], pa.int64()), "features_hash": ["a", "b"]}
+    )
+    frame = _scored_frame(
+        result, "CUSTOMER_ID", "customer_id", AS_OF, np.array([0.1, 0.9]),
+        "arn:pkg/1", None,
+    )  # fmt: skip
+    # the embedded write_pandas visits each value of an object column in Python
+    assert not [c for c in frame.columns if frame[c].dtype == object]
+    frame.to_parquet(tmp_path / "staged.parquet", index=False)  # what Snowflake loads
+    staged = pq.read_table(tmp_path / "staged.parquet")
+    assert staged.schema.field("AS_OF_DATE").type == pa.date32()
+    assert staged.schema.field("PIPELINE_EXECUTION_ID").type == pa.string()
+    assert staged.to_pydict()["AS_OF_DATE"] == [AS_OF, AS_OF]
+    assert staged.to_pydict()["MODEL_PACKAGE_ARN"] == ["arn:pkg/1"] * 2
+    assert staged.to_pydict()["CUSTOMER_ID"] == [7, 9]
+
+
+def test_results_come_as_arrow_without_pandas_and_decimals_become_floats(warehouse):
+    import pyarrow as pa
+
+    from snowflake.sagemaker_predictions.writeback import (
+        _features_frame,
+        _fetch_arrow,
+    )
+
+    schema = load_feature_set("churn").schema
+    # NUMBER(p,s) arrives as Arrow decimals (so do DuckDB's SUMs and COUNT_IFs)
+    columns = ", ".join(
+        f"CAST(2.5 AS NUMBER(10, 2)) AS {f}" for f in schema.feature_names
+    )
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT 7 AS customer_id, {columns}")
+
+        def refused() -> None:
+            raise AssertionError("fetched through pandas")
+
+        # fakesnow's cursor holds an Arrow table: no Decimal object per value
+        cursor.fetch_pandas_all = refused
+        result = _fetch_arrow(cursor)
+    assert isinstance(result, pa.Table) and result.num_rows == 1
+    assert pa.types.is_decimal(result.column("TENURE_DAYS").type)
+    frame = _features_frame(
+        result.rename_columns([c.lower() for c in result.column_names]), schema
+    )
+    assert all(frame[f].dtype == "float64" for f in schema.feature_names)
+    assert frame[schema.feature_names[0]].tolist() == [2.5]
+    assert frame[schema.entity_id].tolist() == [7]
+
+
+def test_a_cursor_without_arrow_results_is_read_through_pandas():
+    import pandas as pd
+
+    from snowflake.sagemaker_predictions.writeback import _fetch_arrow
+
+    class PandasOnly:
+        def fetch_pandas_all(self) -> pd.DataFrame:
+            return pd.DataFrame({"A": [1, 2]})
+
+    assert _fetch_arrow(PandasOnly()).to_pydict() == {"A": [1, 2]}
