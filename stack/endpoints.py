@@ -25,7 +25,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,12 @@ class EndpointDeployer(ABC):
     @abstractmethod
     def runtime_client(self) -> Any:
         """A boto3 ``sagemaker-runtime`` client that reaches these endpoints."""
+
+    @abstractmethod
+    def serving_package(self, endpoint_name: str) -> str | None:
+        """The model package ARN the endpoint serves (None: not from a package, or no
+        such endpoint).
+        """
 
     @abstractmethod
     def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
@@ -195,7 +201,13 @@ class LocalEndpoints(EndpointDeployer):
         if current is not None and current.status != "InService":
             current = None
         if current is not None and current.model_digest == digest:
-            return current  # this model already serves: nothing to do
+            # these model bytes already serve: no reload, but the endpoint now runs
+            # on the new config, as SageMaker's UpdateEndpoint would report
+            if (current.config_name, current.model_name) == (config_name, model_name):
+                return current
+            moved = replace(current, config_name=config_name, model_name=model_name)
+            self._write("endpoints", name, asdict(moved))
+            return moved
         _check_loads(model_dir)  # a model that cannot load never replaces a serving one
         spec = {
             "model_dir": str(model_dir),
@@ -355,8 +367,25 @@ class LocalEndpoints(EndpointDeployer):
             aws_secret_access_key="local",  # noqa: S106
         )
 
+    def serving_package(self, endpoint_name: str) -> str | None:
+        info = self.describe(endpoint_name)
+        if info is None or not self._record("models", info.model_name).exists():
+            return None
+        return self._read("models", info.model_name).get("ModelPackageName") or None
+
     def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
         current = self.describe(endpoint_name)
+        if (
+            current is not None
+            and current.status == "InService"
+            and self.serving_package(endpoint_name) == package_arn
+        ):
+            return DeploymentReport(
+                endpoint=current,
+                changed=False,
+                package_arn=package_arn,
+                variant_name=current.variant_name,
+            )
         model_name = self.create_model(
             {"Containers": [{"ModelPackageName": package_arn}]}
         )
@@ -373,7 +402,7 @@ class LocalEndpoints(EndpointDeployer):
         )
         return DeploymentReport(
             endpoint=info,
-            changed=current is None or current != info,
+            changed=True,
             package_arn=package_arn,
             variant_name=info.variant_name,
         )
@@ -594,6 +623,13 @@ class SageMakerEndpoints(EndpointDeployer):
 
     def runtime_client(self) -> Any:
         return self._runtime
+
+    def serving_package(self, endpoint_name: str) -> str | None:
+        info = self.describe(endpoint_name)
+        if info is None:
+            return None
+        source = self._source_of_config(info.config_name)
+        return source[0] if len(source) == 1 else None
 
 
 def _check_loads(model_dir: Path) -> None:

@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         "--endpoint", help="endpoint name (default: sagemaker.endpoint_name)"
     )
     writeback.add_argument("--as-of", help="as-of date (default: writeback.as_of)")
-    writeback.add_argument("--model-package-arn", help="recorded with each score")
+    writeback.add_argument(
+        "--model-package-arn",
+        help="recorded with each score (default: the package the endpoint serves)",
+    )
     writeback.add_argument("--execution-id", help="recorded with each score")
     writeback.add_argument(
         "--wait-for-endpoint",
@@ -172,6 +175,10 @@ def _run_writeback(config: Config, args: argparse.Namespace) -> Any:
     resources = build_resources(config)
     endpoint = args.endpoint or config.sagemaker.endpoint_name
     _wait_in_service(resources.endpoints, endpoint, args.wait_for_endpoint)
+    # scores record the model that made them; by default, the one the endpoint serves
+    package_arn = args.model_package_arn or resources.endpoints.serving_package(
+        endpoint
+    )
     return write_back(
         resources.warehouse,
         feature_set,
@@ -184,7 +191,7 @@ def _run_writeback(config: Config, args: argparse.Namespace) -> Any:
         as_of=config.writeback.as_of or config.features.as_of,
         label_window_days=config.features.label_window_days,
         table=config.writeback.table,
-        model_package_arn=args.model_package_arn,
+        model_package_arn=package_arn,
         execution_id=args.execution_id,
         entity_type=config.writeback.entity_type,
     )

@@ -104,6 +104,21 @@ def test_the_whole_loop_twice_then_its_failures(state):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
         assert response.status == 200
 
+    # the write-back command finds nothing new: the WriteBack step scored every
+    # customer with the model the endpoint serves (recorded by default)
+    command = subprocess.run(
+        [sys.executable, "-m", "snowflake.sagemaker_predictions", "writeback",
+         "--env", "local"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "MLOPS_STATE_DIR": str(state),
+             "MLOPS_LOCAL_ENDPOINT__PORT": str(port)},
+    )  # fmt: skip
+    assert command.returncode == 0, command.stderr
+    assert (
+        f": 0 new or changed scored in 0 endpoint calls; 0 inserted, 0 updated, {rows:,} unchanged"
+        in command.stdout
+    )
+
     # no file the run wrote (logs, records, MLflow's store, DuckDB files) holds it
     leaks = [
         p

@@ -136,8 +136,15 @@ def test_deploying_the_model_that_serves_is_a_no_op(deployer, tmp_path):
     package = register(deployer, model_archive(tmp_path, "m1"))
     first = deploy(deployer, package, "c1")
     again = deploy(deployer, package, "c2")
-    assert again == first  # same process, same record: nothing was restarted
-    assert deployer.describe("ep").config_name == "c1"
+    # same process, same model: nothing was restarted or reloaded ...
+    assert (again.pid, again.model_digest, again.updated_at) == (
+        first.pid,
+        first.model_digest,
+        first.updated_at,
+    )
+    # ... but the endpoint runs on the config it was updated to, as on SageMaker
+    assert deployer.describe("ep").config_name == "c2"
+    assert deploy(deployer, package, "c2") == deployer.describe("ep")
 
 
 def score(url, body=b"2,0\n"):
@@ -203,3 +210,5 @@ def test_deploy_package_reports_what_serves_and_repeats_as_a_no_op(deployer, tmp
     assert ping(first.endpoint.url) == 200
     again = deployer.deploy_package(package.arn, "ep")
     assert not again.changed and again.endpoint == first.endpoint
+    assert deployer.serving_package("ep") == package.arn
+    assert deployer.serving_package("no-such-endpoint") is None

@@ -94,6 +94,8 @@ def test_first_deploy_creates_then_redeploy_is_a_no_op(aws):
     assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
     model = client.describe_model(ModelName=report.endpoint.model_name)
     assert model["PrimaryContainer"]["ModelPackageName"] == package.arn
+    assert endpoints.serving_package("churn-endpoint") == package.arn
+    assert endpoints.serving_package("no-such-endpoint") is None
 
     models_before = len(client.list_models()["Models"])
     again = endpoints.deploy_package(package.arn, "churn-endpoint")
