@@ -129,18 +129,29 @@ def get_pipeline(config: Config, session: Any) -> Any:
     security = config.security
     job_policies = _job_step_policies(sdk, config)
 
-    extract_processor = sdk.Processor(
-        image_uri=sm.image_uri,
-        role=role,
-        instance_count=p_instances,
-        instance_type=sm.processing_instance_type,
-        entrypoint=["python", "-m", "processing.extract"],
-        sagemaker_session=session,
-        env=step_env,
-        max_runtime_in_seconds=sm.max_runtime_seconds,
-        volume_kms_key=security.volume_kms_key_id,
-        output_kms_key=security.output_kms_key_id,
-        network_config=_network_config(sdk, config, isolated=False),
+    def processor(
+        entrypoint: list[str],
+        env: dict[str, Any],
+        instance_count: Any = 1,
+        isolated: bool = False,
+    ) -> Any:
+        """A processing job on our image, with the environment's security settings."""
+        return sdk.Processor(
+            image_uri=sm.image_uri,
+            role=role,
+            instance_count=instance_count,
+            instance_type=sm.processing_instance_type,
+            entrypoint=entrypoint,
+            sagemaker_session=session,
+            env=env,
+            max_runtime_in_seconds=sm.max_runtime_seconds,
+            volume_kms_key=security.volume_kms_key_id,
+            output_kms_key=security.output_kms_key_id,
+            network_config=_network_config(sdk, config, isolated=isolated),
+        )
+
+    extract_processor = processor(
+        ["python", "-m", "processing.extract"], step_env, instance_count=p_instances
     )
     extract = sdk.ProcessingStep(
         name=EXTRACT,
@@ -266,20 +277,10 @@ def get_pipeline(config: Config, session: Any) -> Any:
     report = sdk.PropertyFile(
         name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json"
     )
-    evaluate_processor = sdk.Processor(
-        image_uri=sm.image_uri,
-        role=role,
-        instance_count=1,
-        instance_type=sm.processing_instance_type,
-        entrypoint=["python", "-m", "processing.evaluate"],
-        sagemaker_session=session,
-        env=step_env,
-        max_runtime_in_seconds=sm.max_runtime_seconds,
-        volume_kms_key=security.volume_kms_key_id,
-        output_kms_key=security.output_kms_key_id,
-        network_config=_network_config(
-            sdk, config, isolated=security.network_isolation
-        ),
+    evaluate_processor = processor(
+        ["python", "-m", "processing.evaluate"],
+        step_env,
+        isolated=security.network_isolation,
     )
     evaluate = sdk.ProcessingStep(
         name=EVALUATE,
@@ -317,19 +318,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     gate_report = sdk.PropertyFile(
         name=GATE_REPORT, output_name="gate", path="evaluation.json"
     )
-    gate_processor = sdk.Processor(
-        image_uri=sm.image_uri,
-        role=role,
-        instance_count=1,
-        instance_type=sm.processing_instance_type,
-        entrypoint=["python", "-m", "processing.gate"],
-        sagemaker_session=session,
-        env=gate_env,
-        max_runtime_in_seconds=sm.max_runtime_seconds,
-        volume_kms_key=security.volume_kms_key_id,
-        output_kms_key=security.output_kms_key_id,
-        network_config=_network_config(sdk, config, isolated=False),
-    )
+    gate_processor = processor(["python", "-m", "processing.gate"], gate_env)
     gate = sdk.ProcessingStep(
         name=GATE,
         retry_policies=job_policies["retry_policies"],
@@ -407,18 +396,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
         ),
     )
     deploy_steps = _deploy_steps(sdk, config, session, role, register, execution_id)
-    writeback_processor = sdk.Processor(
-        image_uri=sm.image_uri,
-        role=role,
-        instance_count=1,
-        instance_type=sm.processing_instance_type,
-        entrypoint=["python", "-m", "snowflake.sagemaker_predictions", "writeback"],
-        sagemaker_session=session,
-        env=step_env,
-        max_runtime_in_seconds=sm.max_runtime_seconds,
-        volume_kms_key=security.volume_kms_key_id,
-        output_kms_key=security.output_kms_key_id,
-        network_config=_network_config(sdk, config, isolated=False),
+    writeback_processor = processor(
+        ["python", "-m", "snowflake.sagemaker_predictions", "writeback"], step_env
     )
     # Never cached: the entities to score change between executions with the same
     # arguments. Rerunning it is safe: a rerun changes nothing (keyed MERGE).
