@@ -202,6 +202,25 @@ class GateSettings:
     registry: ModelRegistry | None = None
     store: ObjectStore | None = None
 
+    @staticmethod
+    def add_arguments(
+        parser: argparse.ArgumentParser, auc_threshold_required: bool
+    ) -> None:
+        """The options ``from_args`` reads."""
+        parser.add_argument(
+            "--auc-threshold",
+            type=float,
+            required=auc_threshold_required,
+            default=None,
+        )
+        parser.add_argument("--champion-tolerance", type=float, default=0.0)
+        parser.add_argument(
+            "--model-package-group",
+            default=None,
+            help="compare with this group's newest Approved package (the champion)",
+        )
+        parser.add_argument("--env", default=None, help="configuration environment")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GateSettings:
         """From ``--auc-threshold``, ``--champion-tolerance``, ``--model-package-group``
@@ -285,14 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="decision threshold"
     )
-    parser.add_argument("--auc-threshold", type=float, default=None)
-    parser.add_argument("--champion-tolerance", type=float, default=0.0)
-    parser.add_argument(
-        "--model-package-group",
-        default=None,
-        help="compare with this group's newest Approved package (the champion)",
-    )
-    parser.add_argument("--env", default=None, help="configuration environment")
+    GateSettings.add_arguments(parser, auc_threshold_required=False)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:

@@ -142,14 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evaluation-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/gate")
-    parser.add_argument("--auc-threshold", type=float, required=True)
-    parser.add_argument("--champion-tolerance", type=float, default=0.0)
-    parser.add_argument(
-        "--model-package-group",
-        default=None,
-        help="compare with this group's newest Approved package (the champion)",
-    )
-    parser.add_argument("--env", default=None, help="configuration environment")
+    GateSettings.add_arguments(parser, auc_threshold_required=True)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
