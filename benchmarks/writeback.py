@@ -171,15 +171,9 @@ class _Server:
             time.sleep(0.2)
 
     def client(self) -> Any:
-        import boto3
+        from stack.endpoints import local_runtime_client
 
-        return boto3.client(
-            "sagemaker-runtime",
-            region_name="us-east-1",
-            endpoint_url=f"http://127.0.0.1:{self.port}",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106 - the local server ignores it
-        )
+        return local_runtime_client(f"http://127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         self.process.terminate()

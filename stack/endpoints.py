@@ -356,16 +356,7 @@ class LocalEndpoints(EndpointDeployer):
         return True
 
     def runtime_client(self) -> Any:
-        import boto3
-
-        # The local server needs no credentials; boto3 insists on signing with some.
-        return boto3.client(
-            "sagemaker-runtime",
-            region_name="us-east-1",
-            endpoint_url=f"http://{self.host}:{self.port}",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106
-        )
+        return local_runtime_client(f"http://{self.host}:{self.port}")
 
     def serving_package(self, endpoint_name: str) -> str | None:
         info = self.describe(endpoint_name)
@@ -630,6 +621,20 @@ class SageMakerEndpoints(EndpointDeployer):
             return None
         source = self._source_of_config(info.config_name)
         return source[0] if len(source) == 1 else None
+
+
+def local_runtime_client(url: str) -> Any:
+    """A boto3 ``sagemaker-runtime`` client for our inference server at ``url``."""
+    import boto3
+
+    # The local server needs no credentials; boto3 insists on signing with some.
+    return boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106
+    )
 
 
 def _check_loads(model_dir: Path) -> None:
