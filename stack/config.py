@@ -469,6 +469,54 @@ class SnowflakeObjectsConfig(_Section):
         return self
 
 
+_SCHEDULE_EXPRESSION = re.compile(
+    r"^(cron\([0-9A-Za-z*?/,#L -]{9,100}\)|rate\(\d{1,4} (minute|minutes|hour|hours|day|days)\))$"
+)
+
+
+class MonitoringConfig(_Section):
+    """Model health after deployment: the drift check and what retrains the model."""
+
+    # What the drift check reads: the endpoint's data capture, or the scores written
+    # back to Snowflake's PREDICTIONS table (features recomputed for their as-of date).
+    source: Literal["capture", "predictions"] = "capture"
+    lookback_hours: int = Field(24, ge=1, le=24 * 90)  # capture window
+    min_rows: int = Field(200, ge=1)  # fewer rows: no judgement of drift
+    # Per-feature drift: PSI over the baseline's deciles, and a KS test that flags a
+    # feature only when both its statistic and its p-value pass the thresholds
+    # (with 100k rows any shift is "significant").
+    psi_threshold: float = Field(0.2, gt=0)
+    ks_statistic_threshold: float = Field(0.1, gt=0, le=1)
+    ks_p_value: float = Field(0.01, gt=0, lt=1)
+    prediction_psi_threshold: float = Field(0.2, gt=0)
+    # How much the share of present values may fall below the baseline's.
+    completeness_tolerance: float = Field(0.05, ge=0, le=1)
+    # The share of values outside the baseline's [min, max] allowed per feature.
+    out_of_range_tolerance: float = Field(0.01, ge=0, le=1)
+    # Performance once labels arrive: a violation when the AUC on newly labelled
+    # rows is lower than the model's test AUC by more than this.
+    auc_drop_threshold: float = Field(0.05, gt=0, le=1)
+    min_labelled_rows: int = Field(200, ge=1)
+    # The last day with complete data for labels; None: today (UTC).
+    labels_through: date | None = None
+    # Retraining: on a violation, and every retrain_every_days since the model's
+    # training as-of date (None: only on violations).
+    retrain_on_violation: bool = True
+    retrain_every_days: int | None = Field(30, ge=1, le=3650)
+    # On AWS: when the monitoring pipeline runs (an EventBridge schedule expression).
+    schedule: str = "cron(0 5 * * ? *)"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not _SCHEDULE_EXPRESSION.match(value):
+            raise ValueError(
+                f"{value!r} is not an EventBridge schedule expression "
+                "('cron(0 5 * * ? *)' or 'rate(1 day)')"
+            )
+        return value
+
+
 class ResourcesConfig(_Section):
     """Which implementation stands behind each outside system."""
 
@@ -495,6 +543,7 @@ class Config(_Section):
     deployment: DeploymentConfig = DeploymentConfig()
     writeback: WritebackConfig = WritebackConfig()
     snowflake_objects: SnowflakeObjectsConfig = SnowflakeObjectsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _isolation_allows_tracking(self) -> Config:
