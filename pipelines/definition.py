@@ -19,6 +19,9 @@ from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
+# Baseline: the training data's statistics and constraints (Model Monitor's format),
+# registered with the model as its drift-check baselines (monitoring.baseline).
+BASELINE = "Baseline"
 # CheckAuc applies the registration gate (the absolute AUC rule and the champion rule,
 # see processing.gate); AucTooLow is its FailStep, whose message names the rule.
 CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
@@ -274,6 +277,48 @@ def get_pipeline(config: Config, session: Any) -> Any:
         ),
     )
 
+    model_input = _s3_input(
+        sdk,
+        "model",
+        train.properties.ModelArtifacts.S3ModelArtifacts,
+        "/opt/ml/processing/model",
+    )
+    baseline_processor = processor(
+        ["python", "-m", "monitoring.baseline"],
+        step_env,
+        isolated=security.network_isolation,
+    )
+    baseline = sdk.ProcessingStep(
+        name=BASELINE,
+        **job_policies,
+        step_args=baseline_processor.run(
+            inputs=[
+                model_input,
+                _s3_input(sdk, "train", split_uri("train"), "/opt/ml/processing/train"),
+                _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
+            ],
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="baseline",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("baseline"),
+                        local_path="/opt/ml/processing/baseline",
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+        ),
+    )
+    baseline_prefix = baseline.properties.ProcessingOutputConfig.Outputs[
+        "baseline"
+    ].S3Output.S3Uri
+
+    def baseline_file(name: str) -> Any:
+        return sdk.MetricsSource(
+            content_type="application/json",
+            s3_uri=sdk.Join(on="/", values=[baseline_prefix, name]),
+        )
+
     report = sdk.PropertyFile(
         name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json"
     )
@@ -287,12 +332,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         **job_policies,
         step_args=evaluate_processor.run(
             inputs=[
-                _s3_input(
-                    sdk,
-                    "model",
-                    train.properties.ModelArtifacts.S3ModelArtifacts,
-                    "/opt/ml/processing/model",
-                ),
+                model_input,
                 _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
             ],
             outputs=[
@@ -381,6 +421,10 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 model_statistics=sdk.MetricsSource(
                     content_type="application/json", s3_uri=evaluation_uri
                 )
+            ),
+            drift_check_baselines=sdk.DriftCheckBaselines(
+                model_data_statistics=baseline_file("statistics.json"),
+                model_data_constraints=baseline_file("constraints.json"),
             ),
             customer_metadata_properties={
                 "pipeline_execution_id": execution_id,

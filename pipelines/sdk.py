@@ -52,7 +52,13 @@ def _load_sdk() -> SimpleNamespace:
 
 
 def _import_sdk() -> SimpleNamespace:
-    from sagemaker.core import model_metrics, network, processing, shapes
+    from sagemaker.core import (
+        drift_check_baselines,
+        model_metrics,
+        network,
+        processing,
+        shapes,
+    )
     from sagemaker.core.training import configs
     from sagemaker.core.workflow import (
         conditions,
@@ -100,6 +106,7 @@ def _import_sdk() -> SimpleNamespace:
         PropertyFile=properties.PropertyFile,
         MetricsSource=model_metrics.MetricsSource,
         ModelMetrics=model_metrics.ModelMetrics,
+        DriftCheckBaselines=drift_check_baselines.DriftCheckBaselines,
         ConditionStep=condition_step.ConditionStep,
         EndpointConfigStep=endpoint_step.EndpointConfigStep,
         EndpointStep=endpoint_step.EndpointStep,

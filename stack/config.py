@@ -470,7 +470,8 @@ class SnowflakeObjectsConfig(_Section):
 
 
 _SCHEDULE_EXPRESSION = re.compile(
-    r"^(cron\([0-9A-Za-z*?/,#L -]{9,100}\)|rate\(\d{1,4} (minute|minutes|hour|hours|day|days)\))$"
+    r"^(cron\([0-9A-Za-z*?/,#L -]{9,100}\)"
+    r"|rate\(\d{1,4} (minute|minutes|hour|hours|day|days)\))$"
 )
 
 
@@ -493,6 +494,9 @@ class MonitoringConfig(_Section):
     completeness_tolerance: float = Field(0.05, ge=0, le=1)
     # The share of values outside the baseline's [min, max] allowed per feature.
     out_of_range_tolerance: float = Field(0.01, ge=0, le=1)
+    # The share of values of the wrong type (not numbers; fractions for an integral
+    # feature) allowed per feature.
+    type_mismatch_tolerance: float = Field(0.0, ge=0, le=1)
     # Performance once labels arrive: a violation when the AUC on newly labelled
     # rows is lower than the model's test AUC by more than this.
     auc_drop_threshold: float = Field(0.05, gt=0, le=1)

@@ -38,6 +38,9 @@ class ModelPackage:
     metrics_uri: str | None = None
     customer_metadata: dict[str, str] = field(default_factory=dict)
     approval_description: str | None = None
+    # DriftCheckBaselines.ModelDataQuality: the training baseline (monitoring/)
+    baseline_statistics_uri: str | None = None
+    baseline_constraints_uri: str | None = None
 
 
 class ModelRegistry(ABC):
@@ -96,6 +99,14 @@ def _metrics_uri(request: dict[str, Any]) -> str | None:
     return statistics.get("S3Uri")
 
 
+def _baseline_uris(request: dict[str, Any]) -> dict[str, str | None]:
+    quality = request.get("DriftCheckBaselines", {}).get("ModelDataQuality", {})
+    return {
+        "baseline_statistics_uri": quality.get("Statistics", {}).get("S3Uri"),
+        "baseline_constraints_uri": quality.get("Constraints", {}).get("S3Uri"),
+    }
+
+
 class LocalModelRegistry(ModelRegistry):
     """Versions kept as JSON files: ``<root>/<group>/<version>.json``."""
 
@@ -133,6 +144,7 @@ class LocalModelRegistry(ModelRegistry):
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 metrics_uri=_metrics_uri(request),
                 customer_metadata=dict(request.get("CustomerMetadataProperties", {})),
+                **_baseline_uris(request),
             )
             self._save(package)
         return package
@@ -235,4 +247,5 @@ def _from_description(described: dict[str, Any]) -> ModelPackage:
         metrics_uri=_metrics_uri(described),
         customer_metadata=dict(described.get("CustomerMetadataProperties", {})),
         approval_description=described.get("ApprovalDescription"),
+        **_baseline_uris(described),
     )
