@@ -514,7 +514,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     return sdk.Pipeline(
         name=sm.pipeline_name,
         parameters=parameters,
-        steps=[extract, train, evaluate, gate, check_auc],
+        steps=[extract, train, baseline, evaluate, gate, check_auc],
         sagemaker_session=session,
     )
 
