@@ -47,11 +47,12 @@ def test_the_pipeline_shape():
     assert top == [
         ("Extract", "Processing"),
         ("Train", "Training"),
+        ("Baseline", "Processing"),
         ("Evaluate", "Processing"),
         ("Gate", "Processing"),
         ("CheckAuc", "Condition"),
     ]
-    check = definition["Steps"][4]["Arguments"]
+    check = definition["Steps"][5]["Arguments"]
     assert [s["Name"] for s in check["IfSteps"]] == ["Register", "CheckApproval"]
     assert [s["Name"] for s in check["ElseSteps"]] == ["AucTooLow"]
     deploy = check["IfSteps"][1]["Arguments"]["IfSteps"]
@@ -82,6 +83,28 @@ def test_the_pipeline_shape():
         "Get": "Steps.Register.ModelPackageArn"
     }
     assert "CacheConfig" not in writeback  # new data every time: never cached
+    # the training baseline is registered with the model as its drift baselines
+    baseline = definition["Steps"][2]
+    assert baseline["Arguments"]["AppSpecification"]["ContainerEntrypoint"] == [
+        "python",
+        "-m",
+        "monitoring.baseline",
+    ]
+    assert [i["InputName"] for i in baseline["Arguments"]["ProcessingInputs"]] == [
+        "model",
+        "train",
+        "test",
+    ]
+    quality = check["IfSteps"][0]["Arguments"]["DriftCheckBaselines"][
+        "ModelDataQuality"
+    ]
+    for name, document in (
+        ("Statistics", "statistics.json"),
+        ("Constraints", "constraints.json"),
+    ):
+        join = quality[name]["S3Uri"]["Std:Join"]
+        output = "Steps.Baseline.ProcessingOutputConfig.Outputs['baseline']"
+        assert join["Values"] == [{"Get": f"{output}.S3Output.S3Uri"}, document]
     assert {p["Name"] for p in definition["Parameters"]} == {
         "AsOfDate",
         "LabelWindowDays",
@@ -126,6 +149,13 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     }
     assert defaults["local"].pop("DefaultValue") is True
     assert defaults["dev"].pop("DefaultValue") is False
+    # and the local endpoint's data capture into the local store (conf/local.yaml)
+    approval = local["Steps"][5]["Arguments"]["IfSteps"][1]["Arguments"]
+    (endpoint_config,) = [
+        s for s in approval["IfSteps"] if s["Name"] == "EndpointConfig"
+    ]
+    capture = endpoint_config["Arguments"].pop("DataCaptureConfig")
+    assert capture["DestinationS3Uri"] == "s3://mlops-local/churn/datacapture"
     assert substitute(local, mapping) == dev
 
 
