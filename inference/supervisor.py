@@ -44,6 +44,10 @@ class Generation:
     variant_name: str = "AllTraffic"
     endpoint_name: str | None = None
     request: str = ""  # the caller's id for this (re)load, echoed in the status file
+    # DataCaptureConfig of the endpoint config, and the local folder that stands for
+    # its DestinationS3Uri (see inference.capture); None: no capture
+    data_capture_config: dict[str, Any] | None = None
+    data_capture_dir: str | None = None
 
 
 @dataclass
@@ -121,6 +125,8 @@ class Supervisor:
             variant_name=data.get("variant_name", "AllTraffic"),
             endpoint_name=data.get("endpoint_name"),
             request=data.get("request", ""),
+            data_capture_config=data.get("data_capture_config"),
+            data_capture_dir=data.get("data_capture_dir"),
         )
 
     def _start(self, sock: socket.socket, spec: Generation) -> _Workers | None:
@@ -244,6 +250,13 @@ def _spawn(
     ]
     if spec.endpoint_name:
         command += ["--endpoint-name", spec.endpoint_name]
+    if spec.data_capture_config and spec.data_capture_dir:
+        command += [
+            "--data-capture-config",
+            json.dumps(spec.data_capture_config),
+            "--data-capture-dir",
+            spec.data_capture_dir,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         process = subprocess.Popen(
