@@ -11,13 +11,15 @@ client; the table says which), fixed concurrency, keep-alive connections:
   flask     gunicorn + Flask, 2 sync workers, nginx in front (as SageMaker's framework
             containers run it; skipped if nginx is not installed)
   mlflow    mlflow models serve, 2 workers
+  capture   ours with data capture on (every request and response, as SageMaker's
+            DataCaptureConfig at 100 %), to measure what capture costs
 
 Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
 and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
 and 32. Reported per cell: requests/s, p50 and p99 latency, errors; per server: idle
-RSS of the whole process tree. Ratios: ours over the better peer, and ours over the
+RSS of the whole process tree. Ratios: ours over the better peer, ours over the
 in-process ceiling (parse + predict + encode of the same body on one thread, times the
-number of workers).
+number of workers), and capture on over capture off.
 """
 
 from __future__ import annotations
@@ -156,8 +158,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+CAPTURE_CONFIG = {
+    "EnableCapture": True,
+    "InitialSamplingPercentage": 100,
+    "DestinationS3Uri": "s3://bench/datacapture",
+    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    "CaptureContentTypeHeader": {
+        "CsvContentTypes": ["text/csv"],
+        "JsonContentTypes": ["application/json"],
+    },
+}
+
+
 @contextlib.contextmanager
-def ours(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
+def ours(
+    model_dir: Path, work: Path, capture: bool = False
+) -> Iterator[tuple[str, list[int]]]:
     port = free_port()
     command = [
         sys.executable,
@@ -172,8 +188,18 @@ def ours(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
         "--workers",
         str(WORKERS),
     ]
+    if capture:
+        command += [
+            "--endpoint-name",
+            "bench",
+            "--data-capture-config",
+            json.dumps(CAPTURE_CONFIG),
+            "--data-capture-dir",
+            str(work / "capture"),
+        ]
     url = f"http://127.0.0.1:{port}"
-    with _process(command, work / "ours.log", url=url) as process:
+    log_name = "capture.log" if capture else "ours.log"
+    with _process(command, work / log_name, url=url) as process:
         yield f"http://127.0.0.1:{port}", [process.pid]
 
 
@@ -508,6 +534,25 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
     began = time.perf_counter()
     asyncio.run(drive())
     app_us = (time.perf_counter() - began) / repeat * 1e6
+
+    # the same app with capture: what a request pays (queueing), and what the writer
+    # thread pays per event (encoding and appending), measured apart
+    from inference.capture import CaptureSettings, CaptureWriter
+
+    with tempfile.TemporaryDirectory() as folder:
+        settings = CaptureSettings.from_config(
+            CAPTURE_CONFIG, Path(folder), "bench", "AllTraffic"
+        )
+        assert settings is not None
+        writer = CaptureWriter(settings, flush_bytes=1 << 62)  # flushed below only
+        app = ScoringApp(model, capture=writer)
+        began = time.perf_counter()
+        asyncio.run(drive())
+        capture_app_us = (time.perf_counter() - began) / repeat * 1e6
+        began = time.perf_counter()
+        written = writer.flush()
+        flush_us = (time.perf_counter() - began) / max(written, 1) * 1e6
+        writer.close()
     return {
         "parse_us": per_call(lambda: parse_request(body, media, model.schema)),
         "predict_us": per_call(lambda: model.predict(parsed.matrix)),
@@ -515,6 +560,8 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
             lambda: encode_response(scores, "application/json", None)
         ),
         "asgi_app_us": app_us,
+        "asgi_app_capture_us": capture_app_us,
+        "capture_write_us": flush_us,
     }
 
 
@@ -525,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving")
     parser.add_argument("--quick", action="store_true", help="small and short")
     parser.add_argument("--seconds", type=float, default=None, help="per cell")
-    parser.add_argument("--servers", default="ours,flask,mlflow")
+    parser.add_argument("--servers", default="ours,capture,flask,mlflow")
     parser.add_argument("--concurrency", default=None, help="e.g. 1,8,32")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
@@ -576,6 +623,7 @@ def _run(
     )
     starters = {
         "ours": lambda: ours(model_dir, work),
+        "capture": lambda: ours(model_dir, work, capture=True),
         "flask": lambda: flask_behind_nginx(model_dir, work),
         "mlflow": lambda: mlflow_serve(
             save_mlflow_model(model_dir, work / "mlflow-model"), work
@@ -624,10 +672,55 @@ def _run(
         p.name: profile_ours(model_dir, p, 200 if p.rows > 1 else 2000)
         for p in payloads
     }
+    captured = _captured(work / "capture") if "capture" in servers else None
     _print_tables(cells, idle_rss, ceiling, profile, skipped)
+    _print_capture(cells, captured)
     if args.json:
-        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen)
-    return 1 if any(c.errors for c in cells if c.server == "ours") else 0
+        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen, captured)
+    return 1 if any(c.errors for c in cells if c.server in ("ours", "capture")) else 0
+
+
+def _captured(folder: Path) -> dict[str, float]:
+    """What the capture run wrote: events (lines), files and megabytes."""
+    files = list(folder.rglob("*.jsonl"))
+    events = 0
+    for path in files:
+        with path.open("rb") as handle:
+            events += sum(1 for _ in handle)
+    size = sum(p.stat().st_size for p in files)
+    return {"events": events, "files": len(files), "mb": size / 2**20}
+
+
+def _print_capture(cells: list[Cell], captured: dict[str, float] | None) -> None:
+    by = {(c.server, c.payload, c.concurrency): c for c in cells}
+    pairs = [
+        (key, by[("ours", *key[1:])])
+        for key in sorted(by)
+        if key[0] == "capture" and ("ours", *key[1:]) in by
+    ]
+    if not pairs:
+        return
+    print()
+    header = (
+        f"{'payload':9} {'c':>3} | {'off req/s':>9} {'on req/s':>9} "
+        f"{'on/off':>6} | {'off p99':>7} {'on p99':>7}"
+    )
+    print("data capture (100 % of requests and responses) on vs off:")
+    print(header)
+    print("-" * len(header))
+    for key, off in pairs:
+        on = by[key]
+        print(
+            f"{key[1]:9} {key[2]:>3} | {off.requests_per_s:9.0f} "
+            f"{on.requests_per_s:9.0f} {on.requests_per_s / off.requests_per_s:6.2f}"
+            f" | {off.p99_ms:7.2f} {on.p99_ms:7.2f}"
+        )
+    if captured is not None:
+        answered = sum(c.requests for c in cells if c.server == "capture")
+        print(
+            f"captured {captured['events']:,.0f} events of {answered:,} answered "
+            f"requests in {captured['files']:.0f} files, {captured['mb']:.1f} MB"
+        )
 
 
 def _print_tables(
@@ -701,7 +794,9 @@ def _write_json(
     ceiling: dict[str, float],
     profile: dict[str, dict[str, float]],
     loadgen: str,
+    captured: dict[str, float] | None = None,
 ) -> None:
+    off = {(c.payload, c.concurrency): c for c in cells if c.server == "ours"}
     results: list[dict[str, Any]] = [
         {
             "case": f"{c.server}/{c.payload}/c{c.concurrency}",
@@ -710,11 +805,24 @@ def _write_json(
             "p99_ms": round(c.p99_ms, 3),
             "errors": c.errors,
             "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
-            if c.server == "ours"
+            if c.server in ("ours", "capture")
             else None,
+            **(
+                {
+                    "ratio_to_no_capture": round(
+                        c.requests_per_s
+                        / off[(c.payload, c.concurrency)].requests_per_s,
+                        3,
+                    )
+                }
+                if c.server == "capture" and (c.payload, c.concurrency) in off
+                else {}
+            ),
         }
         for c in cells
     ]
+    if captured is not None:
+        results.append({"case": "capture/written", **captured})
     results += [
         {"case": f"{k}/idle", "idle_rss_mb": round(v, 1)} for k, v in idle_rss.items()
     ]

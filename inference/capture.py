@@ -200,6 +200,7 @@ class CaptureWriter:
         self.captured = 0  # events written
         self.failed = 0  # events lost to a write failure
         self._warned = False
+        self._closed = False
 
     @property
     def folder(self) -> Path:
@@ -270,7 +271,12 @@ class CaptureWriter:
             return written
 
     def close(self) -> None:
-        """Stop the writer thread, write what is queued and close the files."""
+        """Stop the writer thread, write what is queued and close the files (once;
+        later calls do nothing).
+        """
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

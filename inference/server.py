@@ -70,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the local folder that stands for its DestinationS3Uri",
     )
+    parser.add_argument(
+        "--data-capture-flush-seconds",
+        type=float,
+        default=1.0,
+        help="how often each worker writes what it captured (and on shutdown)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -96,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_capture_dir=str(args.data_capture_dir)
             if capture_config is not None
             else None,
+            data_capture_flush_seconds=args.data_capture_flush_seconds,
         ),
         control_file=args.control_file,
         status_file=args.status_file,

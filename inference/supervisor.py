@@ -48,6 +48,7 @@ class Generation:
     # its DestinationS3Uri (see inference.capture); None: no capture
     data_capture_config: dict[str, Any] | None = None
     data_capture_dir: str | None = None
+    data_capture_flush_seconds: float = 1.0
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Supervisor:
             request=data.get("request", ""),
             data_capture_config=data.get("data_capture_config"),
             data_capture_dir=data.get("data_capture_dir"),
+            data_capture_flush_seconds=data.get("data_capture_flush_seconds", 1.0),
         )
 
     def _start(self, sock: socket.socket, spec: Generation) -> _Workers | None:
@@ -256,6 +258,8 @@ def _spawn(
             json.dumps(spec.data_capture_config),
             "--data-capture-dir",
             spec.data_capture_dir,
+            "--data-capture-flush-seconds",
+            str(spec.data_capture_flush_seconds),
         ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data-capture-dir", default=None, help="the folder of DestinationS3Uri"
     )
+    parser.add_argument("--data-capture-flush-seconds", type=float, default=1.0)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from inference.app import ScoringApp
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(app, sock, args.ready_fd, args.grace)
     finally:
         if capture is not None:
-            capture.close()  # what is still queued reaches the files
+            capture.close()  # already closed on a graceful stop; a no-op then
 
 
 def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
@@ -80,7 +81,11 @@ def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
         args.endpoint_name or "local",
         args.variant_name,
     )
-    return CaptureWriter(settings).start() if settings else None
+    if settings is None:
+        return None
+    return CaptureWriter(
+        settings, flush_seconds=args.data_capture_flush_seconds
+    ).start()
 
 
 def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int:
@@ -103,6 +108,11 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
             while self.server_state.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             await super().shutdown(sockets)
+            # Now, not after serve() returns: uvicorn re-raises the SIGTERM it
+            # caught once serve() ends (0.54), and that ends the process at once.
+            capture = getattr(app, "capture", None)
+            if capture is not None:
+                capture.close()  # what is still queued reaches the files
 
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]

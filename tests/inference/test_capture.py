@@ -18,6 +18,7 @@ from stack.endpoints import EndpointError, LocalEndpoints
 from stack.objectstore import LocalObjectStore, S3ObjectStore
 from stack.registry import LocalModelRegistry
 from tests.conftest import free_port
+from tests.inference.servers import running_server
 from tests.inference.test_server import call
 
 CONFIG = {
@@ -174,6 +175,33 @@ def test_requests_the_app_refuses_are_not_captured(tmp_path, model_dir):
         == 400
     )
     assert writer.flush() == 0
+
+
+def test_a_server_stopped_gracefully_writes_everything_it_answered(tmp_path, model_dir):
+    """The writer only flushes on stop here (the interval is an hour): every answered
+    request is in the files once the server has exited (SIGTERM), one file per worker
+    at most.
+    """
+    folder = tmp_path / "capture"
+    extra = (
+        "--endpoint-name",
+        "ep",
+        "--data-capture-config",
+        orjson.dumps(CONFIG).decode(),
+        "--data-capture-dir",
+        str(folder),
+        "--data-capture-flush-seconds",
+        "3600",
+    )
+    with running_server(model_dir, workers=2, extra=extra) as server:
+        answers = [post(server.url, f"{i},0\n".encode(), "text/csv") for i in range(20)]
+        assert events(folder) == []
+    found = events(folder)
+    assert len(found) == 20 and len({path for path, _ in found}) <= 2
+    sent = {e["captureData"]["endpointInput"]["data"] for _, e in found}
+    assert sent == {f"{i},0\n" for i in range(20)}
+    outputs = sorted(e["captureData"]["endpointOutput"]["data"] for _, e in found)
+    assert outputs == sorted(body.decode() for _, body in answers)
 
 
 @pytest.fixture
