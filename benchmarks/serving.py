@@ -384,7 +384,7 @@ def run_wrk(
             "wrk",
             "-t1",
             f"-c{concurrency}",
-            f"-d{seconds:.0f}s",
+            f"-d{max(1, round(seconds))}s",  # wrk counts whole seconds
             "--timeout",
             "10s",
             "--latency",
@@ -632,37 +632,58 @@ def _run(
     cells: list[Cell] = []
     idle_rss: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    # ours and capture are measured side by side: both servers run, and each cell
+    # alternates between them in slices (off, on, on, off), so a change in the
+    # machine's background load falls on both alike
+    groups: list[list[str]] = []
     for server in servers:
-        try:
-            context = starters[server]()
-            url, pids = context.__enter__()
-        except (FileNotFoundError, RuntimeError) as exc:
-            skipped[server] = str(exc)
-            print(f"{server}: skipped ({exc})", flush=True)
+        if server == "capture" and "ours" in servers:
             continue
-        try:
-            time.sleep(0.5)
-            idle_rss[server] = tree_rss_mb(pids)
+        groups.append(
+            [server, "capture"]
+            if server == "ours" and "capture" in servers
+            else [server]
+        )
+    for group in groups:
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for server in group:
+                try:
+                    url, pids = stack.enter_context(starters[server]())
+                except (FileNotFoundError, RuntimeError) as exc:
+                    skipped[server] = str(exc)
+                    print(f"{server}: skipped ({exc})", flush=True)
+                    continue
+                urls[server] = url
+                time.sleep(0.5)
+                idle_rss[server] = tree_rss_mb(pids)
+            order = list(urls) + list(reversed(urls)) if len(urls) > 1 else list(urls)
             for payload in payloads:
-                body, media = body_for(server, payload)
                 for concurrency in concurrencies:
-                    if loadgen == "wrk":
-                        result = run_wrk(url, body, media, concurrency, seconds, work)
-                    else:
-                        result = run_asyncio(url, body, media, concurrency, seconds)
-                    rps, p50, p99, errors, total = result
-                    cell = Cell(
-                        server, payload.name, concurrency, rps, p50, p99, errors, total
-                    )
-                    cells.append(cell)
-                    print(
-                        f"  {server:6} {payload.name:9} c={concurrency:<3} "
-                        f"{rps:9.1f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
-                        f"errors {errors}",
-                        flush=True,
-                    )
-        finally:
-            context.__exit__(None, None, None)
+                    slices: dict[
+                        str, list[tuple[float, float, float, float, int, int]]
+                    ] = {server: [] for server in urls}
+                    for server in order:
+                        body, media = body_for(server, payload)
+                        share = seconds * len(urls) / len(order)
+                        if loadgen == "wrk":
+                            result = run_wrk(
+                                urls[server], body, media, concurrency, share, work
+                            )
+                        else:
+                            result = run_asyncio(
+                                urls[server], body, media, concurrency, share
+                            )
+                        slices[server].append((share, *result))
+                    for server, parts in slices.items():
+                        cell = _cell(server, payload.name, concurrency, parts)
+                        cells.append(cell)
+                        print(
+                            f"  {server:7} {payload.name:9} c={concurrency:<3} "
+                            f"{cell.requests_per_s:9.1f} req/s  p50 {cell.p50_ms:7.2f}"
+                            f" ms  p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}",
+                            flush=True,
+                        )
 
     ceiling = {
         p.name: WORKERS * in_process_per_second(model_dir, p, min(seconds, 2.0))
@@ -678,6 +699,28 @@ def _run(
     if args.json:
         _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen, captured)
     return 1 if any(c.errors for c in cells if c.server in ("ours", "capture")) else 0
+
+
+def _cell(
+    server: str,
+    payload: str,
+    concurrency: int,
+    parts: list[tuple[float, float, float, float, int, int]],
+) -> Cell:
+    """One cell from its slices ``(seconds, req/s, p50, p99, errors, requests)``:
+    throughput over all of them, latencies averaged, errors and requests summed.
+    """
+    seconds = sum(p[0] for p in parts)
+    return Cell(
+        server,
+        payload,
+        concurrency,
+        sum(p[0] * p[1] for p in parts) / seconds,
+        sum(p[2] for p in parts) / len(parts),
+        sum(p[3] for p in parts) / len(parts),
+        sum(p[4] for p in parts),
+        sum(p[5] for p in parts),
+    )
 
 
 def _captured(folder: Path) -> dict[str, float]:
@@ -718,8 +761,9 @@ def _print_capture(cells: list[Cell], captured: dict[str, float] | None) -> None
     if captured is not None:
         answered = sum(c.requests for c in cells if c.server == "capture")
         print(
-            f"captured {captured['events']:,.0f} events of {answered:,} answered "
-            f"requests in {captured['files']:.0f} files, {captured['mb']:.1f} MB"
+            f"captured {captured['events']:,.0f} events in {captured['files']:.0f} "
+            f"files ({captured['mb']:.1f} MB); the load generator counted "
+            f"{answered:,} answers (wrk leaves out those in flight as a slice ends)"
         )
 
 
