@@ -499,7 +499,6 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
 
     model = load_model(model_dir, threads=1)
     body, media = body_for("ours", payload)
-    app = ScoringApp(model)
     parsed = parse_request(body, media, model.schema)
     scores = model.predict(parsed.matrix)
 
@@ -519,7 +518,7 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         ],
     }
 
-    async def drive() -> None:
+    async def drive(app: Any) -> None:
         messages = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> dict[str, Any]:
@@ -528,31 +527,40 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         async def send(_message: dict[str, Any]) -> None:
             return None
 
-        for _ in range(repeat):
+        for _ in range(per_round):
             await app(scope, receive, send)
 
-    began = time.perf_counter()
-    asyncio.run(drive())
-    app_us = (time.perf_counter() - began) / repeat * 1e6
-
-    # the same app with capture: what a request pays (queueing), and what the writer
-    # thread pays per event (encoding and appending), measured apart
+    # The app without and with capture, in alternating rounds (medians: the machine
+    # may be busy). With capture, the writer's work (encoding and appending the
+    # lines, done by a thread in the server) runs inline after each round, so the
+    # difference is the whole CPU cost of capturing every request.
     from inference.capture import CaptureSettings, CaptureWriter
 
+    rounds = 5
+    per_round = max(repeat // rounds, 1)
+    off_us: list[float] = []
+    on_us: list[float] = []
+    write_us: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         settings = CaptureSettings.from_config(
             CAPTURE_CONFIG, Path(folder), "bench", "AllTraffic"
         )
         assert settings is not None
         writer = CaptureWriter(settings, flush_bytes=1 << 62)  # flushed below only
-        app = ScoringApp(model, capture=writer)
-        began = time.perf_counter()
-        asyncio.run(drive())
-        capture_app_us = (time.perf_counter() - began) / repeat * 1e6
-        began = time.perf_counter()
-        written = writer.flush()
-        flush_us = (time.perf_counter() - began) / max(written, 1) * 1e6
+        plain, capturing = ScoringApp(model), ScoringApp(model, capture=writer)
+        for _ in range(rounds):
+            began = time.perf_counter()
+            asyncio.run(drive(plain))
+            off_us.append((time.perf_counter() - began) / per_round * 1e6)
+            began = time.perf_counter()
+            asyncio.run(drive(capturing))
+            queued = time.perf_counter()
+            written = writer.flush()
+            done = time.perf_counter()
+            on_us.append((done - began) / per_round * 1e6)
+            write_us.append((done - queued) / max(written, 1) * 1e6)
         writer.close()
+    app_us, capture_app_us = float(np.median(off_us)), float(np.median(on_us))
     return {
         "parse_us": per_call(lambda: parse_request(body, media, model.schema)),
         "predict_us": per_call(lambda: model.predict(parsed.matrix)),
@@ -561,7 +569,8 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         ),
         "asgi_app_us": app_us,
         "asgi_app_capture_us": capture_app_us,
-        "capture_write_us": flush_us,
+        "capture_write_us": float(np.median(write_us)),
+        "capture_cpu_ratio": capture_app_us / app_us,
     }
 
 
@@ -695,7 +704,7 @@ def _run(
     }
     captured = _captured(work / "capture") if "capture" in servers else None
     _print_tables(cells, idle_rss, ceiling, profile, skipped)
-    _print_capture(cells, captured)
+    _print_capture(cells, captured, profile)
     if args.json:
         _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen, captured)
     return 1 if any(c.errors for c in cells if c.server in ("ours", "capture")) else 0
@@ -734,7 +743,20 @@ def _captured(folder: Path) -> dict[str, float]:
     return {"events": events, "files": len(files), "mb": size / 2**20}
 
 
-def _print_capture(cells: list[Cell], captured: dict[str, float] | None) -> None:
+def _print_capture(
+    cells: list[Cell],
+    captured: dict[str, float] | None,
+    profile: dict[str, dict[str, float]],
+) -> None:
+    print()
+    print("in-process CPU per request, capture off -> on (writer's work included):")
+    for name, parts in profile.items():
+        print(
+            f"  {name}: {parts['asgi_app_us']:.1f} -> "
+            f"{parts['asgi_app_capture_us']:.1f} us "
+            f"(x{parts['capture_cpu_ratio']:.3f}; "
+            f"writing {parts['capture_write_us']:.1f} us per event)"
+        )
     by = {(c.server, c.payload, c.concurrency): c for c in cells}
     pairs = [
         (key, by[("ours", *key[1:])])

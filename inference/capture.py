@@ -49,6 +49,10 @@ log = logging.getLogger("inference.capture")
 
 FLUSH_SECONDS = 1.0
 FLUSH_BYTES = 1 << 20  # wake the writer early once this much body data waits
+# Past this much body data waiting to be written (a disk slower than the traffic),
+# new events are dropped and counted, so capture cannot exhaust a worker's memory;
+# SageMaker likewise stops capturing when its disk fills.
+MAX_BACKLOG_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ class CaptureWriter:
         settings: CaptureSettings,
         flush_seconds: float = FLUSH_SECONDS,
         flush_bytes: int = FLUSH_BYTES,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] | None = None,
     ) -> None:
@@ -191,7 +196,12 @@ class CaptureWriter:
         self._clock = clock
         self._random = rng or random.Random().random  # noqa: S311 - sampling, not crypto
         self._queue: collections.deque[_Event] = collections.deque()
-        self._queued_bytes = 0  # touched by the request path only (one event loop)
+        self.max_backlog_bytes = max_backlog_bytes
+        # Each counter has one writer: the request path (one event loop thread) the
+        # first two, the writer thread the third; reading an int is atomic.
+        self._queued_bytes = 0  # since the last early wake-up
+        self._queued_total = 0
+        self._written_total = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,6 +209,7 @@ class CaptureWriter:
         self._files: dict[tuple[int, int, int, int], BinaryIO] = {}
         self.captured = 0  # events written
         self.failed = 0  # events lost to a write failure
+        self.dropped = 0  # events not queued: the backlog was full
         self._warned = False
         self._closed = False
 
@@ -231,6 +242,11 @@ class CaptureWriter:
             percent = self.settings.sampling_percent
             if percent < 100.0 and self._random() * 100.0 >= percent:
                 return False
+            size = len(input_body) + len(output_body)
+            if self._queued_total - self._written_total + size > self.max_backlog_bytes:
+                self.dropped += 1
+                self._failed(0, "the capture backlog is full; dropping events")
+                return False
             self._queue.append(
                 (
                     self._clock(),
@@ -241,7 +257,8 @@ class CaptureWriter:
                     inference_id,
                 )
             )
-            self._queued_bytes += len(input_body) + len(output_body)
+            self._queued_total += size
+            self._queued_bytes += size
             if self._queued_bytes >= self.flush_bytes:
                 self._queued_bytes = 0
                 self._wake.set()
@@ -261,6 +278,7 @@ class CaptureWriter:
                     break
             if not events:
                 return 0
+            self._written_total += sum(len(e[1]) + len(e[3]) for e in events)
             try:
                 written = self._write(events)
             except Exception as exc:  # noqa: BLE001 - counted and logged once
@@ -284,11 +302,13 @@ class CaptureWriter:
         self.flush()
         with self._flush_lock:
             self._close_files()
-        if self.failed:
+        if self.failed or self.dropped:
             log.warning(
-                "data capture: %d event(s) written, %d lost to write failures",
+                "data capture: %d event(s) written, %d lost to write failures, "
+                "%d dropped (backlog full)",
                 self.captured,
                 self.failed,
+                self.dropped,
             )
 
     def _run(self) -> None:

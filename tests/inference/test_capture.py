@@ -138,6 +138,14 @@ def test_about_a_megabyte_waiting_wakes_the_writer(tmp_path):
     writer.close()
 
 
+def test_a_full_backlog_drops_events_instead_of_growing(tmp_path):
+    writer = CaptureWriter(settings(tmp_path), max_backlog_bytes=100)
+    taken = [writer.record(b"x" * 40, "text/csv", b"", "text/csv") for _ in range(4)]
+    assert taken == [True, True, False, False] and writer.dropped == 2
+    assert writer.flush() == 2
+    assert writer.record(b"x" * 40, "text/csv", b"", "text/csv")  # room again
+
+
 def test_sampling_captures_about_the_configured_share(tmp_path):
     writer = CaptureWriter(settings(tmp_path, InitialSamplingPercentage=30))
     n = 4000
