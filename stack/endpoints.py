@@ -132,6 +132,7 @@ class LocalEndpoints(EndpointDeployer):
         startup_timeout: float = 60.0,
         workers: int = 2,
         data_capture: dict[str, Any] | None = None,
+        capture_flush_seconds: float = 1.0,
     ) -> None:
         self.root = root
         self.store = store
@@ -143,6 +144,7 @@ class LocalEndpoints(EndpointDeployer):
         # DataCaptureConfig of the configs deploy_package builds (the pipeline's
         # EndpointConfig step brings its own)
         self.data_capture = data_capture
+        self.capture_flush_seconds = capture_flush_seconds  # how often workers write
 
     def _record(self, kind: str, name: str) -> Path:
         return self.root / kind / f"{name}.json"
@@ -264,7 +266,11 @@ class LocalEndpoints(EndpointDeployer):
         """
         capture = config.get("DataCaptureConfig")
         if not capture or not capture.get("EnableCapture", True):
-            return {"data_capture_config": None, "data_capture_dir": None}
+            return {
+                "data_capture_config": None,
+                "data_capture_dir": None,
+                "data_capture_flush_seconds": self.capture_flush_seconds,
+            }
         if not isinstance(self.store, LocalObjectStore):
             raise EndpointError(
                 "data capture on a local endpoint writes to the local object store "
@@ -277,7 +283,11 @@ class LocalEndpoints(EndpointDeployer):
             raise EndpointError(
                 f"DataCaptureConfig.DestinationS3Uri is not usable: {exc}"
             ) from None
-        return {"data_capture_config": capture, "data_capture_dir": str(directory)}
+        return {
+            "data_capture_config": capture,
+            "data_capture_dir": str(directory),
+            "data_capture_flush_seconds": self.capture_flush_seconds,
+        }
 
     def _serving_capture(self, name: str) -> dict[str, Any]:
         """The data capture keys the serving process was last given."""
@@ -288,6 +298,9 @@ class LocalEndpoints(EndpointDeployer):
         return {
             "data_capture_config": control.get("data_capture_config"),
             "data_capture_dir": control.get("data_capture_dir"),
+            "data_capture_flush_seconds": control.get(
+                "data_capture_flush_seconds", self.capture_flush_seconds
+            ),
         }
 
     def _server_file(self, name: str, suffix: str) -> Path:
