@@ -1,0 +1,1 @@
+"""Model health after deployment: baselines, data capture, drift checks, retraining."""
