@@ -11,13 +11,15 @@ client; the table says which), fixed concurrency, keep-alive connections:
   flask     gunicorn + Flask, 2 sync workers, nginx in front (as SageMaker's framework
             containers run it; skipped if nginx is not installed)
   mlflow    mlflow models serve, 2 workers
+  capture   ours with data capture on (every request and response, as SageMaker's
+            DataCaptureConfig at 100 %), to measure what capture costs
 
 Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
 and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
 and 32. Reported per cell: requests/s, p50 and p99 latency, errors; per server: idle
-RSS of the whole process tree. Ratios: ours over the better peer, and ours over the
+RSS of the whole process tree. Ratios: ours over the better peer, ours over the
 in-process ceiling (parse + predict + encode of the same body on one thread, times the
-number of workers).
+number of workers), and capture on over capture off.
 """
 
 from __future__ import annotations
@@ -156,8 +158,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+CAPTURE_CONFIG = {
+    "EnableCapture": True,
+    "InitialSamplingPercentage": 100,
+    "DestinationS3Uri": "s3://bench/datacapture",
+    "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    "CaptureContentTypeHeader": {
+        "CsvContentTypes": ["text/csv"],
+        "JsonContentTypes": ["application/json"],
+    },
+}
+
+
 @contextlib.contextmanager
-def ours(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
+def ours(
+    model_dir: Path, work: Path, capture: bool = False
+) -> Iterator[tuple[str, list[int]]]:
     port = free_port()
     command = [
         sys.executable,
@@ -172,8 +188,18 @@ def ours(model_dir: Path, work: Path) -> Iterator[tuple[str, list[int]]]:
         "--workers",
         str(WORKERS),
     ]
+    if capture:
+        command += [
+            "--endpoint-name",
+            "bench",
+            "--data-capture-config",
+            json.dumps(CAPTURE_CONFIG),
+            "--data-capture-dir",
+            str(work / "capture"),
+        ]
     url = f"http://127.0.0.1:{port}"
-    with _process(command, work / "ours.log", url=url) as process:
+    log_name = "capture.log" if capture else "ours.log"
+    with _process(command, work / log_name, url=url) as process:
         yield f"http://127.0.0.1:{port}", [process.pid]
 
 
@@ -358,7 +384,7 @@ def run_wrk(
             "wrk",
             "-t1",
             f"-c{concurrency}",
-            f"-d{seconds:.0f}s",
+            f"-d{max(1, round(seconds))}s",  # wrk counts whole seconds
             "--timeout",
             "10s",
             "--latency",
@@ -473,7 +499,6 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
 
     model = load_model(model_dir, threads=1)
     body, media = body_for("ours", payload)
-    app = ScoringApp(model)
     parsed = parse_request(body, media, model.schema)
     scores = model.predict(parsed.matrix)
 
@@ -493,7 +518,7 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         ],
     }
 
-    async def drive() -> None:
+    async def drive(app: Any) -> None:
         messages = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> dict[str, Any]:
@@ -502,12 +527,40 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         async def send(_message: dict[str, Any]) -> None:
             return None
 
-        for _ in range(repeat):
+        for _ in range(per_round):
             await app(scope, receive, send)
 
-    began = time.perf_counter()
-    asyncio.run(drive())
-    app_us = (time.perf_counter() - began) / repeat * 1e6
+    # The app without and with capture, in alternating rounds (medians: the machine
+    # may be busy). With capture, the writer's work (encoding and appending the
+    # lines, done by a thread in the server) runs inline after each round, so the
+    # difference is the whole CPU cost of capturing every request.
+    from inference.capture import CaptureSettings, CaptureWriter
+
+    rounds = 5
+    per_round = max(repeat // rounds, 1)
+    off_us: list[float] = []
+    on_us: list[float] = []
+    write_us: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        settings = CaptureSettings.from_config(
+            CAPTURE_CONFIG, Path(folder), "bench", "AllTraffic"
+        )
+        assert settings is not None
+        writer = CaptureWriter(settings, flush_bytes=1 << 62)  # flushed below only
+        plain, capturing = ScoringApp(model), ScoringApp(model, capture=writer)
+        for _ in range(rounds):
+            began = time.perf_counter()
+            asyncio.run(drive(plain))
+            off_us.append((time.perf_counter() - began) / per_round * 1e6)
+            began = time.perf_counter()
+            asyncio.run(drive(capturing))
+            queued = time.perf_counter()
+            written = writer.flush()
+            done = time.perf_counter()
+            on_us.append((done - began) / per_round * 1e6)
+            write_us.append((done - queued) / max(written, 1) * 1e6)
+        writer.close()
+    app_us, capture_app_us = float(np.median(off_us)), float(np.median(on_us))
     return {
         "parse_us": per_call(lambda: parse_request(body, media, model.schema)),
         "predict_us": per_call(lambda: model.predict(parsed.matrix)),
@@ -515,6 +568,9 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
             lambda: encode_response(scores, "application/json", None)
         ),
         "asgi_app_us": app_us,
+        "asgi_app_capture_us": capture_app_us,
+        "capture_write_us": float(np.median(write_us)),
+        "capture_cpu_ratio": capture_app_us / app_us,
     }
 
 
@@ -525,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving")
     parser.add_argument("--quick", action="store_true", help="small and short")
     parser.add_argument("--seconds", type=float, default=None, help="per cell")
-    parser.add_argument("--servers", default="ours,flask,mlflow")
+    parser.add_argument("--servers", default="ours,capture,flask,mlflow")
     parser.add_argument("--concurrency", default=None, help="e.g. 1,8,32")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
@@ -576,6 +632,7 @@ def _run(
     )
     starters = {
         "ours": lambda: ours(model_dir, work),
+        "capture": lambda: ours(model_dir, work, capture=True),
         "flask": lambda: flask_behind_nginx(model_dir, work),
         "mlflow": lambda: mlflow_serve(
             save_mlflow_model(model_dir, work / "mlflow-model"), work
@@ -584,37 +641,58 @@ def _run(
     cells: list[Cell] = []
     idle_rss: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    # ours and capture are measured side by side: both servers run, and each cell
+    # alternates between them in slices (off, on, on, off), so a change in the
+    # machine's background load falls on both alike
+    groups: list[list[str]] = []
     for server in servers:
-        try:
-            context = starters[server]()
-            url, pids = context.__enter__()
-        except (FileNotFoundError, RuntimeError) as exc:
-            skipped[server] = str(exc)
-            print(f"{server}: skipped ({exc})", flush=True)
+        if server == "capture" and "ours" in servers:
             continue
-        try:
-            time.sleep(0.5)
-            idle_rss[server] = tree_rss_mb(pids)
+        groups.append(
+            [server, "capture"]
+            if server == "ours" and "capture" in servers
+            else [server]
+        )
+    for group in groups:
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for server in group:
+                try:
+                    url, pids = stack.enter_context(starters[server]())
+                except (FileNotFoundError, RuntimeError) as exc:
+                    skipped[server] = str(exc)
+                    print(f"{server}: skipped ({exc})", flush=True)
+                    continue
+                urls[server] = url
+                time.sleep(0.5)
+                idle_rss[server] = tree_rss_mb(pids)
+            order = list(urls) + list(reversed(urls)) if len(urls) > 1 else list(urls)
             for payload in payloads:
-                body, media = body_for(server, payload)
                 for concurrency in concurrencies:
-                    if loadgen == "wrk":
-                        result = run_wrk(url, body, media, concurrency, seconds, work)
-                    else:
-                        result = run_asyncio(url, body, media, concurrency, seconds)
-                    rps, p50, p99, errors, total = result
-                    cell = Cell(
-                        server, payload.name, concurrency, rps, p50, p99, errors, total
-                    )
-                    cells.append(cell)
-                    print(
-                        f"  {server:6} {payload.name:9} c={concurrency:<3} "
-                        f"{rps:9.1f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
-                        f"errors {errors}",
-                        flush=True,
-                    )
-        finally:
-            context.__exit__(None, None, None)
+                    slices: dict[
+                        str, list[tuple[float, float, float, float, int, int]]
+                    ] = {server: [] for server in urls}
+                    for server in order:
+                        body, media = body_for(server, payload)
+                        share = seconds * len(urls) / len(order)
+                        if loadgen == "wrk":
+                            result = run_wrk(
+                                urls[server], body, media, concurrency, share, work
+                            )
+                        else:
+                            result = run_asyncio(
+                                urls[server], body, media, concurrency, share
+                            )
+                        slices[server].append((share, *result))
+                    for server, parts in slices.items():
+                        cell = _cell(server, payload.name, concurrency, parts)
+                        cells.append(cell)
+                        print(
+                            f"  {server:7} {payload.name:9} c={concurrency:<3} "
+                            f"{cell.requests_per_s:9.1f} req/s  p50 {cell.p50_ms:7.2f}"
+                            f" ms  p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}",
+                            flush=True,
+                        )
 
     ceiling = {
         p.name: WORKERS * in_process_per_second(model_dir, p, min(seconds, 2.0))
@@ -624,10 +702,91 @@ def _run(
         p.name: profile_ours(model_dir, p, 200 if p.rows > 1 else 2000)
         for p in payloads
     }
+    captured = _captured(work / "capture") if "capture" in servers else None
     _print_tables(cells, idle_rss, ceiling, profile, skipped)
+    _print_capture(cells, captured, profile)
     if args.json:
-        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen)
-    return 1 if any(c.errors for c in cells if c.server == "ours") else 0
+        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen, captured)
+    return 1 if any(c.errors for c in cells if c.server in ("ours", "capture")) else 0
+
+
+def _cell(
+    server: str,
+    payload: str,
+    concurrency: int,
+    parts: list[tuple[float, float, float, float, int, int]],
+) -> Cell:
+    """One cell from its slices ``(seconds, req/s, p50, p99, errors, requests)``:
+    throughput over all of them, latencies averaged, errors and requests summed.
+    """
+    seconds = sum(p[0] for p in parts)
+    return Cell(
+        server,
+        payload,
+        concurrency,
+        sum(p[0] * p[1] for p in parts) / seconds,
+        sum(p[2] for p in parts) / len(parts),
+        sum(p[3] for p in parts) / len(parts),
+        sum(p[4] for p in parts),
+        sum(p[5] for p in parts),
+    )
+
+
+def _captured(folder: Path) -> dict[str, float]:
+    """What the capture run wrote: events (lines), files and megabytes."""
+    files = list(folder.rglob("*.jsonl"))
+    events = 0
+    for path in files:
+        with path.open("rb") as handle:
+            events += sum(1 for _ in handle)
+    size = sum(p.stat().st_size for p in files)
+    return {"events": events, "files": len(files), "mb": size / 2**20}
+
+
+def _print_capture(
+    cells: list[Cell],
+    captured: dict[str, float] | None,
+    profile: dict[str, dict[str, float]],
+) -> None:
+    print()
+    print("in-process CPU per request, capture off -> on (writer's work included):")
+    for name, parts in profile.items():
+        print(
+            f"  {name}: {parts['asgi_app_us']:.1f} -> "
+            f"{parts['asgi_app_capture_us']:.1f} us "
+            f"(x{parts['capture_cpu_ratio']:.3f}; "
+            f"writing {parts['capture_write_us']:.1f} us per event)"
+        )
+    by = {(c.server, c.payload, c.concurrency): c for c in cells}
+    pairs = [
+        (key, by[("ours", *key[1:])])
+        for key in sorted(by)
+        if key[0] == "capture" and ("ours", *key[1:]) in by
+    ]
+    if not pairs:
+        return
+    print()
+    header = (
+        f"{'payload':9} {'c':>3} | {'off req/s':>9} {'on req/s':>9} "
+        f"{'on/off':>6} | {'off p99':>7} {'on p99':>7}"
+    )
+    print("data capture (100 % of requests and responses) on vs off:")
+    print(header)
+    print("-" * len(header))
+    for key, off in pairs:
+        on = by[key]
+        print(
+            f"{key[1]:9} {key[2]:>3} | {off.requests_per_s:9.0f} "
+            f"{on.requests_per_s:9.0f} {on.requests_per_s / off.requests_per_s:6.2f}"
+            f" | {off.p99_ms:7.2f} {on.p99_ms:7.2f}"
+        )
+    if captured is not None:
+        answered = sum(c.requests for c in cells if c.server == "capture")
+        print(
+            f"captured {captured['events']:,.0f} events in {captured['files']:.0f} "
+            f"files ({captured['mb']:.1f} MB); the load generator counted "
+            f"{answered:,} answers (wrk leaves out those in flight as a slice ends)"
+        )
 
 
 def _print_tables(
@@ -701,7 +860,9 @@ def _write_json(
     ceiling: dict[str, float],
     profile: dict[str, dict[str, float]],
     loadgen: str,
+    captured: dict[str, float] | None = None,
 ) -> None:
+    off = {(c.payload, c.concurrency): c for c in cells if c.server == "ours"}
     results: list[dict[str, Any]] = [
         {
             "case": f"{c.server}/{c.payload}/c{c.concurrency}",
@@ -710,11 +871,24 @@ def _write_json(
             "p99_ms": round(c.p99_ms, 3),
             "errors": c.errors,
             "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
-            if c.server == "ours"
+            if c.server in ("ours", "capture")
             else None,
+            **(
+                {
+                    "ratio_to_no_capture": round(
+                        c.requests_per_s
+                        / off[(c.payload, c.concurrency)].requests_per_s,
+                        3,
+                    )
+                }
+                if c.server == "capture" and (c.payload, c.concurrency) in off
+                else {}
+            ),
         }
         for c in cells
     ]
+    if captured is not None:
+        results.append({"case": "capture/written", **captured})
     results += [
         {"case": f"{k}/idle", "idle_rss_mb": round(v, 1)} for k, v in idle_rss.items()
     ]

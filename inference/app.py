@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from inference.capture import CaptureWriter
 from inference.codec import (
     MAX_PAYLOAD_BYTES,
     RequestError,
@@ -45,8 +46,10 @@ class ScoringApp:
         model: LoadedModel,
         endpoint_name: str | None = None,
         variant_name: str = "AllTraffic",
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.model = model
+        self.capture = capture  # data capture (inference.capture), when configured
         self.endpoint_name = endpoint_name
         self._variant = variant_name.encode("latin-1")
         # Set while the worker shuts down: every answer then says "Connection: close",
@@ -92,6 +95,7 @@ class ScoringApp:
         self, scope: Scope, receive: Receive, send: Send, runtime_api: bool
     ) -> None:
         content_type = accept = ""
+        inference_id = None
         declared = 0
         for key, value in scope["headers"]:
             key = key.lower()
@@ -104,6 +108,8 @@ class ScoringApp:
                     declared = int(value)
                 except ValueError:
                     declared = -1
+            elif key == b"x-amzn-sagemaker-inference-id":
+                inference_id = value.decode("latin-1")
         fail = _model_error if runtime_api else _error
         if declared < 0:
             await fail(send, 400, "Content-Length is not a number")
@@ -133,6 +139,8 @@ class ScoringApp:
             media_type,
             [(b"x-amzn-invoked-production-variant", self._variant)],
         )
+        if self.capture is not None:  # after the answer is on its way; never raises
+            self.capture.record(body, content_type, payload, media_type, inference_id)
 
 
 def _closing(send: Send) -> Send:

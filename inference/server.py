@@ -16,6 +16,7 @@ httptools with one OpenMP thread.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -58,9 +59,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the outcome of each (re)load is written",
     )
     parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--data-capture-config",
+        default=None,
+        help="capture requests and responses: a DataCaptureConfig as JSON",
+    )
+    parser.add_argument(
+        "--data-capture-dir",
+        type=Path,
+        default=None,
+        help="the local folder that stands for its DestinationS3Uri",
+    )
+    parser.add_argument(
+        "--data-capture-flush-seconds",
+        type=float,
+        default=1.0,
+        help="how often each worker writes what it captured (and on shutdown)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    capture_config = None
+    if args.data_capture_config:
+        if args.data_capture_dir is None:
+            parser.error("--data-capture-config needs --data-capture-dir")
+        try:
+            capture_config = json.loads(args.data_capture_config)
+        except ValueError as exc:
+            parser.error(f"--data-capture-config is not JSON: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from inference.supervisor import Generation, Supervisor
 
@@ -72,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_dir=str(args.model_dir),
             variant_name=args.variant_name,
             endpoint_name=args.endpoint_name,
+            data_capture_config=capture_config,
+            data_capture_dir=str(args.data_capture_dir)
+            if capture_config is not None
+            else None,
+            data_capture_flush_seconds=args.data_capture_flush_seconds,
         ),
         control_file=args.control_file,
         status_file=args.status_file,

@@ -44,6 +44,11 @@ class Generation:
     variant_name: str = "AllTraffic"
     endpoint_name: str | None = None
     request: str = ""  # the caller's id for this (re)load, echoed in the status file
+    # DataCaptureConfig of the endpoint config, and the local folder that stands for
+    # its DestinationS3Uri (see inference.capture); None: no capture
+    data_capture_config: dict[str, Any] | None = None
+    data_capture_dir: str | None = None
+    data_capture_flush_seconds: float = 1.0
 
 
 @dataclass
@@ -121,6 +126,9 @@ class Supervisor:
             variant_name=data.get("variant_name", "AllTraffic"),
             endpoint_name=data.get("endpoint_name"),
             request=data.get("request", ""),
+            data_capture_config=data.get("data_capture_config"),
+            data_capture_dir=data.get("data_capture_dir"),
+            data_capture_flush_seconds=data.get("data_capture_flush_seconds", 1.0),
         )
 
     def _start(self, sock: socket.socket, spec: Generation) -> _Workers | None:
@@ -244,6 +252,15 @@ def _spawn(
     ]
     if spec.endpoint_name:
         command += ["--endpoint-name", spec.endpoint_name]
+    if spec.data_capture_config and spec.data_capture_dir:
+        command += [
+            "--data-capture-config",
+            json.dumps(spec.data_capture_config),
+            "--data-capture-dir",
+            spec.data_capture_dir,
+            "--data-capture-flush-seconds",
+            str(spec.data_capture_flush_seconds),
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         process = subprocess.Popen(

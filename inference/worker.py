@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inference.capture import CaptureWriter
 
 # Measured: XGBoost's default OpenMP threading in each of several workers oversubscribes
 # a small host 10-30x; set before the OpenMP runtime loads.
@@ -37,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoint-name", default=None)
     parser.add_argument("--variant-name", default="AllTraffic")
     parser.add_argument("--grace", type=int, default=25)
+    parser.add_argument(
+        "--data-capture-config", default=None, help="DataCaptureConfig as JSON"
+    )
+    parser.add_argument(
+        "--data-capture-dir", default=None, help="the folder of DestinationS3Uri"
+    )
+    parser.add_argument("--data-capture-flush-seconds", type=float, default=1.0)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from inference.app import ScoringApp
@@ -47,9 +59,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"worker {os.getpid()}: {exc}", file=sys.stderr)
         return 3
-    app = ScoringApp(model, args.endpoint_name, args.variant_name)
+    capture = _capture_writer(args)
+    app = ScoringApp(model, args.endpoint_name, args.variant_name, capture)
     sock = socket.socket(fileno=args.fd)
-    return _serve(app, sock, args.ready_fd, args.grace)
+    try:
+        return _serve(app, sock, args.ready_fd, args.grace)
+    finally:
+        if capture is not None:
+            capture.close()  # already closed on a graceful stop; a no-op then
+
+
+def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
+    """The data capture writer the worker's generation asks for, if any."""
+    if not args.data_capture_config or not args.data_capture_dir:
+        return None
+    from inference.capture import CaptureSettings, CaptureWriter
+
+    settings = CaptureSettings.from_config(
+        json.loads(args.data_capture_config),
+        Path(args.data_capture_dir),
+        args.endpoint_name or "local",
+        args.variant_name,
+    )
+    if settings is None:
+        return None
+    return CaptureWriter(
+        settings, flush_seconds=args.data_capture_flush_seconds
+    ).start()
 
 
 def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int:
@@ -72,6 +108,11 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
             while self.server_state.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             await super().shutdown(sockets)
+            # Now, not after serve() returns: uvicorn re-raises the SIGTERM it
+            # caught once serve() ends (0.54), and that ends the process at once.
+            capture = getattr(app, "capture", None)
+            if capture is not None:
+                capture.close()  # what is still queued reaches the files
 
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]

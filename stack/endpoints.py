@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stack.config import DeploymentConfig
-from stack.objectstore import ObjectStore
+from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError
 from stack.registry import ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +131,8 @@ class LocalEndpoints(EndpointDeployer):
         port: int = 8080,
         startup_timeout: float = 60.0,
         workers: int = 2,
+        data_capture: dict[str, Any] | None = None,
+        capture_flush_seconds: float = 1.0,
     ) -> None:
         self.root = root
         self.store = store
@@ -139,6 +141,10 @@ class LocalEndpoints(EndpointDeployer):
         self.port = port
         self.startup_timeout = startup_timeout
         self.workers = workers
+        # DataCaptureConfig of the configs deploy_package builds (the pipeline's
+        # EndpointConfig step brings its own)
+        self.data_capture = data_capture
+        self.capture_flush_seconds = capture_flush_seconds  # how often workers write
 
     def _record(self, kind: str, name: str) -> Path:
         return self.root / kind / f"{name}.json"
@@ -196,11 +202,16 @@ class LocalEndpoints(EndpointDeployer):
         variant = config["ProductionVariants"][0]
         model_name = variant["ModelName"]
         model = self._read("models", model_name)
+        capture = self._capture_spec(config)
         model_dir, digest = self._stage_model(model_name, model["ModelDataUrl"])
         current = self.describe(name)
         if current is not None and current.status != "InService":
             current = None
-        if current is not None and current.model_digest == digest:
+        if (
+            current is not None
+            and current.model_digest == digest
+            and self._serving_capture(name) == capture
+        ):
             # these model bytes already serve: no reload, but the endpoint now runs
             # on the new config, as SageMaker's UpdateEndpoint would report
             if (current.config_name, current.model_name) == (config_name, model_name):
@@ -214,6 +225,7 @@ class LocalEndpoints(EndpointDeployer):
             "variant_name": variant.get("VariantName", "AllTraffic"),
             "endpoint_name": name,
             "request": uuid.uuid4().hex,
+            **capture,
         }
         self._write_control(name, spec)
         url = f"http://{self.host}:{self.port}"
@@ -247,6 +259,49 @@ class LocalEndpoints(EndpointDeployer):
         )
         self._write("endpoints", name, asdict(info))
         return info
+
+    def _capture_spec(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The control file's data capture keys for an endpoint config: its
+        DataCaptureConfig and the local folder of its DestinationS3Uri.
+        """
+        capture = config.get("DataCaptureConfig")
+        if not capture or not capture.get("EnableCapture", True):
+            return {
+                "data_capture_config": None,
+                "data_capture_dir": None,
+                "data_capture_flush_seconds": self.capture_flush_seconds,
+            }
+        if not isinstance(self.store, LocalObjectStore):
+            raise EndpointError(
+                "data capture on a local endpoint writes to the local object store "
+                "(resources.object_store: local); unset "
+                "deployment.data_capture_s3_uri for this environment"
+            )
+        try:
+            directory = self.store.path_of(capture["DestinationS3Uri"])
+        except (KeyError, ObjectStoreError) as exc:
+            raise EndpointError(
+                f"DataCaptureConfig.DestinationS3Uri is not usable: {exc}"
+            ) from None
+        return {
+            "data_capture_config": capture,
+            "data_capture_dir": str(directory),
+            "data_capture_flush_seconds": self.capture_flush_seconds,
+        }
+
+    def _serving_capture(self, name: str) -> dict[str, Any]:
+        """The data capture keys the serving process was last given."""
+        try:
+            control = json.loads(self._server_file(name, "control").read_text())
+        except (OSError, ValueError):
+            control = {}
+        return {
+            "data_capture_config": control.get("data_capture_config"),
+            "data_capture_dir": control.get("data_capture_dir"),
+            "data_capture_flush_seconds": control.get(
+                "data_capture_flush_seconds", self.capture_flush_seconds
+            ),
+        }
 
     def _server_file(self, name: str, suffix: str) -> Path:
         return self.root / "servers" / f"{name}.{suffix}.json"
@@ -380,14 +435,15 @@ class LocalEndpoints(EndpointDeployer):
         model_name = self.create_model(
             {"Containers": [{"ModelPackageName": package_arn}]}
         )
-        config_name = self.create_endpoint_config(
-            {
-                "EndpointConfigName": f"{model_name}-config",
-                "ProductionVariants": [
-                    {"VariantName": "AllTraffic", "ModelName": model_name}
-                ],
-            }
-        )
+        config_request: dict[str, Any] = {
+            "EndpointConfigName": f"{model_name}-config",
+            "ProductionVariants": [
+                {"VariantName": "AllTraffic", "ModelName": model_name}
+            ],
+        }
+        if self.data_capture:
+            config_request["DataCaptureConfig"] = self.data_capture
+        config_name = self.create_endpoint_config(config_request)
         info = self.create_or_update_endpoint(
             {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
         )

@@ -7,7 +7,12 @@ from functools import cached_property
 from typing import Any
 
 from stack.config import Config
-from stack.endpoints import EndpointDeployer, LocalEndpoints, SageMakerEndpoints
+from stack.endpoints import (
+    EndpointDeployer,
+    LocalEndpoints,
+    SageMakerEndpoints,
+    data_capture_config,
+)
 from stack.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from stack.registry import LocalModelRegistry, ModelRegistry, SageMakerModelRegistry
 from stack.warehouse import (
@@ -84,6 +89,7 @@ def build_resources(config: Config) -> Resources:
             port=config.local_endpoint.port,
             startup_timeout=config.local_endpoint.startup_timeout_seconds,
             workers=config.local_endpoint.workers,
+            data_capture=data_capture_config(config.deployment),
         )
     else:
         endpoints = SageMakerEndpoints(

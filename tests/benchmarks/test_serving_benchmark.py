@@ -18,7 +18,7 @@ def test_quick_serving_benchmark_writes_results(tmp_path):
             "--seconds",
             "0.3",
             "--servers",
-            "ours",
+            "ours,capture",
             "--concurrency",
             "2",
             "--loadgen",
@@ -42,3 +42,11 @@ def test_quick_serving_benchmark_writes_results(tmp_path):
         for c in cells
         if "idle" not in c["case"]
     )
+    # capture on, beside it: every answered request captured, nothing failed
+    on = [r for r in document["results"] if r["case"].startswith("capture/")]
+    cells = [r for r in on if r["case"].count("/") == 2 and "requests_per_s" in r]
+    assert {c["case"] for c in cells} >= {"capture/csv-1/c2", "capture/json-10/c2"}
+    assert all(c["errors"] == 0 and c["ratio_to_no_capture"] > 0 for c in cells)
+    written = next(r for r in on if r["case"] == "capture/written")
+    assert written["events"] > 0 and written["files"] >= 1
+    assert "data capture (100 % of requests and responses) on vs off" in result.stdout

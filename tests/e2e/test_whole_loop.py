@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -57,6 +58,35 @@ def predictions(folder):
         return cursor.fetchone()
 
 
+def captured_rows(state, at_least, timeout=15.0):
+    """The local endpoint's data capture of the last hours, once its workers have
+    written ``at_least`` rows (they write every second).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from monitoring.capture import read_capture
+    from stack.objectstore import LocalObjectStore
+
+    store = LocalObjectStore(state / "s3")
+    prefix = "s3://mlops-local/churn/datacapture"
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_capture(
+            store, prefix, "churn-endpoint", end - timedelta(hours=2), end
+        )
+        if len(frame) >= at_least or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.2)
+
+
+def scores(folder):
+    with EmbeddedWarehouse(folder / "snowflake", "MLOPS", "CHURN").connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT SCORE FROM PREDICTIONS")
+        return [row[0] for row in cursor.fetchall()]
+
+
 def test_the_whole_loop_twice_then_its_failures(state):
     port = free_port()
     args = (
@@ -82,6 +112,10 @@ def test_the_whole_loop_twice_then_its_failures(state):
     assert f"at http://127.0.0.1:{port} (/ping 200)" in first.stdout
     rows, customers, low, high, executions = predictions(state)
     assert rows == customers > 1000 and 0 <= low < high <= 1 and executions == 1
+    # the endpoint captured what the WriteBack step sent it, as SageMaker would
+    captured = captured_rows(state, rows)
+    assert captured.attrs["undecodable"] == 0 and len(captured) >= rows
+    assert set(scores(state)) <= set(captured["prediction"])
 
     second = run_cli(*args)
     assert second.returncode == 0, second.stdout + second.stderr
