@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from stack.config import Config, validate_identifier
+from stack.config import Config, ConfigError, validate_identifier
 from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
 from stack.warehouse import Warehouse, WarehouseUnavailable
@@ -527,15 +527,18 @@ def prediction_summary(
             {"as_of": as_of.isoformat()},
         )
         totals = cursor.fetchall()
+    counts = {(arn, int(b)): int(n) for arn, b, n in binned}
+    # every bin of every package, zeros included, so the chart's axis is uniform
     histogram = pd.DataFrame(
         [
             {
-                "bin_start": int(b) / bins,
-                "bin_end": (int(b) + 1) / bins,
+                "bin_start": b / bins,
+                "bin_end": (b + 1) / bins,
                 "model_package": package_label(arn),
-                "rows": int(n),
+                "rows": counts.get((arn, b), 0),
             }
-            for arn, b, n in binned
+            for arn in sorted({arn for arn, _ in counts}, key=str)
+            for b in range(bins)
         ],
         columns=HISTOGRAM_COLUMNS,
     )
@@ -567,7 +570,7 @@ def package_label(arn: str | None) -> str:
 def _split_table(table: str) -> tuple[str, str, str]:
     parts = table.split(".")
     if len(parts) != 3:
-        raise ValueError(f"{table!r} is not DATABASE.SCHEMA.TABLE")
+        raise ConfigError(f"{table!r} is not DATABASE.SCHEMA.TABLE")
     for part in parts:
         validate_identifier(part, "table name part")
     return parts[0], parts[1], parts[2]

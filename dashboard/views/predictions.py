@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, ui
+from stack.config import ConfigError
 
 BINS = 20
 
@@ -12,7 +13,11 @@ BINS = 20
 def render() -> None:
     ctx = ui.context()
     ui.sidebar(ctx)
-    table = data.predictions_table(ctx.config)
+    try:
+        table = data.predictions_table(ctx.config)
+    except ConfigError as exc:
+        st.error(f"Configuration error: {exc}")
+        return
     st.title("Predictions")
     st.caption(f"Scores written back to `{table}`.")
     try:
