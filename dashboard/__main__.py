@@ -1,14 +1,14 @@
 """``python -m dashboard [--env ENV] [--port N] [--state-dir DIR]``: the dashboard.
 
-Checks the configuration first (a bad one exits 2 before anything starts), then runs
-Streamlit on 127.0.0.1, headless and without usage statistics, until interrupted.
+Checks the configuration first (a bad one exits 2 before anything starts), then
+becomes Streamlit serving on 127.0.0.1, headless and without usage statistics, until
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +41,7 @@ def streamlit_command(port: int) -> list[str]:
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
 
 
@@ -65,18 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"Dashboard ({config.env}) on http://{HOST}:{args.port}; Ctrl-C stops it")
-    process = subprocess.Popen(
-        streamlit_command(args.port), env=child_environment(config.env, args.state_dir)
+    print(
+        f"Dashboard ({config.env}) on http://{HOST}:{args.port}; Ctrl-C stops it",
+        flush=True,
     )
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to both processes
-        try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            return process.wait()
+    # Streamlit replaces this process, so signals (Ctrl-C, a supervisor's SIGTERM)
+    # reach the server itself and nothing is left behind
+    command = streamlit_command(args.port)
+    environment = child_environment(config.env, args.state_dir)
+    os.execve(command[0], command, environment)  # noqa: S606 (fixed argv, no shell)
 
 
 if __name__ == "__main__":

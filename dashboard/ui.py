@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -152,8 +151,6 @@ def status_badge(status: str | None) -> str:
     return f":{colour}-badge[{status or 'unknown'}]"
 
 
-def frame_or_note(frame: pd.DataFrame, note: str, **kwargs: Any) -> None:
-    if frame.empty:
-        st.info(note)
-    else:
-        st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
+def table_height(rows: int, most: int) -> int:
+    """Pixels that show ``rows`` rows (at most ``most``) without an inner scroll bar."""
+    return 38 + 35 * max(1, min(rows, most))

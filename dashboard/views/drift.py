@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+
+SHOWN = 6  # features drawn by default, the highest PSI first
 
 
 def render() -> None:
@@ -33,10 +37,12 @@ def render() -> None:
         f"at each check; above {monitoring.psi_threshold} counts as drift."
     )
     psi = data.psi_over_time(history)
-    if len(psi) > 1:
-        st.line_chart(psi)
-    else:
-        st.bar_chart(psi.T.rename(columns=lambda c: "psi"), horizontal=True)
+    ranked = psi.max().sort_values(ascending=False).index.tolist()
+    chosen = st.multiselect(
+        "Features", ranked, default=ranked[:SHOWN], help="highest PSI first"
+    )
+    if chosen:
+        st.altair_chart(_psi_chart(psi[chosen], monitoring.psi_threshold))
     st.subheader(f"Latest check: {latest.checked_at:%Y-%m-%d %H:%M} UTC")
     document = latest.document
     columns = st.columns(4)
@@ -49,6 +55,7 @@ def render() -> None:
             f"{prediction['psi']:.3f}",
             _delta(prediction.get("mean"), prediction.get("baseline_mean"), "mean"),
             delta_color="off",
+            delta_arrow="off",
         )
     performance = document.get("performance") or {}
     if performance.get("auc") is not None:
@@ -73,10 +80,12 @@ def render() -> None:
     else:
         st.error(f"{len(found)} violation(s) in the latest check")
         st.dataframe(found, hide_index=True, width="stretch")
+    features = data.feature_drift(latest)
     st.dataframe(
-        data.feature_drift(latest),
+        features,
         hide_index=True,
         width="stretch",
+        height=ui.table_height(len(features), 40),
         column_config={
             name: st.column_config.NumberColumn(name, format="%.4f")
             for name in data.FEATURE_DRIFT_COLUMNS[1:-1]
@@ -97,6 +106,26 @@ def render() -> None:
             hide_index=True,
             width="stretch",
         )
+
+
+def _psi_chart(psi: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    long = psi.reset_index().melt("checked_at", var_name="feature", value_name="psi")
+    lines = (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("checked_at:T", title="checked at"),
+            y=alt.Y("psi:Q", title="PSI"),
+            color=alt.Color("feature:N"),
+            tooltip=["checked_at:T", "feature:N", alt.Tooltip("psi:Q", format=".3f")],
+        )
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"psi": [threshold]}))
+        .mark_rule(color="red", strokeDash=[4, 4])
+        .encode(y="psi:Q")
+    )
+    return lines + rule
 
 
 def _report(ctx: ui.Context, latest: data.DriftResult) -> None:

@@ -41,6 +41,7 @@ def render() -> None:
         executions,
         hide_index=True,
         width="stretch",
+        height=ui.table_height(len(executions), 10),
         column_config={
             "duration_seconds": st.column_config.NumberColumn(
                 "duration (s)", format="%.1f"
@@ -73,6 +74,7 @@ def render() -> None:
         steps,
         hide_index=True,
         width="stretch",
+        height=ui.table_height(len(steps), 30),
         column_config={
             "duration_seconds": st.column_config.NumberColumn(
                 "duration (s)", format="%.1f"

@@ -40,6 +40,7 @@ def render() -> None:
             f"v{newest['version']}",
             f"test AUC {newest['test_auc']:.4f}",
             delta_color="off",
+            delta_arrow="off",
         )
     st.dataframe(
         versions,
@@ -51,9 +52,9 @@ def render() -> None:
         },
     )
     metrics = versions.set_index("version")[["test_auc", "pr_auc", "f1"]].sort_index()
-    if metrics.notna().any().any():
+    if len(metrics) > 1 and metrics.notna().any().any():
         st.caption("Test metrics by version")
-        st.bar_chart(metrics, stack=False)
+        st.line_chart(metrics)
 
 
 if __name__ == "__main__":
