@@ -46,8 +46,11 @@ DONE = """(() => {
   const app = document.querySelector('[data-testid="stApp"]');
   return !!app && app.dataset.testScriptState === 'notRunning'
     && app.dataset.testConnectionState === 'CONNECTED'
-    && !!document.querySelector('[data-testid="stMain"] h1');
+    && !!document.querySelector(
+      '[data-testid="stMain"] h1, [data-testid="stException"]');
 })()"""
+TITLE = """document.querySelector('[data-testid="stMain"] h1').innerText"""
+FAILED = """document.querySelectorAll('[data-testid="stException"]').length"""
 HEIGHT = """Math.max(document.querySelector('[data-testid="stMain"]').scrollHeight,
   document.body.scrollHeight)"""
 
@@ -158,7 +161,10 @@ def screenshot_page(
     height: int,
     timeout: float,
     settle: float,
-) -> None:
+) -> str:
+    """Save ``url`` as a PNG at ``path``; its title, or ScreenshotError if the page
+    shows an exception.
+    """
     tools.call(
         "Emulation.setDeviceMetricsOverride",
         width=width,
@@ -170,6 +176,8 @@ def screenshot_page(
     time.sleep(0.5)  # let the old page go before asking whether the new one is done
     _wait(lambda: bool(tools.evaluate(DONE)), timeout, f"the page {url}")
     time.sleep(settle)  # charts draw after the script run ends
+    if tools.evaluate(FAILED):
+        raise ScreenshotError(f"the page {url} shows an exception")
     content = int(tools.evaluate(HEIGHT) or height)
     tools.call(
         "Emulation.setDeviceMetricsOverride",
@@ -181,6 +189,7 @@ def screenshot_page(
     time.sleep(settle)
     shot = tools.call("Page.captureScreenshot", format="png")
     path.write_bytes(base64.b64decode(shot["data"]))
+    return str(tools.evaluate(TITLE))  # every page has a title
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             for name, url in page_urls(base):
                 path = out / f"dashboard-{name}.png"
-                screenshot_page(
+                title = screenshot_page(
                     tools, url, path, args.width, args.height, args.timeout, args.settle
                 )
-                print(f"{url} -> {path}")
+                print(f"{url} [{title}] -> {path}")
     except ScreenshotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
