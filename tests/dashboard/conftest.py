@@ -19,9 +19,9 @@ from dashboard.data import drift_prefix
 from pipelines.local_runner import Execution, StepRecord
 from snowflake.sagemaker_predictions.templates import predictions_ddl
 from stack.config import Config, load_config
-from stack.objectstore import LocalObjectStore, join_uri
-from stack.registry import LocalModelRegistry
-from stack.warehouse import EmbeddedWarehouse
+from stack.objectstore import LocalObjectStore, ObjectStore, join_uri
+from stack.registry import LocalModelRegistry, ModelRegistry
+from stack.warehouse import EmbeddedWarehouse, Warehouse
 
 GROUP = "churn-models"
 EXECUTION_ID = "a1b2c3d4e5f6"
@@ -129,8 +129,13 @@ def write_execution(root: Path, execution_id: str = EXECUTION_ID) -> Execution:
     return execution
 
 
-def register_versions(config: Config, store: LocalObjectStore) -> None:
-    registry = LocalModelRegistry(config.state_dir / "registry", config.aws.region)
+def register_versions(
+    config: Config, store: ObjectStore, registry: ModelRegistry | None = None
+) -> None:
+    """Version 1 Approved (test AUC 0.8011), version 2 pending (0.8123)."""
+    registry = registry or LocalModelRegistry(
+        config.state_dir / "registry", config.aws.region
+    )
     for version, (auc, status) in enumerate(
         [(0.8011, "Approved"), (0.8123, "PendingManualApproval")], start=1
     ):
@@ -201,7 +206,7 @@ def drift_document(checked_at: str, psi: dict[str, float], threshold: float) -> 
     }
 
 
-def write_drift_results(config: Config, store: LocalObjectStore) -> list[str]:
+def write_drift_results(config: Config, store: ObjectStore) -> list[str]:
     """Two checks a day apart: the first clean, the second with tenure_days drifted."""
     prefix = drift_prefix(config)
     checks = [
@@ -237,7 +242,7 @@ def write_drift_results(config: Config, store: LocalObjectStore) -> list[str]:
     return uris
 
 
-def write_predictions(warehouse: EmbeddedWarehouse) -> None:
+def write_predictions(warehouse: Warehouse) -> None:
     """30 scores as of LATEST_AS_OF (20 by version 1, 10 by version 2), 5 earlier."""
     arn = f"arn:aws:sagemaker:us-east-1:000000000000:model-package/{GROUP}/"
     scored_at = datetime(2026, 11, 24, 9, 0, tzinfo=UTC).replace(tzinfo=None)

@@ -17,6 +17,7 @@ from dashboard import data
 from stack.config import ConfigError
 from stack.objectstore import LocalObjectStore, join_uri
 from stack.registry import LocalModelRegistry
+from stack.resources import build_warehouse
 from stack.warehouse import EmbeddedWarehouse
 from tests.dashboard.conftest import (
     EARLIER_AS_OF,
@@ -332,3 +333,64 @@ def test_data_module_does_not_import_streamlit() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# -- the same functions against the AWS APIs (moto) ---------------------------------
+
+
+def test_versions_and_drift_through_sagemaker_and_s3(
+    tmp_path: Path, aws_credentials: None
+) -> None:
+    from moto import mock_aws
+
+    from stack.objectstore import S3ObjectStore
+    from stack.registry import SageMakerModelRegistry
+
+    config = state_config(tmp_path)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=config.aws.bucket)
+        store = S3ObjectStore(s3)
+        registry = SageMakerModelRegistry(
+            boto3.client("sagemaker", region_name="us-east-1")
+        )
+        register_versions(config, store, registry)
+        uris = write_drift_results(config, store)
+
+        versions = data.model_versions(registry, GROUP, store)
+        history = data.drift_history(store, data.drift_prefix(config))
+        latest = history.latest
+        assert latest is not None
+        found = data.violations(store, latest)
+
+    assert versions["version"].tolist() == [2, 1]
+    assert versions["approval_status"].tolist() == ["PendingManualApproval", "Approved"]
+    assert versions["pr_auc"].tolist() == [0.52, 0.51]  # evaluation.json read from S3
+    assert [r.uri for r in history.results] == uris
+    assert found["feature_name"].tolist() == ["tenure_days"]
+    assert data.location(store, latest.report_uri) == latest.report_uri
+
+
+def test_predictions_through_the_connector(fakesnow_server: int) -> None:
+    """The production path: snowflake-connector against a fakesnow server."""
+    from tests.stack.test_warehouse import connector_config
+
+    config = connector_config(fakesnow_server)
+    warehouse = build_warehouse(config)
+    table = data.predictions_table(config)
+    assert data.prediction_dates(warehouse, table) is None
+    write_predictions(warehouse)
+
+    assert data.prediction_dates(warehouse, table) == [LATEST_AS_OF, EARLIER_AS_OF]
+    summary = data.prediction_summary(warehouse, table, LATEST_AS_OF, bins=10)
+    assert summary.rows == 30
+    assert summary.histogram["rows"].sum() == 30
+
+
+def test_unreachable_snowflake_is_source_unavailable(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tests.stack.test_warehouse import connector_config
+
+    config = connector_config(free_port())
+    with pytest.raises(data.SourceUnavailable, match="cannot read Snowflake table"):
+        data.prediction_dates(build_warehouse(config), data.predictions_table(config))
