@@ -18,7 +18,7 @@ import streamlit as st
 from dashboard import data
 from stack.config import Config, ConfigError, load_config
 from stack.resources import Resources, build_resources
-from stack.warehouse import EmbeddedWarehouse
+from stack.warehouse import EmbeddedWarehouse, WarehouseUnavailable
 
 TTL_SECONDS = 60
 # The pipeline may hold the embedded Snowflake's DuckDB file while it writes; the
@@ -43,7 +43,12 @@ def context() -> Context:
         st.error(f"Configuration error: {exc}")
         st.stop()
     key = config.model_dump_json()
-    return Context(config, _resources(key, config), key)
+    try:
+        resources = _resources(key, config)
+    except WarehouseUnavailable as exc:  # e.g. snowflake.account not set
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+    return Context(config, resources, key)
 
 
 @st.cache_resource(show_spinner=False)

@@ -146,3 +146,13 @@ def test_a_bad_configuration_is_shown_not_raised(
 
     assert not app.exception
     assert "unknown environment 'nowhere'" in app.error[0].value
+
+
+def test_an_incomplete_aws_configuration_is_shown_not_raised(
+    dashboard_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_ENV", "dev")  # no snowflake.account: nothing is called
+    app = AppTest.from_file(APP, default_timeout=30).run()
+
+    assert not app.exception
+    assert "snowflake.account is not set" in app.error[0].value
