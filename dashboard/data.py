@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
@@ -25,8 +25,6 @@ from stack.config import Config, ConfigError, validate_identifier
 from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
 from stack.warehouse import Warehouse, WarehouseUnavailable
-
-T = TypeVar("T")
 
 EXECUTION_COLUMNS = [
     "execution", "status", "started_at", "ended_at", "duration_seconds", "attempts",
@@ -60,25 +58,19 @@ class SourceUnavailable(Exception):
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     """The errors of the systems we read, caught at this module's edge only."""
-    errors: list[type[BaseException]] = [
+    # imported here: the connector is slow to import and only some pages need it
+    from botocore.exceptions import BotoCoreError, ClientError
+    from snowflake.connector.errors import Error as SnowflakeError
+
+    return (
         ObjectStoreError,
         RegistryError,
         WarehouseUnavailable,
         OSError,
-    ]
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        errors += [BotoCoreError, ClientError]
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        pass
-    try:
-        from snowflake.connector.errors import Error as SnowflakeError
-
-        errors.append(SnowflakeError)
-    except ImportError:  # pragma: no cover - the connector is a dependency
-        pass
-    return tuple(errors)
+        BotoCoreError,
+        ClientError,
+        SnowflakeError,
+    )
 
 
 @contextmanager
@@ -406,7 +398,7 @@ def feature_drift(result: DriftResult) -> pd.DataFrame:
         if isinstance(f, dict)
     ]
     frame = pd.DataFrame(rows, columns=FEATURE_DRIFT_COLUMNS)
-    frame["drifted"] = frame["drifted"].fillna(False).astype(bool)
+    frame["drifted"] = frame["drifted"].astype("boolean").fillna(False).astype(bool)
     return frame.sort_values(["drifted", "psi"], ascending=[False, False]).reset_index(
         drop=True
     )
