@@ -1,0 +1,1 @@
+"""A Streamlit dashboard of model health: executions, versions, drift, predictions."""

@@ -1,0 +1,61 @@
+"""Model versions of the package group: approval status and test metrics."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, ui
+
+
+def render() -> None:
+    ctx = ui.context()
+    ui.sidebar(ctx)
+    group = ctx.config.sagemaker.model_package_group
+    st.title("Model versions")
+    st.caption(f"Model package group `{group}`, newest first.")
+    try:
+        versions = ui.model_versions(ctx.key, ctx)
+    except data.SourceUnavailable as exc:
+        ui.unavailable(exc)
+    if versions.empty:
+        st.info(
+            f"No versions registered in `{group}` yet: the pipeline's Register step "
+            "adds one when a model passes the gate."
+        )
+        return
+    approved = versions[versions["approval_status"] == "Approved"]
+    columns = st.columns(4)
+    columns[0].metric("Versions", len(versions))
+    columns[1].metric("Approved", len(approved))
+    columns[2].metric(
+        "Pending approval",
+        int((versions["approval_status"] == "PendingManualApproval").sum()),
+    )
+    if approved.empty:
+        columns[3].metric("Newest approved", "none")
+    else:
+        newest = approved.iloc[0]
+        columns[3].metric(
+            "Newest approved",
+            f"v{newest['version']}",
+            f"test AUC {newest['test_auc']:.4f}",
+            delta_color="off",
+            delta_arrow="off",
+        )
+    st.dataframe(
+        versions,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            name: st.column_config.NumberColumn(name, format="%.4f")
+            for name in ("test_auc", "pr_auc", "log_loss", "f1")
+        },
+    )
+    metrics = versions.set_index("version")[["test_auc", "pr_auc", "f1"]].sort_index()
+    if len(metrics) > 1 and metrics.notna().any().any():
+        st.caption("Test metrics by version")
+        st.line_chart(metrics)
+
+
+if __name__ == "__main__":
+    render()
