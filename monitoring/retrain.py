@@ -448,6 +448,10 @@ def _read_given_report(store: ObjectStore, where: str) -> DriftReport:
     if where.startswith("s3://"):
         return read_drift(store, where)
     path = Path(where)
+    if where.startswith("/opt/ml/"):  # a pipeline step's input, under the contract
+        from processing.contract import ProcessingContract
+
+        path = ProcessingContract.from_environment().path(where)
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
