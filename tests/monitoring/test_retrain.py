@@ -464,6 +464,9 @@ def test_a_violation_starts_a_local_execution_with_the_window_moved(
     monkeypatch.setenv(
         "MLOPS_SAGEMAKER__MODEL_APPROVAL_STATUS", "PendingManualApproval"
     )
+    # the trigger is under test, not the model's quality on 3,000 customers
+    monkeypatch.setenv("MLOPS_EVALUATION__AUC_THRESHOLD", "0.5")
+    shutil.copytree(seeded_snowflake_dir, state / "snowflake")  # the small demo data
     model = register_model(state)  # the version trained on 2026-03-31 now serving
     write_drift(state, after(model, 1), violations=3)
 
