@@ -490,7 +490,7 @@ def _report(
     if drift:
         console.event(
             "drift",
-            f"Newest drift check: {drift.uri} ({_when(drift.checked_at)}, "
+            f"Drift check: {drift.uri} ({_when(drift.checked_at)}, "
             f"{drift.violations} violation(s))",
             drift_report=drift.uri,
             checked_at=_when(drift.checked_at),
