@@ -17,6 +17,7 @@ instance type, limits, keys, network); the local runner executes the same JSON.
 
   python -m monitoring pipeline [--env ENV] [--definition FILE]   print or write it
   python -m monitoring pipeline --env dev --upsert                create or update it
+  python -m monitoring pipeline --run [--force-retrain]           run it here
 """
 
 from __future__ import annotations
@@ -196,6 +197,54 @@ def upsert_monitor_pipeline(
     return "Updated", str(client.update_pipeline(**request)["PipelineArn"])
 
 
+def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
+    """Execute the monitoring pipeline with the local runner; returns the exit code."""
+    if config.is_aws:
+        raise ConfigError(
+            f"the {config.env} environment runs on SageMaker: use --upsert, and the "
+            "schedules in infra/monitoring.yaml"
+        )
+    from pipelines.console import show_progress, show_step
+    from pipelines.local_runner import LocalRunner
+    from stack.resources import build_resources
+
+    definition = build_monitor_definition(config)
+    runner = LocalRunner(
+        build_resources(config), progress=lambda e, s, x: show_progress(console, e, s)
+    )
+    execution = runner.run(
+        definition,
+        {FORCE_RETRAIN: str(force_retrain).lower()},
+        pipeline_name=monitor_pipeline_name(config),
+    )
+    for step in execution.steps:
+        show_step(console, step, event="step_summary", with_reason=False)
+    report = execution.property_files.get(DRIFT_CHECK, {}).get(DRIFT_REPORT)
+    if report is not None:
+        console.event(
+            "drift",
+            f"Drift check: {report.get('violations')} violation(s)",
+            violations=report.get("violations"),
+        )
+    failed = execution.failed_step
+    if failed:
+        console.event(
+            "execution",
+            f"Failed: step {failed.name}: {failed.failure_reason}",
+            status=execution.status,
+            execution_id=execution.execution_id,
+            failed_step=failed.name,
+        )
+        return EXIT_FAILED
+    console.event(
+        "execution",
+        execution.status,
+        status=execution.status,
+        execution_id=execution.execution_id,
+    )
+    return EXIT_OK if execution.status == "Succeeded" else EXIT_FAILED
+
+
 # --- the command ----------------------------------------------------------------------
 
 
@@ -214,6 +263,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="create or update the pipeline in SageMaker",
     )
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="execute it here with the local runner (the embedded stack)",
+    )
+    parser.add_argument(
+        "--force-retrain",
+        action="store_true",
+        help="with --run: ForceRetrain=true (Retrain runs whatever the check found)",
+    )
+    parser.add_argument("--state-dir", help="where the embedded stack keeps its state")
     parser.add_argument("--role-arn", help="pipeline execution role (aws.role_arn)")
     parser.add_argument("--image-uri", help="our image in ECR (sagemaker.image_uri)")
     parser.add_argument(
@@ -230,12 +290,20 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(args.log_format)
     try:
-        if args.upsert and args.definition:
-            raise ConfigError("--definition prints the definition: drop --upsert")
+        if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
+            raise ConfigError("choose one of --definition, --upsert and --run")
+        if args.force_retrain and not args.run:
+            raise ConfigError("--force-retrain goes with --run")
         config = load_config(
             args.env,
-            {"aws.role_arn": args.role_arn, "sagemaker.image_uri": args.image_uri},
+            {
+                "aws.role_arn": args.role_arn,
+                "sagemaker.image_uri": args.image_uri,
+                "state_dir": args.state_dir,
+            },
         )
+        if args.run:
+            return run_locally(config, args.force_retrain, console)
         if args.upsert:
             if not config.is_aws:
                 raise ConfigError(

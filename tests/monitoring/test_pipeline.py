@@ -5,6 +5,7 @@ local runner accept it, the local runner taking each branch, and its upsert.
 import copy
 import json
 import os
+import re
 
 import pytest
 
@@ -163,6 +164,24 @@ def test_the_local_runner_runs_retrain_on_violations_or_when_forced(
         assert "opt/ml/processing/drift/drift.json" in log
         assert "No retraining" in log
         assert len(list((runner.state_dir / "executions").iterdir())) == 1
+
+
+def test_the_command_runs_it_locally(definition, runner, capsys, monkeypatch):
+    monkeypatch.setattr(
+        pipeline,
+        "build_monitor_definition",
+        lambda config: with_fake_check(definition, 0),
+    )
+    state = str(runner.state_dir)
+    assert pipeline.main(["--run", "--state-dir", state]) == 0
+    out = capsys.readouterr().out
+    assert "Drift check: 0 violation(s)" in out
+    assert re.search(r"Retrain +NotExecuted", out)
+    assert out.strip().endswith("Succeeded")
+    assert pipeline.main(["--run", "--force-retrain", "--state-dir", state]) == 0
+    assert re.search(r"Retrain +Succeeded", capsys.readouterr().out)
+    assert pipeline.main(["--force-retrain"]) == 2
+    assert "--force-retrain goes with --run" in capsys.readouterr().err
 
 
 # --- the command ------------------------------------------------------------------------
