@@ -466,6 +466,7 @@ def test_a_violation_starts_a_local_execution_with_the_window_moved(
     )
     # the trigger is under test, not the model's quality on 3,000 customers
     monkeypatch.setenv("MLOPS_EVALUATION__AUC_THRESHOLD", "0.5")
+    monkeypatch.setenv("MLOPS_TRAINING__HYPERPARAMETERS__NUM_ROUND", "30")
     shutil.copytree(seeded_snowflake_dir, state / "snowflake")  # the small demo data
     model = register_model(state)  # the version trained on 2026-03-31 now serving
     write_drift(state, after(model, 1), violations=3)
@@ -509,3 +510,22 @@ def test_a_violation_starts_a_local_execution_with_the_window_moved(
     assert (new.version, new.approval_status) == (2, "PendingManualApproval")
     assert new.customer_metadata["as_of_date"] == "2026-04-01"
     assert new.customer_metadata["pipeline_execution_id"] == execution.execution_id
+
+
+@pytest.mark.e2e
+def test_a_started_execution_that_fails_exits_1_naming_the_step(
+    state, seeded_snowflake_dir, tmp_path, capsys, monkeypatch
+):
+    # the Extract step finds no feature set in the folder configured for it
+    monkeypatch.setenv("MLOPS_FEATURES__DIRECTORY", str(tmp_path / "no-features"))
+    shutil.copytree(seeded_snowflake_dir, state / "snowflake")
+    model = register_model(state)
+    write_drift(state, after(model, 1), violations=1)
+    code, out, err = cli(capsys, "--state-dir", str(state), "--no-writeback", "--start")
+    assert code == 1, out + err
+    assert "Failed: step Extract:" in out
+    (directory,) = (state / "executions").iterdir()
+    assert (
+        json.loads((directory / "execution.json").read_text())["parameters"]["AsOfDate"]
+        == "2026-04-01"
+    )
