@@ -54,11 +54,11 @@ def monitor_pipeline_name(config: Config) -> str:
 
 def get_monitor_pipeline(config: Config, session: Any) -> Any:
     """The monitoring pipeline for ``config`` on ``session`` (a PipelineSession)."""
-    from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionOr
-
     from pipelines.definition import _network_config, _role, load_sdk_for
 
-    sdk = load_sdk_for(config)
+    sdk = load_sdk_for(config)  # first: it contains the SDK's import side effects
+    from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionOr
+
     sm, security = config.sagemaker, config.security
     role = _role(config)
     p_force = sdk.ParameterBoolean(FORCE_RETRAIN, default_value=False)
