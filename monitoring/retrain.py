@@ -38,7 +38,7 @@ from typing import Any
 
 from pipelines.console import FORMATS, Console
 from stack.config import Config, ConfigError, MonitoringConfig, load_config
-from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
+from stack.objectstore import ObjectStore, ObjectStoreError
 from stack.registry import ModelPackage, RegistryError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -196,11 +196,6 @@ def _when(moment: datetime) -> str:
 
 
 # --- what the decision reads ----------------------------------------------------------
-
-
-def results_prefix(config: Config) -> str:
-    """Where drift checks keep their results: one folder per check."""
-    return join_uri(config.artifact_root, "monitoring", config.sagemaker.endpoint_name)
 
 
 def serving_model(resources: Any) -> ServingModel | None:
@@ -411,6 +406,8 @@ def retrain(
             resources.store, args.drift_report
         )
     else:
+        from monitoring.check import results_prefix  # (numpy, pandas: only here)
+
         drift = newest_drift(resources.store, results_prefix(config))
     decision = decide(
         model,

@@ -117,16 +117,13 @@ def runner(tmp_path, monkeypatch):
 
 
 def with_fake_check(definition, violations):
-    """The definition, DriftCheck replaced by FAKE_CHECK and Retrain run as the module
-    (``python -m monitoring`` is wired by the package's __main__).
+    """The definition with DriftCheck replaced by FAKE_CHECK; Retrain runs as defined
+    (``python -m monitoring retrain --start --drift-report ...``).
     """
     fake = copy.deepcopy(definition)
     steps = steps_by_name(fake)
     app = steps[DRIFT_CHECK].definition["Arguments"]["AppSpecification"]
     app["ContainerEntrypoint"] = ["python", "-c", FAKE_CHECK, str(violations)]
-    app = steps[RETRAIN].definition["Arguments"]["AppSpecification"]
-    assert app["ContainerEntrypoint"] == pipeline.RETRAIN_COMMAND
-    app["ContainerEntrypoint"] = ["python", "-m", "monitoring.retrain"]
     return fake
 
 
