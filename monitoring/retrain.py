@@ -111,10 +111,8 @@ def decide(
     )
     if model is None:
         if force:
-            return Decision(
-                True, f"forced (--force), no model serves yet; {window}", as_of,
-                (FORCED,), parameters,
-            )  # fmt: skip
+            reason = f"forced (--force), no model serves yet; {window}"
+            return Decision(True, reason, as_of, (FORCED,), parameters)
         return Decision(
             False,
             "no model serves the endpoint and the group has no Approved version: "
