@@ -1,0 +1,357 @@
+"""The monitoring pipeline: DriftCheck → CheckDrift → Retrain.
+
+A second SageMaker pipeline, ``<sagemaker.pipeline_name>-monitor``, that an EventBridge
+schedule starts (``infra/monitoring.yaml``):
+
+- ``DriftCheck`` runs ``python -m monitoring check`` in our image and keeps its
+  ``drift.json`` as the property file ``DriftReport``;
+- ``CheckDrift`` goes on when the check found violations or the ``ForceRetrain``
+  parameter is true (the slower schedule that lets the retraining schedule be judged
+  even on days without drift);
+- ``Retrain`` runs ``python -m monitoring retrain --start`` on that check's report,
+  which decides by ``monitoring.*`` and starts the training pipeline with AsOfDate
+  moved forward.
+
+Built with the same SDK helpers and settings as ``pipelines.definition`` (image, role,
+instance type, limits, keys, network); the local runner executes the same JSON.
+
+  python -m monitoring pipeline [--env ENV] [--definition FILE]   print or write it
+  python -m monitoring pipeline --env dev --upsert                create or update it
+  python -m monitoring pipeline --run [--force-retrain]           run it here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.console import FORMATS, Console
+from stack.config import Config, ConfigError, load_config
+
+DRIFT_CHECK, CHECK_DRIFT, RETRAIN = "DriftCheck", "CheckDrift", "Retrain"
+DRIFT_REPORT, FORCE_RETRAIN = "DriftReport", "ForceRetrain"
+MONITORING_OUTPUT = "/opt/ml/processing/monitoring"
+DRIFT_INPUT = "/opt/ml/processing/drift"
+# ``monitoring check`` exits 1 when it finds violations (for people and CI); a pipeline
+# step must succeed then, so that CheckDrift can act on the report: --exit-zero.
+DRIFT_CHECK_COMMAND = ["python", "-m", "monitoring", "check"]
+DRIFT_CHECK_ARGUMENTS = ["--output-dir", MONITORING_OUTPUT, "--exit-zero"]
+RETRAIN_COMMAND = ["python", "-m", "monitoring", "retrain"]
+RETRAIN_ARGUMENTS = ["--start", "--drift-report", f"{DRIFT_INPUT}/drift.json"]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def monitor_pipeline_name(config: Config) -> str:
+    return f"{config.sagemaker.pipeline_name}-monitor"
+
+
+def get_monitor_pipeline(config: Config, session: Any) -> Any:
+    """The monitoring pipeline for ``config`` on ``session`` (a PipelineSession)."""
+    from pipelines.definition import _network_config, _role, load_sdk_for
+
+    sdk = load_sdk_for(config)  # first: it contains the SDK's import side effects
+    from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionOr
+
+    sm, security = config.sagemaker, config.security
+    role = _role(config)
+    p_force = sdk.ParameterBoolean(FORCE_RETRAIN, default_value=False)
+    execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
+    output_uri = sdk.Join(
+        on="/", values=[config.artifact_root, execution_id, "monitoring"]
+    )
+    step_env = {"MLOPS_ENV": config.env}
+
+    def processor(entrypoint: list[str]) -> Any:
+        """A processing job on our image, with the environment's security settings
+        (as ``pipelines.definition`` makes its jobs).
+        """
+        return sdk.Processor(
+            image_uri=sm.image_uri,
+            role=role,
+            instance_count=1,
+            instance_type=sm.processing_instance_type,
+            entrypoint=entrypoint,
+            sagemaker_session=session,
+            env=step_env,
+            max_runtime_in_seconds=sm.max_runtime_seconds,
+            volume_kms_key=security.volume_kms_key_id,
+            output_kms_key=security.output_kms_key_id,
+            network_config=_network_config(sdk, config, isolated=False),
+        )
+
+    # Never cached: what the endpoint saw changes between executions with the same
+    # arguments.
+    drift_check = sdk.ProcessingStep(
+        name=DRIFT_CHECK,
+        step_args=processor(DRIFT_CHECK_COMMAND).run(
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="monitoring",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=output_uri,
+                        local_path=MONITORING_OUTPUT,
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+            arguments=list(DRIFT_CHECK_ARGUMENTS),
+        ),
+        property_files=[
+            sdk.PropertyFile(
+                name=DRIFT_REPORT, output_name="monitoring", path="drift.json"
+            )
+        ],
+    )
+    report_uri = drift_check.properties.ProcessingOutputConfig.Outputs[
+        "monitoring"
+    ].S3Output.S3Uri
+    retrain = sdk.ProcessingStep(
+        name=RETRAIN,
+        step_args=processor(RETRAIN_COMMAND).run(
+            inputs=[
+                sdk.ProcessingInput(
+                    input_name="drift",
+                    s3_input=sdk.ProcessingS3Input(
+                        s3_uri=report_uri,
+                        local_path=DRIFT_INPUT,
+                        s3_data_type="S3Prefix",
+                        s3_input_mode="File",
+                    ),
+                )
+            ],
+            arguments=list(RETRAIN_ARGUMENTS),
+        ),
+    )
+    violations = sdk.JsonGet(
+        step_name=DRIFT_CHECK, property_file=DRIFT_REPORT, json_path="violations"
+    )
+    check_drift = sdk.ConditionStep(
+        name=CHECK_DRIFT,
+        conditions=[
+            ConditionOr(
+                conditions=[
+                    ConditionGreaterThan(left=violations, right=0),
+                    sdk.ConditionEquals(left=p_force, right=True),
+                ]
+            )
+        ],
+        if_steps=[retrain],
+        else_steps=[],
+    )
+    return sdk.Pipeline(
+        name=monitor_pipeline_name(config),
+        parameters=[p_force],
+        steps=[drift_check, check_drift],
+        sagemaker_session=session,
+    )
+
+
+def build_monitor_definition(
+    config: Config, session: Any | None = None
+) -> dict[str, Any]:
+    """The monitoring pipeline's definition as a dict, checked as the main one is.
+
+    Raises:
+        InvalidDefinition: a step's request would be refused by SageMaker's API.
+    """
+    from pipelines.definition import make_session
+    from pipelines.validation import check_definition
+
+    session = session or make_session(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        definition = json.loads(get_monitor_pipeline(config, session).definition())
+    check_definition(definition)
+    return definition
+
+
+def upsert_monitor_pipeline(
+    config: Config, client: Any, definition: dict[str, Any]
+) -> tuple[str, str]:
+    """CreatePipeline, or UpdatePipeline if it exists; returns (action, ARN)."""
+    from pipelines.deploy import require_role
+
+    name = monitor_pipeline_name(config)
+    request: dict[str, Any] = {
+        "PipelineName": name,
+        "PipelineDefinition": json.dumps(definition),
+        "RoleArn": require_role(config),
+        "PipelineDescription": f"churn model monitoring ({config.env})",
+    }
+    try:
+        client.describe_pipeline(PipelineName=name)
+    except client.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code not in ("ResourceNotFound", "ValidationException"):
+            raise
+        request["ClientRequestToken"] = uuid.uuid4().hex
+        request["Tags"] = [{"Key": "environment", "Value": config.env}]
+        return "Created", str(client.create_pipeline(**request)["PipelineArn"])
+    return "Updated", str(client.update_pipeline(**request)["PipelineArn"])
+
+
+def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
+    """Execute the monitoring pipeline with the local runner; returns the exit code."""
+    if config.is_aws:
+        raise ConfigError(
+            f"the {config.env} environment runs on SageMaker: use --upsert, and the "
+            "schedules in infra/monitoring.yaml"
+        )
+    from pipelines.console import show_progress, show_step
+    from pipelines.local_runner import LocalRunner
+    from stack.resources import build_resources
+
+    definition = build_monitor_definition(config)
+    runner = LocalRunner(
+        build_resources(config), progress=lambda e, s, x: show_progress(console, e, s)
+    )
+    execution = runner.run(
+        definition,
+        {FORCE_RETRAIN: str(force_retrain).lower()},
+        pipeline_name=monitor_pipeline_name(config),
+    )
+    for step in execution.steps:
+        show_step(console, step, event="step_summary", with_reason=False)
+    report = execution.property_files.get(DRIFT_CHECK, {}).get(DRIFT_REPORT)
+    if report is not None:
+        console.event(
+            "drift",
+            f"Drift check: {report.get('violations')} violation(s)",
+            violations=report.get("violations"),
+        )
+    failed = execution.failed_step
+    if failed:
+        console.event(
+            "execution",
+            f"Failed: step {failed.name}: {failed.failure_reason}",
+            status=execution.status,
+            execution_id=execution.execution_id,
+            failed_step=failed.name,
+        )
+        return EXIT_FAILED
+    console.event(
+        "execution",
+        execution.status,
+        status=execution.status,
+        execution_id=execution.execution_id,
+    )
+    return EXIT_OK if execution.status == "Succeeded" else EXIT_FAILED
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pipeline`` (for ``python -m monitoring``'s subcommand)."""
+    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
+    parser.add_argument(
+        "--definition",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="print the definition JSON (or write it to FILE); the default",
+    )
+    parser.add_argument(
+        "--upsert",
+        action="store_true",
+        help="create or update the pipeline in SageMaker",
+    )
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="execute it here with the local runner (the embedded stack)",
+    )
+    parser.add_argument(
+        "--force-retrain",
+        action="store_true",
+        help="with --run: ForceRetrain=true (Retrain runs whatever the check found)",
+    )
+    parser.add_argument("--state-dir", help="where the embedded stack keeps its state")
+    parser.add_argument("--role-arn", help="pipeline execution role (aws.role_arn)")
+    parser.add_argument("--image-uri", help="our image in ECR (sagemaker.image_uri)")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text for people (default), json lines for CD logs",
+    )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.validation import InvalidDefinition
+
+    console = Console(args.log_format)
+    try:
+        if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
+            raise ConfigError("choose one of --definition, --upsert and --run")
+        if args.force_retrain and not args.run:
+            raise ConfigError("--force-retrain goes with --run")
+        config = load_config(
+            args.env,
+            {
+                "aws.role_arn": args.role_arn,
+                "sagemaker.image_uri": args.image_uri,
+                "state_dir": args.state_dir,
+            },
+        )
+        if args.run:
+            return run_locally(config, args.force_retrain, console)
+        if args.upsert:
+            if not config.is_aws:
+                raise ConfigError(
+                    "--upsert needs an AWS environment: pass --env dev, staging or prod"
+                )
+            from pipelines.deploy import require_role
+            from pipelines.remote import sagemaker_client
+
+            require_role(config)
+            definition = build_monitor_definition(config)
+            action, arn = upsert_monitor_pipeline(
+                config, sagemaker_client(config), definition
+            )
+            console.event(
+                "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
+            )
+            return EXIT_OK
+        text = json.dumps(build_monitor_definition(config), indent=2, sort_keys=True)
+        target = args.definition or "-"
+        if target == "-":
+            print(text)
+        else:
+            Path(target).write_text(text + "\n")
+            console.note(f"wrote {target}")
+        return EXIT_OK
+    except (ConfigError, InvalidDefinition) as exc:
+        return _fail(console, EXIT_USAGE, str(exc), args.verbose)
+    except Exception as exc:  # one line, a non-zero exit
+        return _fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+
+
+def _fail(console: Console, code: int, message: str, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    console.error(first_line, exit_code=code)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring pipeline",
+        description="Print or upsert the monitoring pipeline "
+        "(DriftCheck → CheckDrift → Retrain).",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
