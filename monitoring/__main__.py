@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "check": "monitoring.check",
     "retrain": "monitoring.retrain",
+    "pipeline": "monitoring.pipeline",
 }
 
 

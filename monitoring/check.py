@@ -136,11 +136,19 @@ def capture_window(
 
 
 def capture_frame(
-    store: Any, capture_uri: str, endpoint: str, start: datetime, end: datetime
+    store: Any,
+    capture_uri: str,
+    endpoint: str,
+    start: datetime,
+    end: datetime,
+    schema: Any = None,
+    variant: str = "AllTraffic",
 ) -> pd.DataFrame:
     from monitoring.capture import read_capture
 
-    frame = read_capture(store, capture_uri, endpoint, start, end)
+    frame = read_capture(
+        store, capture_uri, endpoint, start, end, schema=schema, variant=variant
+    )
     skipped = frame.attrs.get("undecodable", 0)
     if skipped:
         log.warning("%d captured events could not be decoded and were skipped", skipped)
@@ -360,6 +368,8 @@ def run_check(
             config.sagemaker.endpoint_name,
             start,
             end,
+            schema=feature_set.schema,
+            variant=config.deployment.variant_name,
         )
         window = {"start": _iso(start), "end": _iso(end)}
     else:

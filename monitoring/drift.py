@@ -72,6 +72,9 @@ def sketch_cdf(feature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     weights = np.concatenate(
         [np.full(len(level), 2.0**h) for h, level in enumerate(levels)] or [[]]
     )
+    # compared at float32: the endpoint and its clients carry features as float32,
+    # and a value such as 1/3 must fall on the same side of a bin edge either way
+    items = items.astype(np.float32).astype(float)
     order = np.argsort(items, kind="stable")
     items, weights = items[order], weights[order]
     total = weights.sum()
@@ -185,6 +188,7 @@ def _judge_feature(
     common = numbers["common"]
     baseline_rows = common["num_present"] + common["num_missing"]
     values = pd.to_numeric(column, errors="coerce").to_numpy(float)
+    values = values.astype(np.float32).astype(float)  # see sketch_cdf
     given = column.notna().to_numpy()
     not_numbers = given & np.isnan(values)
     present = values[~np.isnan(values)]
@@ -217,7 +221,7 @@ def _judge_feature(
                 f"is {required:.2%} (tolerance {settings.completeness_tolerance:.2%})",
             )
         )
-    low, high = numbers["min"], numbers["max"]
+    low, high = (float(np.float32(numbers[k])) for k in ("min", "max"))
     outside = int(np.count_nonzero((present < low) | (present > high)))
     out_share = outside / max(present.size, 1)
     if out_share > settings.out_of_range_tolerance:
@@ -292,7 +296,8 @@ def _judge_prediction(
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     assert baseline.prediction is not None
     feature = baseline.prediction["features"][0]
-    scores = np.sort(pd.to_numeric(column, errors="coerce").dropna().to_numpy(float))
+    scores = pd.to_numeric(column, errors="coerce").dropna().to_numpy(np.float32)
+    scores = np.sort(scores.astype(float))
     items, cumulative = sketch_cdf(feature)
     value = psi(items, cumulative, scores) if scores.size else None
     summary = {
