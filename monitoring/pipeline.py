@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.console import FORMATS, Console
+from pipelines.console import FORMATS, Console, fail
 from stack.config import Config, ConfigError, load_config
 
 DRIFT_CHECK, CHECK_DRIFT, RETRAIN = "DriftCheck", "CheckDrift", "Retrain"
@@ -330,17 +329,9 @@ def run(args: argparse.Namespace) -> int:
             console.note(f"wrote {target}")
         return EXIT_OK
     except (ConfigError, InvalidDefinition) as exc:
-        return _fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return fail(console, EXIT_USAGE, str(exc), args.verbose)
     except Exception as exc:  # one line, a non-zero exit
-        return _fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
-
-
-def _fail(console: Console, code: int, message: str, verbose: bool) -> int:
-    if verbose:
-        traceback.print_exc()
-    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
-    console.error(first_line, exit_code=code)
-    return code
+        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,14 +29,14 @@ import argparse
 import hashlib
 import json
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines.console import FORMATS, Console
+from pipelines.console import FORMATS, Console, fail
+from pipelines.run import is_unreachable
 from stack.config import Config, ConfigError, MonitoringConfig, load_config
 from stack.objectstore import ObjectStore, ObjectStoreError
 from stack.registry import ModelPackage, RegistryError
@@ -382,14 +382,14 @@ def run(args: argparse.Namespace, today: date | None = None) -> int:
         config = load_config(args.env, overrides(args))
         return retrain(config, args, console, today or datetime.now(UTC).date())
     except (ConfigError, InputError, RegistryError) as exc:
-        return _fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return fail(console, EXIT_USAGE, str(exc), args.verbose)
     except KeyboardInterrupt:
         console.error("interrupted: the execution was stopped")
         return 130
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
-        if _is_unreachable(exc):
-            return _fail(console, EXIT_USAGE, str(exc), args.verbose)
-        return _fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+        if is_unreachable(exc):
+            return fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
 
 
 def retrain(
@@ -533,24 +533,6 @@ def _start_remote(
         parameters=decision.parameters,
     )
     return EXIT_OK
-
-
-def _is_unreachable(exc: Exception) -> bool:
-    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
-
-    from stack.warehouse import WarehouseUnavailable
-
-    return isinstance(
-        exc, WarehouseUnavailable | EndpointConnectionError | NoCredentialsError
-    )
-
-
-def _fail(console: Console, code: int, message: str, verbose: bool) -> int:
-    if verbose:
-        traceback.print_exc()
-    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
-    console.error(first_line, exit_code=code)
-    return code
 
 
 def parser() -> argparse.ArgumentParser:

@@ -114,3 +114,16 @@ def show_step(
         failure_reason=reason,
         cached_from=step.cached_from,
     )
+
+
+def fail(console: Console, code: int, message: str, verbose: bool) -> int:
+    """Print the first line of ``message`` as the error (the traceback too when
+    ``verbose``) and return ``code``: how every command ends on a failure.
+    """
+    import traceback
+
+    if verbose:
+        traceback.print_exc()
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    console.error(first_line, exit_code=code)
+    return code

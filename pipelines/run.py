@@ -22,14 +22,13 @@ import json
 import re
 import sys
 import time
-import traceback
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.console import FORMATS, Console, show_progress, show_step
+from pipelines.console import FORMATS, Console, fail, show_progress, show_step
 from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
 
@@ -270,17 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return run_local(config, parameters, console=console)
     except (UsageError, ConfigError, InvalidDefinition) as exc:
-        return _fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return fail(console, EXIT_USAGE, str(exc), args.verbose)
     except KeyboardInterrupt:
         console.error("interrupted: the execution was stopped")
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, a non-zero exit
-        if _is_unreachable(exc):
-            return _fail(console, EXIT_USAGE, str(exc), args.verbose)
-        return _fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+        if is_unreachable(exc):
+            return fail(console, EXIT_USAGE, str(exc), args.verbose)
+        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
 
 
-def _is_unreachable(exc: Exception) -> bool:
+def is_unreachable(exc: Exception) -> bool:
     """Snowflake or AWS cannot be reached or refuses our credentials: a set-up error."""
     from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
@@ -289,14 +288,6 @@ def _is_unreachable(exc: Exception) -> bool:
     return isinstance(
         exc, WarehouseUnavailable | EndpointConnectionError | NoCredentialsError
     )
-
-
-def _fail(console: Console, code: int, message: str, verbose: bool) -> int:
-    if verbose:
-        traceback.print_exc()
-    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
-    console.error(first_line, exit_code=code)
-    return code
 
 
 def _print_definition(config: Config, target: str, console: Console) -> int:
