@@ -68,9 +68,10 @@ def sketch_cdf(feature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     share (an item at level ``h`` weighs ``2**h``).
     """
     levels = feature["numerical_statistics"]["distribution"]["kll"]["sketch"]["data"]
-    items = np.concatenate([np.asarray(level, float) for level in levels] or [[]])
+    empty = [np.empty(0)]
+    items = np.concatenate([np.asarray(level, float) for level in levels] or empty)
     weights = np.concatenate(
-        [np.full(len(level), 2.0**h) for h, level in enumerate(levels)] or [[]]
+        [np.full(len(level), 2.0**h) for h, level in enumerate(levels)] or empty
     )
     # compared at float32: the endpoint and its clients carry features as float32,
     # and a value such as 1/3 must fall on the same side of a bin edge either way
