@@ -13,13 +13,22 @@ the service would check the request it makes from it:
 - then botocore's validator reports unknown keys, missing required members, wrong types
   and out-of-range values, and enumerations are checked against the model's values.
 
+botocore's validator checks only the model's minimums (botocore 1.44: no maximum
+length, list or map size, or pattern), so the service limits are checked here too, on
+the step's own values: every literal string against its shape's ``max`` and
+``pattern``, every list and map against its ``max`` size, every integer against its
+``max``, and a ``Std:Join`` of literals and the execution id at its longest. The whole
+definition must fit CreatePipeline's PipelineDefinition.
+
 Condition and Fail steps, parameters, caching and retry policies have no API request of
 their own; their structure is checked here directly.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import warnings
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -62,6 +71,17 @@ _RETRY_EXCEPTIONS = {
 }
 
 
+# CreatePipeline's PipelineDefinition maximum, used only if botocore's model has none
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreatePipeline.html:
+# "Maximum length of 1048576").
+_DEFINITION_MAX = 1_048_576
+# The longest value of {"Get": "Execution.PipelineExecutionId"}: execution ids are 12
+# lowercase letters and digits (".../execution/p4jn9xou8a8s" in the EventBridge event
+# examples of the SageMaker developer guide).
+_EXECUTION_ID = "a" * 12
+_NUMBER_TYPES = {"integer", "long", "float", "double"}
+
+
 class InvalidDefinition(Exception):
     """The definition would be refused by SageMaker; ``problems`` says where and why."""
 
@@ -81,7 +101,8 @@ def check_definition(definition: dict[str, Any]) -> None:
 
 
 def definition_problems(definition: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
+    """Every problem SageMaker would find in ``definition``, each naming its step."""
+    problems: list[str] = _size_problems(definition)
     if definition.get("Version") != "2020-12-01":
         problems.append(f"Version {definition.get('Version')!r} is not 2020-12-01")
     parameters = _parameter_types(definition, problems)
@@ -130,6 +151,7 @@ def _step_problems(step: dict[str, Any], parameters: dict[str, str]) -> list[str
             problems.append(f"unknown Fail arguments {sorted(set(arguments))}")
     elif kind in STEP_OPERATIONS:
         problems.extend(request_problems(kind, arguments, parameters))
+        problems.extend(limit_problems(kind, arguments))
     else:
         problems.append(f"step type {kind!r} is not one this project validates")
     return problems
@@ -156,6 +178,169 @@ def request_problems(
     return [f"{operation}: {p}" for p in problems]
 
 
+def _size_problems(definition: dict[str, Any]) -> list[str]:
+    """The definition as deploy sends it (``json.dumps``) against CreatePipeline's."""
+    shape = _service_model().operation_model("CreatePipeline").input_shape
+    limit = int(
+        shape.members["PipelineDefinition"].metadata.get("max", _DEFINITION_MAX)
+    )
+    size = len(json.dumps(definition))
+    if size <= limit:
+        return []
+    return [
+        f"the definition is {size:,} characters; SageMaker allows at most {limit:,}"
+        " (CreatePipeline PipelineDefinition)"
+    ]
+
+
+def limit_problems(step_type: str, arguments: dict[str, Any]) -> list[str]:
+    """The service limits of one step's request that botocore's validator leaves out.
+
+    Only what is known before the run is checked: literals, a ``Std:Join`` of
+    literals and the execution id at its longest, and the literal part of any other
+    ``Std:Join``. A job name the definition leaves out is not checked: SageMaker makes
+    it and cuts the step name short (observed ARNs read
+    ``pipelines-<execution id>-<step name, at most 20 characters>-<token>``).
+    """
+    operation, _ = STEP_OPERATIONS[step_type]
+    shape = _service_model().operation_model(operation).input_shape
+    return [
+        f"{problem} ({operation} {name})"
+        for problem, name in _limits(arguments, shape, "")
+    ]
+
+
+def _limits(node: Any, shape: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(problem, shape name) for each limit of ``shape`` that ``node`` exceeds."""
+    if shape is None:
+        return  # an unknown key: botocore reports it
+    kind = shape.type_name
+    if _is_reference(node):
+        if kind == "string":
+            yield from _reference_limits(node, shape, where)
+    elif isinstance(node, dict) and kind == "structure":
+        for key, value in node.items():
+            yield from _limits(value, shape.members.get(key), _path(where, key))
+    elif isinstance(node, dict) and kind == "map":
+        yield from _size_limit(node, shape, where)
+        for key, value in node.items():
+            label = _label(str(key))
+            yield from _string_limits(str(key), shape.key, f"{where} key {label}")
+            yield from _limits(value, shape.value, f"{where} value of {label}")
+    elif isinstance(node, list) and kind == "list":
+        yield from _size_limit(node, shape, where)
+        for i, item in enumerate(node):
+            yield from _limits(item, shape.member, f"{where}[{i}]")
+    elif isinstance(node, str) and kind == "string":
+        yield from _string_limits(node, shape, where)
+    elif _is_number(node) and kind in _NUMBER_TYPES:
+        yield from _number_limit(node, shape, where)
+
+
+def _number_limit(value: float, shape: Any, where: str) -> Iterator[tuple[str, str]]:
+    limit = shape.metadata.get("max")
+    if limit is not None and value > limit:
+        yield f"{where} is {value:,}; SageMaker allows at most {limit:,}", shape.name
+
+
+def _size_limit(
+    node: dict[str, Any] | list[Any], shape: Any, where: str
+) -> Iterator[tuple[str, str]]:
+    limit = shape.metadata.get("max")
+    if limit is not None and len(node) > limit:
+        yield (
+            f"{where} has {len(node):,} entries; SageMaker allows at most {limit:,}",
+            shape.name,
+        )
+
+
+def _string_limits(
+    value: str, shape: Any, where: str, joined: bool = False
+) -> Iterator[tuple[str, str]]:
+    """Length first: a value over the maximum is not also matched (nor backtracked)."""
+    limit = shape.metadata.get("max")
+    longest = " at its longest" if joined else ""
+    if limit is not None and len(value) > limit:
+        yield (
+            f"{where} is {len(value):,} characters{longest}; "
+            f"SageMaker allows at most {limit:,}",
+            shape.name,
+        )
+        return
+    pattern = _pattern(shape.metadata.get("pattern"))
+    if pattern is not None and not pattern.fullmatch(value):
+        yield (
+            f"{where} {_label(value)!r} does not match the pattern {pattern.pattern}",
+            shape.name,
+        )
+
+
+@cache
+def _pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """The model's (Java) pattern in Python's re, or None where re cannot read it."""
+    if pattern is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set" FutureWarnings
+        try:
+            return re.compile(pattern)
+        except re.error:  # \p{L} and other Java-only syntax
+            return None
+
+
+def _reference_limits(
+    reference: dict[str, Any], shape: Any, where: str
+) -> Iterator[tuple[str, str]]:
+    """A reference's longest value if it is known, else its known part's length."""
+    longest = _expand(reference, None)
+    if longest is not None:
+        yield from _string_limits(longest, shape, where, joined=True)
+        return
+    shortest = _expand(reference, "") or ""
+    limit = shape.metadata.get("max")
+    if limit is not None and len(shortest) > limit:
+        yield (
+            f"{where} is at least {len(shortest):,} characters; "
+            f"SageMaker allows at most {limit:,}",
+            shape.name,
+        )
+
+
+def _expand(node: Any, unknown: str | None) -> str | None:
+    """``node`` at its longest; a part known only at run time becomes ``unknown``."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    if _is_number(node):
+        return str(node)
+    if node == {"Get": "Execution.PipelineExecutionId"}:
+        return _EXECUTION_ID
+    join = node.get("Std:Join") if isinstance(node, dict) else None
+    if not isinstance(join, dict) or not isinstance(join.get("Values"), list):
+        return unknown
+    parts = [_expand(value, unknown) for value in join["Values"]]
+    if any(part is None for part in parts):
+        return None
+    return str(join.get("On", "")).join(part or "" for part in parts)
+
+
+def _is_reference(node: Any) -> bool:
+    return isinstance(node, dict) and len(node) == 1 and set(node) <= _REFERENCE_KEYS
+
+
+def _is_number(node: Any) -> bool:
+    return isinstance(node, int | float) and not isinstance(node, bool)
+
+
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _label(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 @cache
 def _service_model() -> Any:
     import botocore.session
@@ -167,7 +352,7 @@ def _placeholders(
     node: Any, shape: Any, where: str, parameters: dict[str, str], problems: list[str]
 ) -> Any:
     """``node`` with every reference replaced by a value of the type ``shape`` wants."""
-    if isinstance(node, dict) and len(node) == 1 and set(node) <= _REFERENCE_KEYS:
+    if _is_reference(node):
         return _placeholder(node, shape, where, parameters, problems)
     if shape is None:
         return node  # an unknown key: botocore reports it
