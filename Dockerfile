@@ -18,24 +18,26 @@ COPY features ./features
 COPY stack ./stack
 COPY datagen ./datagen
 COPY snowflake ./snowflake
+COPY monitoring ./monitoring
+COPY dashboard ./dashboard
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
-# Runtime stage: the venv only (no sources, no build cache), as a non-root user.
+# Runtime stage: the venv only (no sources, no build cache). It runs as root, as
+# SageMaker expects: it mounts /opt/ml/... at run time owned by root, and an image with a
+# non-root USER cannot write its outputs or model there (a build-time chown does not
+# reach run-time mounts; sagemaker-python-sdk issues 4678 and 4764). The local runner
+# runs each job as this image's USER against root-owned mounts, so a USER line that
+# would break on SageMaker fails the local run too (pipelines/local_jobs.py).
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     OMP_NUM_THREADS=1
-RUN groupadd --gid 1000 model \
-    && useradd --create-home --uid 1000 --gid 1000 --shell /usr/sbin/nologin model \
-    && mkdir -p /opt/ml \
-    && chown 1000:1000 /opt/ml
 COPY --from=build /opt/venv /opt/venv
 COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
-USER 1000:1000
-WORKDIR /home/model
+WORKDIR /opt/program
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=2)"]

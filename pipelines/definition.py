@@ -13,7 +13,7 @@ import json
 import warnings
 from typing import Any
 
-from stack.config import Config, ConfigError
+from stack.config import Config, ConfigError, job_environment
 from stack.endpoints import data_capture_config
 from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
@@ -41,6 +41,14 @@ AUC_PATH = "binary_classification_metrics.auc.value"
 GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 SPLITS = ("train", "validation", "test")
 WRITEBACK_OUTPUT = "/opt/ml/processing/writeback"
+# The configuration sections each job reads. A job on SageMaker sees only its request,
+# so its Environment carries them (stack.config.job_environment); the jobs not listed
+# read nothing but their inputs and arguments.
+JOB_SECTIONS: dict[str, tuple[str, ...]] = {
+    EXTRACT: ("aws", "snowflake", "extract", "features"),
+    GATE: ("resources", "aws"),
+    WRITEBACK: ("resources", "aws", "snowflake", "features", "writeback"),
+}
 
 
 def make_session(config: Config, boto_session: Any | None = None) -> Any:
@@ -128,7 +136,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
     def under(*parts: str) -> Any:
         return sdk.Join(on="/", values=[base, *parts])
 
-    step_env = {"MLOPS_ENV": config.env}
+    def step_env(step: str) -> dict[str, str]:
+        return job_environment(config, JOB_SECTIONS.get(step, ()))
+
     security = config.security
     job_policies = _job_step_policies(sdk, config)
 
@@ -154,7 +164,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
         )
 
     extract_processor = processor(
-        ["python", "-m", "processing.extract"], step_env, instance_count=p_instances
+        ["python", "-m", "processing.extract"],
+        step_env(EXTRACT),
+        instance_count=p_instances,
     )
     extract = sdk.ProcessingStep(
         name=EXTRACT,
@@ -207,7 +219,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
     # Gate logs the evaluation and its verdict to the Train step's run, and reads the
     # registry (MLOPS_ENV names the configuration that says which one) for the champion.
-    gate_env: dict[str, str] = {**step_env}
+    gate_env: dict[str, str] = step_env(GATE)
     if tracking_uri:
         gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
     hyperparameters: dict[str, Any] = {
@@ -285,7 +297,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     )
     baseline_processor = processor(
         ["python", "-m", "monitoring.baseline"],
-        step_env,
+        step_env(BASELINE),
         isolated=security.network_isolation,
     )
     baseline = sdk.ProcessingStep(
@@ -324,7 +336,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     )
     evaluate_processor = processor(
         ["python", "-m", "processing.evaluate"],
-        step_env,
+        step_env(EVALUATE),
         isolated=security.network_isolation,
     )
     evaluate = sdk.ProcessingStep(
@@ -441,7 +453,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
     )
     deploy_steps = _deploy_steps(sdk, config, session, role, register, execution_id)
     writeback_processor = processor(
-        ["python", "-m", "snowflake.sagemaker_predictions", "writeback"], step_env
+        ["python", "-m", "snowflake.sagemaker_predictions", "writeback"],
+        step_env(WRITEBACK),
     )
     # Never cached: the entities to score change between executions with the same
     # arguments. Rerunning it is safe: a rerun changes nothing (keyed MERGE).

@@ -1,35 +1,67 @@
-"""Run processing and training jobs locally under SageMaker's container contract.
+"""Run processing and training jobs locally as SageMaker runs them in our image.
 
-Each job gets a folder standing in for ``/opt/ml`` per instance (``OPT_ML_ROOT``), its
-inputs copied from the object store to the paths the request names, its config files
-written as SageMaker writes them, our code started as a subprocess, and its outputs
-copied back to the object store when it exits 0. ``/opt/ml/output/message`` (processing)
-or ``/opt/ml/output/failure`` (training) becomes the failure reason, as on SageMaker.
+Each job runs the staged image's code (``pipelines.image``: derived from the Dockerfile,
+never the checkout), with the environment SageMaker gives a container and nothing from
+the caller's shell: the image's ``ENV``, the request's ``Environment``, the variables
+SageMaker sets itself, and the local platform's (``Platform``: where the stand-ins for
+AWS's services live on this machine). A folder per instance stands in for ``/opt/ml``:
+inputs copied from the object store to the paths the request names, the config files
+SageMaker writes, outputs copied back when the job exits 0; ``/opt/ml/output/message``
+(processing) or ``/opt/ml/output/failure`` (training) is the failure reason.
+
+Isolation (``ISOLATIONS``): with bubblewrap (``bwrap``) the job sees the image's own
+paths (``/opt/ml``, ``/opt/venv``, ``WORKDIR``) and, of this machine, only the system,
+this Python, the image's dependencies and the platform's folders: nothing of the
+checkout. As root it runs as the image's ``USER`` against ``/opt/ml`` folders owned
+by root, as SageMaker mounts them, so a non-root USER fails here as it would there.
+Without bubblewrap (``none``, the named fallback) the job runs as a plain process: the
+image paths are mapped (``OPT_ML_ROOT``, ``PATH``), and a non-root USER is refused
+before the job starts, with the same reason.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
+from pipelines.image import StagedImage
 from stack.objectstore import ObjectStore, join_uri
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_ROOT = "/opt/ml"
-# What our image runs for ``docker run IMAGE <command>`` (see docker/entrypoint.sh).
+# What our image runs for ``docker run IMAGE <command>`` (see docker/entrypoint.sh);
+# a training job without a ContainerEntrypoint is started as ``IMAGE train``.
 IMAGE_COMMANDS: dict[str, list[str]] = {
     "train": ["python", "-m", "training.train"],
     "serve": ["python", "-m", "inference.server"],
 }
+Isolation = Literal["bwrap", "none"]
+ISOLATIONS = ("auto", "bwrap", "none")
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the local platform gives every job besides its request: the one channel
+    for what AWS would provide and this machine provides instead.
+
+    ``variables`` (see ``pipelines.local_runner.platform_variables`` for each entry
+    and why) and ``shared`` folders a job may write (the state folder of the local
+    stand-ins), visible at their own paths.
+    """
+
+    variables: dict[str, str] = field(default_factory=dict)
+    shared: tuple[Path, ...] = ()
+    region: str = "us-east-1"
+    isolation: str = "auto"
 
 
 class JobFailed(Exception):
@@ -79,49 +111,236 @@ def _local(root: Path, container_path: str) -> Path:
     return root / container_path[len(CONTAINER_ROOT) :].lstrip("/")
 
 
-def _command(argv: Sequence[str]) -> list[str]:
-    """Run ``python`` as this interpreter: the image's python is ours here."""
-    argv = list(argv)
-    if argv and argv[0] in ("python", "python3"):
-        argv[0] = sys.executable
-    return argv
+@functools.cache
+def bwrap_works() -> bool:
+    """Whether bubblewrap is installed and may make a sandbox here."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        probe = subprocess.run(
+            ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "true"],
+            capture_output=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
-def _environment(
-    extra: Mapping[str, str], root: Path, platform: Mapping[str, str]
-) -> dict:
-    env = dict(os.environ)
-    env.update(platform)
-    env.update({k: str(v) for k, v in extra.items()})
-    env["OPT_ML_ROOT"] = str(root)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
-    )
-    return env
+def resolve_isolation(wanted: str) -> Isolation:
+    """``auto``: bubblewrap where it works, else none; ``bwrap`` must work."""
+    if wanted not in ISOLATIONS:
+        raise ValueError(f"isolation {wanted!r}: choose one of {', '.join(ISOLATIONS)}")
+    if wanted == "none":
+        return "none"
+    if bwrap_works():
+        return "bwrap"
+    if wanted == "bwrap":
+        raise JobFailed(
+            "isolation bwrap: bubblewrap is missing or cannot make a sandbox here "
+            "(apt-get install bubblewrap)"
+        )
+    return "none"
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """One host of a job: its /opt/ml folder, its WORKDIR and its log."""
+
+    host: str
+    root: Path  # stands for /opt/ml
+    workdir: Path  # stands for the image's WORKDIR
+    log_path: Path
+
+
+class Container:
+    """Starts instances of jobs from the staged image, under ``platform``."""
+
+    def __init__(self, image: StagedImage, platform: Platform) -> None:
+        self.image = image
+        self.platform = platform
+        self.isolation = resolve_isolation(platform.isolation)
+
+    def instance(self, work_dir: Path, host: str) -> _Instance:
+        base = work_dir / host
+        for folder in (base / "opt" / "ml", base / "workdir"):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)
+        return _Instance(host, base / "opt" / "ml", base / "workdir", base / "job.log")
+
+    def command(
+        self,
+        argv: Sequence[str],
+        instance: _Instance,
+        request_env: Mapping[str, Any],
+        sagemaker_env: Mapping[str, str],
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that start ``argv`` in the image."""
+        self._check_user()
+        env = self._environment(instance, request_env, sagemaker_env)
+        argv = [str(a) for a in argv]
+        if self.isolation == "none":
+            argv[0] = str(self._host_executable(argv[0]))
+            return argv, env
+        switch = []
+        if self.image.user_ids is not None:
+            uid, gid = self.image.user_ids
+            switch = [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--",
+            ]
+        return [*self._sandbox(instance), "--", *switch, *argv], env
+
+    def entrypoint(self, arguments: Sequence[str]) -> list[str]:
+        """``docker run IMAGE <arguments>``: the image's ENTRYPOINT (else its CMD)."""
+        if self.image.entrypoint:
+            return [*self.image.entrypoint, *arguments]
+        return [*arguments] if arguments else list(self.image.cmd)
+
+    def _check_user(self) -> None:
+        ids = self.image.user_ids
+        if ids is None:
+            return
+        if self.isolation == "bwrap" and os.geteuid() == 0:
+            return  # the job runs as that user and meets the root-owned mounts
+        raise JobFailed(
+            f"the image runs as USER {self.image.user}, but SageMaker mounts "
+            "/opt/ml/... owned by root and expects the container to run as root: "
+            "this job could not write its outputs there (checked before starting: "
+            "this runner cannot switch users without bubblewrap and root)"
+        )
+
+    def _environment(
+        self,
+        instance: _Instance,
+        request_env: Mapping[str, Any],
+        sagemaker_env: Mapping[str, str],
+    ) -> dict[str, str]:
+        env = dict(self.image.env)
+        env["HOSTNAME"] = instance.host
+        env["HOME"] = "/root" if self.image.user_ids is None else "/"
+        env.update(sagemaker_env)
+        env.update({k: str(v) for k, v in request_env.items()})
+        env.update(self.platform.variables)
+        if self.isolation == "none":
+            env["PATH"] = os.pathsep.join(
+                str(self._host_executable_dir(p))
+                for p in env.get("PATH", "").split(":")
+            )
+            env["HOME"] = str(instance.workdir.parent / "home")
+            Path(env["HOME"]).mkdir(exist_ok=True)
+            env["OPT_ML_ROOT"] = str(instance.root)
+        else:
+            env["OPT_ML_ROOT"] = CONTAINER_ROOT
+        return env
+
+    def _staged(self, image_path: str) -> Path | None:
+        for staged in self.image.staged_paths():
+            if image_path == staged or image_path.startswith(staged.rstrip("/") + "/"):
+                return self.image.host_path(image_path)
+        return None
+
+    def _host_executable_dir(self, image_dir: str) -> str:
+        staged = self._staged(image_dir)
+        return str(staged) if staged is not None else image_dir
+
+    def _host_executable(self, program: str) -> str:
+        if program.startswith("/"):
+            staged = self._staged(program)
+            return str(staged) if staged is not None else program
+        return program  # looked up on the job's PATH (the image's first)
+
+    def _sandbox(self, instance: _Instance) -> list[str]:
+        """bubblewrap's arguments: the image's paths, the system read-only, the
+        platform's folders, and nothing else of this machine.
+        """
+        binds: list[tuple[str, Path, str]] = []
+        for entry in sorted(Path("/usr").iterdir()):
+            if entry.name != "local":
+                binds.append(("--ro-bind", entry, str(entry)))
+        binds.append(("--ro-bind", Path("/etc"), "/etc"))
+        for folder in self.image.host_dependencies:
+            binds.append(("--ro-bind", Path(folder), folder))
+        for image_path in self.image.staged_paths():
+            binds.append(("--ro-bind", self.image.host_path(image_path), image_path))
+        binds.append(("--bind", instance.root, CONTAINER_ROOT))
+        binds.append(("--bind", instance.workdir, self.image.workdir))
+        for folder in self.platform.shared:
+            resolved = folder.resolve()
+            binds.append(("--bind", resolved, str(resolved)))
+        args = [
+            "bwrap",
+            "--die-with-parent",
+            "--unshare-uts",
+            "--hostname",
+            instance.host,
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",  # noqa: S108 (the sandbox's own, a fresh tmpfs)
+        ]
+        for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            path = Path("/") / name
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                binds.append(("--ro-bind", path, str(path)))
+        for folder in _parents([d for _, _, d in binds]):
+            args += ["--perms", "0755", "--dir", folder]
+        for option, source, destination in binds:
+            args += [option, str(source), destination]
+        return [*args, "--chdir", self.image.workdir]
+
+
+def _parents(destinations: list[str]) -> list[str]:
+    """The folders above ``destinations`` that bubblewrap must make (readable by
+    anyone: it makes missing ones 0700 otherwise), shallowest first.
+    """
+    taken = set(destinations)
+    folders = {
+        str(parent)
+        for destination in destinations
+        for parent in PurePosixPath(destination).parents
+        if str(parent) not in ("/", "/tmp", "/proc", "/dev")  # noqa: S108
+        and str(parent) not in taken
+        and not any(str(parent).startswith(t + "/") for t in taken)
+    }
+    return sorted(folders, key=lambda f: (f.count("/"), f))
 
 
 def _run_all(
-    commands: list[tuple[list[str], dict, Path]],
+    commands: list[tuple[list[str], dict[str, str], _Instance]],
     timeout: float,
     jobs: RunningJobs | None = None,
 ) -> list[int]:
     """Start every instance, wait for all, kill what outlives ``timeout``."""
     jobs = jobs or RunningJobs()
     processes: list[subprocess.Popen[bytes]] = []
-    for argv, env, log_path in commands:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as log:
-            processes.append(
-                subprocess.Popen(
+    for argv, env, instance in commands:
+        instance.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(instance.log_path, "wb") as log:
+            try:
+                process = subprocess.Popen(
                     argv,
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    cwd=log_path.parent,
+                    cwd=instance.workdir,
                 )
-            )
-            jobs.add(processes[-1])
+            except OSError as exc:
+                for started in processes:
+                    started.kill()
+                    started.wait()
+                raise JobFailed(f"cannot start {argv[0]}: {exc}") from None
+            processes.append(process)
+            jobs.add(process)
     deadline = time.monotonic() + timeout
     codes = []
     try:
@@ -164,7 +383,7 @@ def run_processing_job(
     request: dict[str, Any],
     work_dir: Path,
     store: ObjectStore,
-    platform_env: Mapping[str, str],
+    container: Container,
     jobs: RunningJobs | None = None,
 ) -> JobResult:
     """Execute a resolved ``CreateProcessingJob`` request with InstanceCount workers."""
@@ -172,17 +391,24 @@ def run_processing_job(
     count = int(cluster.get("InstanceCount", 1))
     hosts = [f"algo-{i + 1}" for i in range(count)]
     app = request["AppSpecification"]
-    argv = _command(
-        [*app.get("ContainerEntrypoint", []), *app.get("ContainerArguments", [])]
+    # SageMaker runs ContainerEntrypoint when given, else the image's ENTRYPOINT, with
+    # ContainerArguments after it
+    argv = (
+        [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])]
+        if app.get("ContainerEntrypoint")
+        else container.entrypoint(app.get("ContainerArguments", []))
     )
     if not argv:
         raise JobFailed("AppSpecification has no ContainerEntrypoint")
     timeout = float(
         request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400)
     )
-    commands, roots = [], []
+    region = container.platform.region
+    sagemaker_env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+    commands, instances = [], []
     for index, host in enumerate(hosts):
-        root = work_dir / host / "opt" / "ml"
+        instance = container.instance(work_dir, host)
+        root = instance.root
         _write_json(
             root / "config" / "resourceconfig.json",
             {"current_host": host, "hosts": hosts},
@@ -194,19 +420,22 @@ def run_processing_job(
             _local(root, output["S3Output"]["LocalPath"]).mkdir(
                 parents=True, exist_ok=True
             )
-        env = _environment(request.get("Environment", {}), root, platform_env)
-        commands.append((argv, env, work_dir / host / "job.log"))
-        roots.append(root)
+        command, env = container.command(
+            argv, instance, request.get("Environment", {}), sagemaker_env
+        )
+        commands.append((command, env, instance))
+        instances.append(instance)
     codes = _run_all(commands, timeout, jobs)
-    for root, code, (_, _, log_path) in zip(roots, codes, commands, strict=True):
+    logs = [i.log_path for i in instances]
+    for instance, code in zip(instances, codes, strict=True):
         if code != 0:
             raise JobFailed(
-                _reason(root, "message", code, log_path), [c[2] for c in commands]
+                _reason(instance.root, "message", code, instance.log_path), logs
             )
     for output in request.get("ProcessingOutputConfig", {}).get("Outputs", []):
         s3 = output["S3Output"]
-        for root in roots:
-            store.upload_dir(_local(root, s3["LocalPath"]), s3["S3Uri"])
+        for instance in instances:
+            store.upload_dir(_local(instance.root, s3["LocalPath"]), s3["S3Uri"])
     properties = {
         "ProcessingJobName": job_name,
         "ProcessingJobStatus": "Completed",
@@ -216,7 +445,7 @@ def run_processing_job(
         "AppSpecification": app,
         "Environment": request.get("Environment", {}),
     }
-    return JobResult(job_name, properties, [c[2] for c in commands])
+    return JobResult(job_name, properties, logs)
 
 
 def _stage_processing_input(
@@ -243,18 +472,19 @@ def run_training_job(
     request: dict[str, Any],
     work_dir: Path,
     store: ObjectStore,
-    platform_env: Mapping[str, str],
+    container: Container,
     jobs: RunningJobs | None = None,
 ) -> JobResult:
-    """Execute a resolved ``CreateTrainingJob`` request on one instance with our
-    image.
+    """Execute a resolved ``CreateTrainingJob`` request on one instance of our image
+    (``docker run IMAGE train`` unless it names a ContainerEntrypoint).
     """
-    root = work_dir / "algo-1" / "opt" / "ml"
     count = int(request.get("ResourceConfig", {}).get("InstanceCount", 1))
     if count != 1:
         raise JobFailed(
             "the local runner trains on one instance (InstanceCount must be 1)"
         )
+    instance = container.instance(work_dir, "algo-1")
+    root = instance.root
     channels = {}
     for channel in request.get("InputDataConfig", []):
         name = channel["ChannelName"]
@@ -274,23 +504,34 @@ def run_training_job(
         config / "resourceconfig.json",
         {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"},
     )
-    (root / "model").mkdir(parents=True, exist_ok=True)
-    (root / "output" / "data").mkdir(parents=True, exist_ok=True)
+    for folder in (root / "model", root / "output" / "data"):
+        folder.mkdir(parents=True, exist_ok=True)
     spec = request["AlgorithmSpecification"]
-    argv = _command(
+    argv = (
         [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])]
         if spec.get("ContainerEntrypoint")
-        else IMAGE_COMMANDS["train"]
+        else container.entrypoint(["train"])
     )
     timeout = float(
         request.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", 86400)
     )
-    env = _environment(request.get("Environment", {}), root, platform_env)
-    env["TRAINING_JOB_NAME"] = job_name  # as SageMaker sets it in the container
-    log_path = work_dir / "algo-1" / "job.log"
-    (code,) = _run_all([(argv, env, log_path)], timeout, jobs)
+    region = container.platform.region
+    sagemaker_env = {
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "TRAINING_JOB_NAME": job_name,
+        "TRAINING_JOB_ARN": (
+            f"arn:aws:sagemaker:{region}:000000000000:training-job/{job_name}"
+        ),
+    }
+    command, env = container.command(
+        argv, instance, request.get("Environment", {}), sagemaker_env
+    )
+    (code,) = _run_all([(command, env, instance)], timeout, jobs)
     if code != 0:
-        raise JobFailed(_reason(root, "failure", code, log_path), [log_path])
+        raise JobFailed(
+            _reason(root, "failure", code, instance.log_path), [instance.log_path]
+        )
     archive = work_dir / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted((root / "model").rglob("*")):
@@ -310,7 +551,7 @@ def run_training_job(
         "OutputDataConfig": request["OutputDataConfig"],
         "AlgorithmSpecification": spec,
     }
-    return JobResult(job_name, properties, [log_path])
+    return JobResult(job_name, properties, [instance.log_path])
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -35,13 +35,17 @@ from pipelines.expressions import (
     references,
     resolve,
 )
+from pipelines.image import DOCKERFILE, ImageError, StagedImage, stage_image
 from pipelines.local_jobs import (
+    Container,
     JobFailed,
+    Platform,
     RunningJobs,
     run_processing_job,
     run_training_job,
 )
 from pipelines.step_cache import CachedStep, StepCache
+from stack.config import Config
 from stack.endpoints import EndpointError
 from stack.objectstore import ObjectStoreError, join_uri
 from stack.registry import LOCAL_ACCOUNT, RegistryError
@@ -122,14 +126,22 @@ class LocalRunner:
         self,
         resources: Resources,
         progress: Progress | None = None,
-        platform_env: Mapping[str, str] | None = None,
         max_parallel_steps: int = 4,
+        image: StagedImage | None = None,
+        dockerfile: Path = DOCKERFILE,
+        isolation: str = "auto",
     ) -> None:
+        """``image``: the staged image jobs run in; None stages ``dockerfile`` (once
+        per content digest, under ``<state>/images``) when the first job starts.
+        ``isolation``: ``auto``, ``bwrap`` or ``none`` (``pipelines.local_jobs``).
+        """
         self.resources = resources
         self.progress = progress or (lambda event, step, execution: None)
-        # What the platform hands every job on top of the definition's Environment.
-        self.platform_env = dict(platform_env or {})
         self.max_parallel_steps = max_parallel_steps
+        self._image = image
+        self._dockerfile = dockerfile
+        self._isolation = isolation
+        self._container: Container | None = None
         self.state_dir = resources.config.state_dir.resolve()
         self.cache = StepCache(self.state_dir / "step-cache", resources.store)
         self._lock = threading.RLock()  # guards the execution record across steps
@@ -370,15 +382,6 @@ class LocalRunner:
     ) -> str | None:
         kind, name = step.definition["Type"], step.name
         work_dir = Path(execution.directory) / "steps" / name
-        config = self.resources.config
-        platform = {
-            **self.platform_env,
-            "MLOPS_STATE_DIR": str(config.state_dir.resolve()),
-            # a job that calls the local endpoint (WriteBack) finds it where this
-            # run serves it, whatever port the command line chose
-            "MLOPS_LOCAL_ENDPOINT__HOST": config.local_endpoint.host,
-            "MLOPS_LOCAL_ENDPOINT__PORT": str(config.local_endpoint.port),
-        }
         record = execution.step(name)
         job_name = f"pipelines-{execution.execution_id}-{name}".lower()
         if kind in ("Processing", "Training"):
@@ -388,7 +391,7 @@ class LocalRunner:
                 arguments,
                 work_dir,
                 self.resources.store,
-                platform,
+                self.container(),
                 self._jobs,
             )
             record.logs = [str(p) for p in result.log_paths]
@@ -445,6 +448,28 @@ class LocalRunner:
             f"step type {kind!r} is not supported by the local runner"
         )
 
+    def container(self) -> Container:
+        """The image and platform jobs run under (the image staged on first use)."""
+        with self._lock:
+            if self._container is None:
+                config = self.resources.config
+                try:
+                    image = self._image or stage_image(
+                        self.state_dir / "images", self._dockerfile
+                    )
+                except ImageError as exc:
+                    raise DefinitionError(f"cannot stage the image: {exc}") from None
+                self._container = Container(
+                    image,
+                    Platform(
+                        platform_variables(config),
+                        shared=(self.state_dir,),
+                        region=config.aws.region,
+                        isolation=self._isolation,
+                    ),
+                )
+            return self._container
+
     def _property_files(
         self, step: _Step, properties: dict[str, Any]
     ) -> dict[str, Any]:
@@ -473,6 +498,37 @@ class LocalRunner:
 
 class _StepFailure(Exception):
     pass
+
+
+def platform_variables(config: Config) -> dict[str, str]:
+    """What this machine's platform tells every job, in place of what AWS provides.
+
+    This is the one channel between the local runner and a job besides the job's
+    request; a definition never carries these keys (``stack.config.PLATFORM_KEYS``):
+
+    - ``MLOPS_STATE_DIR``: the folder of the local stand-ins (the embedded Snowflake,
+      the object store, the model registry, the MLflow store). On AWS the jobs reach
+      the services themselves.
+    - ``MLOPS_LOCAL_ENDPOINT__HOST`` / ``__PORT``: where the local endpoint serves
+      (whatever port this run chose); on AWS, the SageMaker runtime API.
+    - ``AWS_ENDPOINT_URL`` (``test`` only, from ``aws.endpoint_url``): where AWS's APIs
+      answer, moto in the tests; boto3 reads it itself. With it,
+      ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``: placeholder credentials for
+      that stand-in, as SageMaker gives a job its execution role's credentials. The
+      caller's own AWS credentials never reach a job.
+    """
+    variables = {
+        "MLOPS_STATE_DIR": str(config.state_dir.resolve()),
+        "MLOPS_LOCAL_ENDPOINT__HOST": config.local_endpoint.host,
+        "MLOPS_LOCAL_ENDPOINT__PORT": str(config.local_endpoint.port),
+    }
+    if config.aws.endpoint_url:
+        variables |= {
+            "AWS_ENDPOINT_URL": config.aws.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "local-stand-in",
+            "AWS_SECRET_ACCESS_KEY": "local-stand-in",  # noqa: S105 (not a secret)
+        }
+    return variables
 
 
 def flatten_steps(definition: dict[str, Any]) -> list[_Step]:

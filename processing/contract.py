@@ -14,8 +14,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stack.config import Config
 
 DEFAULT_ROOT = "/opt/ml"
+
+
+def command_config(
+    env: str | None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """The configuration of a command that also runs as a pipeline job.
+
+    Inside a processing job it is what the job's request carries and nothing else
+    (``load_job_config``: no ``conf/*.yaml``, as on SageMaker); run by a person, it is
+    ``load_config(env)``, with the files and ``MLOPS_*`` variables.
+    """
+    from stack.config import load_config, load_job_config
+
+    if ProcessingContract.from_environment().in_job:
+        return load_job_config(overrides)
+    return load_config(env, overrides)
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,13 @@ class ProcessingContract:
         request = json.loads(config_file.read_text())
         outputs = request.get("ProcessingOutputConfig", {}).get("Outputs", [])
         return {o["OutputName"]: o["S3Output"]["S3Uri"] for o in outputs}
+
+    @property
+    def in_job(self) -> bool:
+        """True inside a processing job: SageMaker (and the local runner) put the
+        job's request in ``/opt/ml/config/processingjobconfig.json``.
+        """
+        return (self.root / "config" / "processingjobconfig.json").is_file()
 
     @property
     def host_index(self) -> int:

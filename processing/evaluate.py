@@ -219,20 +219,19 @@ class GateSettings:
             default=None,
             help="compare with this group's newest Approved package (the champion)",
         )
-        parser.add_argument("--env", default=None, help="configuration environment")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GateSettings:
-        """From ``--auc-threshold``, ``--champion-tolerance``, ``--model-package-group``
-        and ``--env``: with a group, the champion is looked up in the environment's
-        registry.
+        """From ``--auc-threshold``, ``--champion-tolerance`` and
+        ``--model-package-group``: with a group, the champion is looked up in the
+        registry the job's configuration names (its request's Environment).
         """
         settings = cls(args.auc_threshold, args.champion_tolerance)
         if args.model_package_group:
-            from stack.config import load_config
+            from stack.config import load_job_config
             from stack.resources import build_resources
 
-            resources = build_resources(load_config(args.env))
+            resources = build_resources(load_job_config())
             settings.model_package_group = args.model_package_group
             settings.registry, settings.store = resources.registry, resources.store
         return settings

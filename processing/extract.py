@@ -213,7 +213,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=LATEST,
         help="read the tables as of this ISO 8601 instant, or 'latest'",
     )
-    parser.add_argument("--env", default=None, help="configuration environment")
     return parser.parse_args(argv)
 
 
@@ -245,10 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, contract: ProcessingContract) -> dict[str, Any]:
-    from stack.config import load_config
+    from stack.config import load_job_config
     from stack.resources import build_warehouse
 
-    config = load_config(args.env)
+    config = load_job_config()  # what the job's request carries, nothing else
     settings = config.extract
     requested = parse_data_version(args.data_version)
     feature_set = load_feature_set(args.feature_set, config.features.directory)

@@ -14,10 +14,11 @@ the SageMaker container contract.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -643,16 +644,132 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+def _from_environ(environ: Mapping[str, str], job: bool = False) -> dict[str, Any]:
+    """The ``MLOPS_*`` variables as nested configuration.
+
+    ``MLOPS_<SECTION>__<KEY>`` names a key and must exist (a typo is refused when the
+    configuration is validated); any other ``MLOPS_<NAME>`` that names no top-level key
+    (``MLOPS_TEAM``, a CI's ``MLOPS_BUILD``) is not ours and is left alone. Values
+    written as JSON objects or lists (``{"QUERY_TAG": "x"}``) are read as such; in a
+    job's environment (``job``) JSON ``null`` and numbers are too (``job_environment``).
+    """
     result: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in (f"{ENV_PREFIX}ENV",):
-            continue
-        if key == f"{ENV_PREFIX}CONF_DIR":
+        if not key.startswith(ENV_PREFIX) or key in _NOT_CONFIGURATION:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
-        _deep_merge(result, _nest(path, value))
+        if len(path) == 1 and path[0] not in Config.model_fields:
+            continue
+        _deep_merge(result, _nest(path, _decode(value, job)))
     return result
+
+
+_NOT_CONFIGURATION = (f"{ENV_PREFIX}ENV", f"{ENV_PREFIX}CONF_DIR")
+
+
+def _decode(value: str, job: bool) -> Any:
+    text = value.strip()
+    if text.startswith(("{", "[")) or (job and text == "null"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+# What a local job learns from the local platform (pipelines.local_jobs), never from
+# its definition: where this machine keeps the stand-ins for AWS's services (the state
+# folder: the embedded Snowflake, the object store, the registry) and where the local
+# endpoint listens, and where "AWS" answers (moto in the ``test`` environment; boto3
+# reads AWS_ENDPOINT_URL itself). A definition never carries these keys.
+PLATFORM_KEYS = ("state_dir", "local_endpoint", "aws.endpoint_url")
+# Secrets never reach a definition: a job resolves them at run time by reference
+# (snowflake.secret_arn, snowflake.private_key_path).
+SECRET_KEYS = {"snowflake": ("password",)}
+
+
+def job_environment(config: Config, sections: Sequence[str]) -> dict[str, str]:
+    """The ``MLOPS_*`` entries that give a job ``sections`` of ``config``.
+
+    A SageMaker job sees only its request's ``Environment`` (and its inputs), so the
+    definition carries every setting a job reads: each value of those sections that
+    differs from the defaults declared in this module (which the image holds too),
+    as ``MLOPS_<SECTION>__<KEY>``: strings as they are, anything else as JSON. Secrets
+    never: a password set for a Snowflake the job connects to is refused.
+
+    Raises:
+        ConfigError: a section holds a secret the job would need.
+    """
+    entries = {f"{ENV_PREFIX}ENV": config.env}
+    for section in sections:
+        if section in PLATFORM_KEYS or section not in Config.model_fields:
+            raise ValueError(f"{section!r} is not a section a definition carries")
+        model = getattr(config, section)
+        _refuse_secrets(config, section)
+        left_out = {*SECRET_KEYS.get(section, ()), *_platform_fields(section)}
+        values = model.model_dump(
+            mode="json", exclude_defaults=True, exclude=left_out, by_alias=True
+        )
+        for key, value in sorted(values.items()):
+            name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            entries[name] = value if isinstance(value, str) else _json(value)
+    return entries
+
+
+def _platform_fields(section: str) -> set[str]:
+    return {
+        key.split(".", 1)[1] for key in PLATFORM_KEYS if key.startswith(section + ".")
+    }
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _refuse_secrets(config: Config, section: str) -> None:
+    snowflake = config.snowflake
+    referenced = snowflake.secret_arn or snowflake.private_key_path
+    if (
+        section == "snowflake"
+        and snowflake.mode == "connector"
+        and snowflake.password
+        and not referenced
+    ):
+        raise ConfigError(
+            "snowflake.password is set, but a pipeline job never gets a secret from "
+            "its definition: give the job a reference instead (snowflake.secret_arn, "
+            "a Secrets Manager secret, or snowflake.private_key_path in the image)"
+        )
+
+
+def load_job_config(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """The configuration of a job the pipeline runs, from its environment alone.
+
+    No ``conf/*.yaml``: on SageMaker a job has only its request, so what it reads is
+    the defaults declared here, the ``MLOPS_*`` entries its definition carries
+    (``job_environment``) and, on the local runner, the platform's (``PLATFORM_KEYS``).
+
+    Raises:
+        ConfigError: naming the bad key.
+    """
+    environ = os.environ if environ is None else environ
+    env = environ.get(f"{ENV_PREFIX}ENV") or "local"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
+        )
+    merged = _from_environ(environ, job=True)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _deep_merge(merged, _nest(dotted.split("."), value))
+    merged["env"] = env
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:

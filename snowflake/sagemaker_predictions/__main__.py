@@ -70,10 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # sqlglot (inside fakesnow) logs every Snowflake property DuckDB lacks (CLUSTER BY)
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
     try:
-        config = load_config(
-            args.env,
-            overrides={"writeback.as_of": getattr(args, "as_of", None)},
-        )
+        overrides = {"writeback.as_of": getattr(args, "as_of", None)}
+        if args.command == "deploy":
+            config = load_config(args.env, overrides)
+        else:
+            from processing.contract import command_config
+
+            config = command_config(args.env, overrides)
         if args.command == "deploy":
             return _deploy(config, args.dry_run)
         return _writeback(config, args)

@@ -3,8 +3,13 @@ import json
 import boto3
 import pytest
 
-from pipelines.definition import LOCAL_ROLE, build_definition, make_session
-from stack.config import load_config
+from pipelines.definition import (
+    JOB_SECTIONS,
+    LOCAL_ROLE,
+    build_definition,
+    make_session,
+)
+from stack.config import ConfigError, job_environment, load_config
 
 DEV = {
     "MLOPS_AWS__ROLE_ARN": "arn:aws:iam::000000000000:role/mlops-dev",
@@ -156,7 +161,29 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     ]
     capture = endpoint_config["Arguments"].pop("DataCaptureConfig")
     assert capture["DestinationS3Uri"] == "s3://mlops-local/churn/datacapture"
+    # and the configuration each job reads, which its environment carries
+    for definition, config in ((local, local_config), (dev, dev_config)):
+        for step, environment in job_environments(definition).items():
+            carried = {k: v for k, v in environment.items() if k.startswith("MLOPS_")}
+            assert carried == job_environment(config, JOB_SECTIONS.get(step, ()))
+            for key in carried:
+                del environment[key]
     assert substitute(local, mapping) == dev
+
+
+def job_environments(definition):
+    """Each processing job's Environment, by step name (condition branches too)."""
+    found = {}
+
+    def visit(steps):
+        for step in steps:
+            if step["Type"] == "Processing":
+                found[step["Name"]] = step["Arguments"].setdefault("Environment", {})
+            if step["Type"] == "Condition":
+                visit(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
+
+    visit(definition["Steps"])
+    return found
 
 
 @pytest.mark.parametrize("env", ["local", "dev"])
@@ -166,9 +193,19 @@ def test_no_secret_from_the_environment_reaches_the_definition(env):
         "MLOPS_SNOWFLAKE__PASSWORD": "pw-sentinel-93f1",
         "MLOPS_SNOWFLAKE__SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:sf",
     }
-    text = json.dumps(build_definition(load_config(env, environ=environ)))
-    assert "pw-sentinel-93f1" not in text
-    assert "secretsmanager" not in text
+    definition = build_definition(load_config(env, environ=environ))
+    assert "pw-sentinel-93f1" not in json.dumps(definition)
+    # the job gets the secret's reference, and resolves it when it connects
+    extract = {s["Name"]: s for s in definition["Steps"]}["Extract"]["Arguments"]
+    assert extract["Environment"]["MLOPS_SNOWFLAKE__SECRET_ARN"] == (
+        environ["MLOPS_SNOWFLAKE__SECRET_ARN"]
+    )
+
+
+def test_a_password_without_a_reference_is_refused_for_a_snowflake_job():
+    environ = {**DEV, "MLOPS_SNOWFLAKE__PASSWORD": "pw-sentinel-93f1"}
+    with pytest.raises(ConfigError, match="never gets a secret from its definition"):
+        build_definition(load_config("dev", environ=environ))
 
 
 def test_the_gate_is_a_step_of_its_own_read_and_named_when_it_fails():

@@ -416,9 +416,10 @@ RENDEZVOUS = (
 )
 
 
-def test_independent_steps_run_at_the_same_time(runner, tmp_path):
+def test_independent_steps_run_at_the_same_time(runner):
     # each step waits for the other to have started: run one after the other, both fail
-    meeting = str(tmp_path / "meeting")
+    # (they meet in the state folder: the one folder of this machine jobs share)
+    meeting = str(runner.state_dir / "meeting")
     spec = {
         "Version": "2020-12-01",
         "Parameters": [],
@@ -437,10 +438,10 @@ FAIL_UNLESS_FLAG = (
 )
 
 
-def test_a_failed_execution_is_retried_from_the_failed_step(runner, tmp_path):
+def test_a_failed_execution_is_retried_from_the_failed_step(runner):
     from pipelines.local_runner import Execution
 
-    flag = tmp_path / "flag"
+    flag = runner.state_dir / "flag"  # a folder the job sees
     spec = definition()
     spec["Steps"][1] = processing(
         "Consume",
