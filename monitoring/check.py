@@ -502,14 +502,14 @@ def _baseline_folder(statistics: Path, constraints: Path) -> Path:
 
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     from pipelines.console import Console
-    from stack.config import load_config
+    from processing.contract import command_config
     from stack.resources import build_resources
 
     environ = os.environ if environ is None else environ
     console = Console(args.log_format)
     args = _model_monitor_contract(args, environ)
     try:
-        config = load_config(args.env)
+        config = command_config(args.env)
         resources = _resources_for_contract(build_resources(config), environ)
         output = args.output_dir or Path(tempfile.mkdtemp(prefix="drift-"))
         outcome = run_check(

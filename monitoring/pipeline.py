@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.console import FORMATS, Console, fail
-from stack.config import Config, ConfigError, load_config
+from stack.config import Config, ConfigError, job_environment, load_config
 
 DRIFT_CHECK, CHECK_DRIFT, RETRAIN = "DriftCheck", "CheckDrift", "Retrain"
 DRIFT_REPORT, FORCE_RETRAIN = "DriftReport", "ForceRetrain"
@@ -45,6 +45,21 @@ DRIFT_CHECK_ARGUMENTS = ["--output-dir", MONITORING_OUTPUT, "--exit-zero"]
 RETRAIN_COMMAND = ["python", "-m", "monitoring", "retrain"]
 RETRAIN_ARGUMENTS = ["--start", "--drift-report", f"{DRIFT_INPUT}/drift.json"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The configuration sections each job reads, carried in its Environment (a job on
+# SageMaker sees only its request; see pipelines.definition.JOB_SECTIONS).
+JOB_SECTIONS: dict[str, tuple[str, ...]] = {
+    DRIFT_CHECK: (
+        "resources",
+        "aws",
+        "snowflake",
+        "sagemaker",
+        "features",
+        "writeback",
+        "deployment",
+        "monitoring",
+    ),
+    RETRAIN: ("resources", "aws", "sagemaker", "features", "deployment", "monitoring"),
+}
 
 
 def monitor_pipeline_name(config: Config) -> str:
@@ -65,9 +80,8 @@ def get_monitor_pipeline(config: Config, session: Any) -> Any:
     output_uri = sdk.Join(
         on="/", values=[config.artifact_root, execution_id, "monitoring"]
     )
-    step_env = {"MLOPS_ENV": config.env}
 
-    def processor(entrypoint: list[str]) -> Any:
+    def processor(entrypoint: list[str], step: str) -> Any:
         """A processing job on our image, with the environment's security settings
         (as ``pipelines.definition`` makes its jobs).
         """
@@ -78,7 +92,7 @@ def get_monitor_pipeline(config: Config, session: Any) -> Any:
             instance_type=sm.processing_instance_type,
             entrypoint=entrypoint,
             sagemaker_session=session,
-            env=step_env,
+            env=job_environment(config, JOB_SECTIONS[step]),
             max_runtime_in_seconds=sm.max_runtime_seconds,
             volume_kms_key=security.volume_kms_key_id,
             output_kms_key=security.output_kms_key_id,
@@ -89,7 +103,7 @@ def get_monitor_pipeline(config: Config, session: Any) -> Any:
     # arguments.
     drift_check = sdk.ProcessingStep(
         name=DRIFT_CHECK,
-        step_args=processor(DRIFT_CHECK_COMMAND).run(
+        step_args=processor(DRIFT_CHECK_COMMAND, DRIFT_CHECK).run(
             outputs=[
                 sdk.ProcessingOutput(
                     output_name="monitoring",
@@ -113,7 +127,7 @@ def get_monitor_pipeline(config: Config, session: Any) -> Any:
     ].S3Output.S3Uri
     retrain = sdk.ProcessingStep(
         name=RETRAIN,
-        step_args=processor(RETRAIN_COMMAND).run(
+        step_args=processor(RETRAIN_COMMAND, RETRAIN).run(
             inputs=[
                 sdk.ProcessingInput(
                     input_name="drift",
@@ -241,7 +255,28 @@ def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
         status=execution.status,
         execution_id=execution.execution_id,
     )
-    return EXIT_OK if execution.status == "Succeeded" else EXIT_FAILED
+    if execution.status != "Succeeded":
+        return EXIT_FAILED
+    return _start_requested(config, console)
+
+
+def _start_requested(config: Config, console: Console) -> int:
+    """Start the training executions Retrain asked for, as SageMaker would."""
+    from pipelines.run import git_commit, run_local
+    from pipelines.start_requests import take_requests
+
+    code = EXIT_OK
+    for request in take_requests(config.state_dir, config.sagemaker.pipeline_name):
+        console.event(
+            "starting",
+            f"Starting {request.pipeline_name} as Retrain asked: {request.description}",
+            parameters=request.parameters,
+        )
+        parameters = dict(request.parameters)
+        if git_commit() != "unknown":
+            parameters.setdefault("GitCommit", git_commit())
+        code = max(code, run_local(config, parameters, console=console))
+    return code
 
 
 # --- the command ----------------------------------------------------------------------

@@ -37,7 +37,8 @@ from typing import Any
 
 from pipelines.console import FORMATS, Console, fail
 from pipelines.run import is_unreachable
-from stack.config import Config, ConfigError, MonitoringConfig, load_config
+from processing.contract import ProcessingContract, command_config
+from stack.config import Config, ConfigError, MonitoringConfig
 from stack.objectstore import ObjectStore, ObjectStoreError
 from stack.registry import ModelPackage, RegistryError
 
@@ -309,9 +310,35 @@ def start_on_sagemaker(
     return str(response["PipelineExecutionArn"])
 
 
-def start_locally(config: Config, decision: Decision, console: Console) -> int:
-    """The local pipeline run ``python -m pipelines.run --param AsOfDate=...`` makes."""
+def start_locally(
+    config: Config, decision: Decision, console: Console, today: date
+) -> int:
+    """The local pipeline run ``python -m pipelines.run --param AsOfDate=...`` makes.
+
+    Inside a job of the local monitoring pipeline, a start request instead
+    (``pipelines.start_requests``): the runner of that pipeline starts it, as the
+    service does for StartPipelineExecution on SageMaker.
+    """
     from pipelines.run import UsageError, git_commit, run_local
+    from pipelines.start_requests import StartRequest, request_start
+
+    if ProcessingContract.from_environment().in_job:
+        pipeline = config.sagemaker.pipeline_name
+        where = request_start(
+            config.state_dir,
+            StartRequest(
+                pipeline,
+                dict(decision.parameters),
+                decision.reason,
+                request_token(pipeline, decision.parameters, today),
+            ),
+        )
+        console.event(
+            "requested",
+            f"Asked the local runner to start {pipeline} ({where.name})",
+            parameters=decision.parameters,
+        )
+        return EXIT_OK
 
     parameters = dict(decision.parameters)
     commit = git_commit()
@@ -379,7 +406,7 @@ def run(args: argparse.Namespace, today: date | None = None) -> int:
     """Load the configuration, decide, start if asked; returns the exit code."""
     console = Console(args.log_format)
     try:
-        config = load_config(args.env, overrides(args))
+        config = command_config(args.env, overrides(args))
         return retrain(config, args, console, today or datetime.now(UTC).date())
     except (ConfigError, InputError, RegistryError) as exc:
         return fail(console, EXIT_USAGE, str(exc), args.verbose)
@@ -436,7 +463,7 @@ def retrain(
         f"Starting the local pipeline with AsOfDate={decision.as_of}",
         parameters=decision.parameters,
     )
-    return start_locally(config, decision, console)
+    return start_locally(config, decision, console, today)
 
 
 def _read_given_report(store: ObjectStore, where: str) -> DriftReport:

@@ -130,16 +130,19 @@ class LocalRunner:
         image: StagedImage | None = None,
         dockerfile: Path = DOCKERFILE,
         isolation: str = "auto",
+        context: Path | None = None,
     ) -> None:
         """``image``: the staged image jobs run in; None stages ``dockerfile`` (once
         per content digest, under ``<state>/images``) when the first job starts.
         ``isolation``: ``auto``, ``bwrap`` or ``none`` (``pipelines.local_jobs``).
+        ``context``: the build context (default: the Dockerfile's folder).
         """
         self.resources = resources
         self.progress = progress or (lambda event, step, execution: None)
         self.max_parallel_steps = max_parallel_steps
         self._image = image
         self._dockerfile = dockerfile
+        self._context = context
         self._isolation = isolation
         self._container: Container | None = None
         self.state_dir = resources.config.state_dir.resolve()
@@ -455,7 +458,7 @@ class LocalRunner:
                 config = self.resources.config
                 try:
                     image = self._image or stage_image(
-                        self.state_dir / "images", self._dockerfile
+                        self.state_dir / "images", self._dockerfile, self._context
                     )
                 except ImageError as exc:
                     raise DefinitionError(f"cannot stage the image: {exc}") from None

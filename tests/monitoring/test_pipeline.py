@@ -18,7 +18,7 @@ from monitoring.pipeline import (
 )
 from pipelines.local_runner import LocalRunner, flatten_steps
 from pipelines.validation import definition_problems
-from stack.config import load_config
+from stack.config import job_environment, load_config
 from stack.registry import LocalModelRegistry
 from stack.resources import build_resources
 
@@ -214,9 +214,13 @@ def test_upsert_creates_then_updates_the_monitor_pipeline(
         described = client.describe_pipeline(PipelineName="churn-pipeline-dev-monitor")
         body = json.loads(described["PipelineDefinition"])
         assert [p["Name"] for p in body["Parameters"]] == ["ForceRetrain"]
-        assert body["Steps"][0]["Arguments"]["Environment"] == {"MLOPS_ENV": "dev"}
-        assert body["Steps"][0]["Arguments"]["RoleArn"] == ROLE
-
         config = load_config("dev", {"aws.role_arn": ROLE}, environ={})
+        # the job's configuration travels in its request (it reads no conf files)
+        environment = body["Steps"][0]["Arguments"]["Environment"]
+        assert environment == job_environment(
+            config, pipeline.JOB_SECTIONS[DRIFT_CHECK]
+        )
+        assert environment["MLOPS_RESOURCES__REGISTRY"] == "sagemaker"
+        assert body["Steps"][0]["Arguments"]["RoleArn"] == ROLE
         action, arn = pipeline.upsert_monitor_pipeline(config, client, body)
         assert (action, arn) == ("Updated", described["PipelineArn"])
