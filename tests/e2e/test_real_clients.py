@@ -1,10 +1,13 @@
 """The loop through the clients production uses: boto3 against moto's server (S3, the
-SageMaker model registry) and the Snowflake connector against a fakesnow server.
+SageMaker model registry, Secrets Manager) and the Snowflake connector against a
+fakesnow server. The Extract job finds its Snowflake settings in its definition and
+reads the password from the secret the definition names, as it would on SageMaker.
 
 Write-back is left out here: fakesnow's server cannot run ``write_pandas``
 (see docs/architecture.md); the embedded loop covers it.
 """
 
+import json
 import subprocess
 import sys
 
@@ -14,6 +17,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
+SNOWFLAKE_LOGIN = {"user": "fake", "password": "fake-password-in-moto"}
 
 
 def test_the_loop_with_moto_and_a_fakesnow_server(
@@ -36,12 +40,15 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
 
     s3 = client("s3")
     s3.create_bucket(Bucket="mlops-test")  # the artifacts bucket exists before a deploy
+    secret = client("secretsmanager").create_secret(
+        Name="snowflake-mlops", SecretString=json.dumps(SNOWFLAKE_LOGIN)
+    )
     state = tmp_path / "state"
     env = {
         **aws,
         "MLOPS_AWS__ENDPOINT_URL": moto_server,
         "MLOPS_SNOWFLAKE__PORT": str(fakesnow_server),
-        "MLOPS_SNOWFLAKE__PASSWORD": "fake",
+        "MLOPS_SNOWFLAKE__SECRET_ARN": secret["ARN"],
         "MLOPS_STATE_DIR": str(state),
         "MLOPS_LOCAL_ENDPOINT__PORT": str(free_port()),
         "MLOPS_DEMO__CUSTOMERS": str(SMALL_CUSTOMERS),
@@ -81,3 +88,50 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
     summaries = packages["ModelPackageSummaryList"]
     assert [p["ModelApprovalStatus"] for p in summaries] == ["Approved"]
     assert summaries[0]["ModelPackageArn"] in result.stdout
+
+
+def test_extract_needs_its_definition_not_the_callers_shell(
+    moto_server, fakesnow_server, tmp_path, monkeypatch, aws_credentials
+):
+    """On SageMaker a job sees only its request: a setting only the caller's shell has
+    fails the job here too, and passes once the definition carries it.
+    """
+    from pipelines.definition import EXTRACT, build_definition
+    from pipelines.local_runner import LocalRunner
+    from stack.config import load_config
+    from stack.resources import build_resources
+
+    moto = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    boto3.client(
+        "s3", endpoint_url=moto_server, region_name="us-east-1", **moto
+    ).create_bucket(Bucket="mlops-test")
+    secret = boto3.client(
+        "secretsmanager", endpoint_url=moto_server, region_name="us-east-1", **moto
+    ).create_secret(Name="snowflake-mlops", SecretString=json.dumps(SNOWFLAKE_LOGIN))
+    config = load_config(
+        "test",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "aws.endpoint_url": moto_server,
+            "snowflake.port": fakesnow_server,
+            "snowflake.secret_arn": secret["ARN"],
+        },
+        environ={},
+    )
+    definition = build_definition(config)
+    (extract,) = [s for s in definition["Steps"] if s["Name"] == EXTRACT]
+    only_extract = {**definition, "Steps": [extract]}
+    runner = LocalRunner(build_resources(config))
+
+    # the account only in the caller's shell, as on the machine that upserts
+    monkeypatch.setenv("MLOPS_SNOWFLAKE__ACCOUNT", "fakesnow")
+    environment = extract["Arguments"]["Environment"]
+    account = environment.pop("MLOPS_SNOWFLAKE__ACCOUNT")
+    failed = runner.run(only_extract)
+    assert failed.status == "Failed"
+    assert "snowflake.account is not set" in failed.step(EXTRACT).failure_reason
+
+    environment["MLOPS_SNOWFLAKE__ACCOUNT"] = account  # as build_definition made it
+    passed = runner.run(only_extract)
+    assert passed.status == "Succeeded", passed.step(EXTRACT).failure_reason
+    assert "fake-password-in-moto" not in json.dumps(definition)
