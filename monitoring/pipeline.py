@@ -174,13 +174,14 @@ def build_monitor_definition(
     Raises:
         InvalidDefinition: a step's request would be refused by SageMaker's API.
     """
-    from pipelines.definition import make_session
+    from pipelines.definition import build_environment, make_session
     from pipelines.validation import check_definition
 
-    session = session or make_session(config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        definition = json.loads(get_monitor_pipeline(config, session).definition())
+    with build_environment(config):
+        session = session or make_session(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            definition = json.loads(get_monitor_pipeline(config, session).definition())
     check_definition(definition)
     return definition
 

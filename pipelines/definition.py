@@ -9,6 +9,7 @@ build makes no AWS call. Everything environment-specific comes from ``config``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from typing import Any
@@ -59,11 +60,31 @@ def make_session(config: Config, boto_session: Any | None = None) -> Any:
 
     sdk = load_sdk(config.aws.region)
     if boto_session is None:
-        import boto3
-
-        boto_session = boto3.Session(region_name=config.aws.region)
+        boto_session = _boto_session(config)
     return sdk.PipelineSession(
         boto_session=boto_session, default_bucket=config.aws.bucket
+    )
+
+
+def _boto_session(config: Config) -> Any:
+    """The caller's AWS session for an AWS environment (it upserts); for ``local`` and
+    ``test`` a session with placeholder keys and no profile: building their definition
+    calls no AWS, and nothing of the caller's AWS settings (AWS_PROFILE, keys) may
+    change it or stop it.
+    """
+    import boto3
+
+    if config.is_aws:
+        return boto3.Session(region_name=config.aws.region)
+    import botocore.session
+
+    core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+    core.set_config_variable("profile", None)
+    return boto3.Session(
+        botocore_session=core,
+        region_name=config.aws.region,
+        aws_access_key_id="local-build",
+        aws_secret_access_key="local-build",  # noqa: S106 (a placeholder)
     )
 
 
@@ -682,11 +703,23 @@ def build_definition(config: Config, session: Any | None = None) -> dict[str, An
     """
     from pipelines.validation import check_definition
 
-    session = session or make_session(config)
-    with warnings.catch_warnings():
-        # "Running within a PipelineSession, there will be No Wait ...": that is the
-        # point
-        warnings.simplefilter("ignore", UserWarning)
-        definition = json.loads(get_pipeline(config, session).definition())
+    with build_environment(config):
+        session = session or make_session(config)
+        with warnings.catch_warnings():
+            # "Running within a PipelineSession, there will be No Wait ...": that is
+            # the point
+            warnings.simplefilter("ignore", UserWarning)
+            definition = json.loads(get_pipeline(config, session).definition())
     check_definition(definition)
     return definition
+
+
+def build_environment(config: Config) -> contextlib.AbstractContextManager[None]:
+    """Where the SDK builds a definition: the caller's AWS session for an AWS
+    environment, none of the caller's AWS settings for ``local`` and ``test``.
+    """
+    from pipelines.sdk import without_callers_aws
+
+    if config.is_aws:
+        return contextlib.nullcontext()
+    return without_callers_aws(config.aws.region)

@@ -13,14 +13,56 @@ Measured with sagemaker 3.27.0 (see docs/architecture.md, "Decisions"):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
 _CONFIG = Path(__file__).with_name("sagemaker_config.yaml")
+
+
+# The variables through which the caller's AWS settings reach boto3 (and so the SDK).
+_CALLERS_AWS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@contextlib.contextmanager
+def without_callers_aws(region: str) -> Iterator[None]:
+    """Build a ``local`` or ``test`` definition as if no AWS settings were around.
+
+    SDK 3.27 makes boto3 sessions of its own on import and for every step, which read
+    the caller's AWS_PROFILE, keys and ~/.aws files: a missing profile stops the build
+    (ProfileNotFound) and a region changes it. These builds call no AWS, so for their
+    duration boto3 sees only ``region`` and no configuration files.
+    """
+    saved = {name: os.environ.pop(name) for name in _CALLERS_AWS if name in os.environ}
+    os.environ.update(
+        {
+            "AWS_DEFAULT_REGION": region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    try:
+        yield
+    finally:
+        for name in _CALLERS_AWS:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
 
 
 def load_sdk(region: str) -> SimpleNamespace:

@@ -343,9 +343,14 @@ def _label(text: str, width: int = 40) -> str:
 
 @cache
 def _service_model() -> Any:
-    import botocore.session
+    """botocore's SageMaker model, read from botocore's data files (no session: the
+    caller's AWS profile has no say in it).
+    """
+    from botocore.loaders import create_loader
+    from botocore.model import ServiceModel
 
-    return botocore.session.get_session().get_service_model("sagemaker")
+    data = create_loader().load_service_model("sagemaker", "service-2")
+    return ServiceModel(data, service_name="sagemaker")
 
 
 def _placeholders(

@@ -197,8 +197,9 @@ def test_no_secret_from_the_environment_reaches_the_definition(env):
     assert "pw-sentinel-93f1" not in json.dumps(definition)
     # the job gets the secret's reference, and resolves it when it connects
     extract = {s["Name"]: s for s in definition["Steps"]}["Extract"]["Arguments"]
-    assert extract["Environment"]["MLOPS_SNOWFLAKE__SECRET_ARN"] == (
-        environ["MLOPS_SNOWFLAKE__SECRET_ARN"]
+    assert (
+        extract["Environment"]["MLOPS_SNOWFLAKE__SECRET_ARN"]
+        == (environ["MLOPS_SNOWFLAKE__SECRET_ARN"])
     )
 
 
