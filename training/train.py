@@ -13,7 +13,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,15 @@ def data_window(channel: Path) -> dict[str, str]:
     }
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="The Train step (docker run IMAGE train): reads SageMaker's "
+        "training contract (/opt/ml/input/config/*.json, the train and validation "
+        "channels) and writes the model to /opt/ml/model; it takes no arguments.",
+    ).parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     contract = TrainingContract.from_environment()
     try:

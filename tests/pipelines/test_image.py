@@ -262,3 +262,42 @@ def test_a_job_gets_the_image_env_its_request_and_sagemakers_nothing_from_the_sh
     assert not set(shell) & set(seen)
     assert seen["FROM_THE_REQUEST"] == "yes" and seen["OMP_NUM_THREADS"] == "1"
     assert seen["MLOPS_STATE_DIR"] == str(local_config.state_dir.resolve())
+
+
+# --- every command a definition names starts in the image -------------------------------
+
+
+def test_every_command_any_definition_names_starts_in_the_staged_image(image, tmp_path):
+    from pipelines.entry_points import PLACEHOLDER_ROLE, entry_points
+    from stack.config import load_config
+
+    commands = {
+        " ".join(c): c
+        for env, overrides in (
+            ("local", {}),
+            ("dev", {"aws.role_arn": PLACEHOLDER_ROLE}),
+        )
+        for c in entry_points(load_config(env, overrides, environ={}))
+    }
+    # the training pipeline's and the monitoring pipeline's, and the serving command
+    assert {"python -m processing.extract", "python -m monitoring.baseline"} <= set(
+        commands
+    )
+    assert {"train", "serve", "python -m monitoring check"} <= set(commands)
+    container = Container(image, Platform())
+    failures = {}
+    for name, command in commands.items():
+        instance = container.instance(tmp_path / name.replace(" ", "_"), "algo-1")
+        argv = container.entrypoint([*command, "--help"])
+        argv, env = container.command(argv, instance, {}, {})
+        result = subprocess.run(
+            argv,
+            env=env,
+            cwd=instance.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0 or "usage" not in result.stdout.lower():
+            failures[name] = (result.stdout + result.stderr)[-500:]
+    assert not failures
