@@ -31,9 +31,21 @@ def test_upsert_of_the_local_environment_is_a_usage_error():
 
 
 def test_unreachable_snowflake_exits_2(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    # a key-pair login: a reference the definition may carry (a password it may not)
+    key = tmp_path / "snowflake.p8"
+    key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     env = {
         "MLOPS_SNOWFLAKE__PORT": str(free_port()),
-        "MLOPS_SNOWFLAKE__PASSWORD": "x",
+        "MLOPS_SNOWFLAKE__PRIVATE_KEY_PATH": str(key),
         "MLOPS_STATE_DIR": str(tmp_path),
     }
     result = run_cli("--env", "test", env=env, timeout=300)

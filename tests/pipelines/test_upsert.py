@@ -19,7 +19,12 @@ def dev_config(**extra):
 def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_executes(
     aws_credentials,
 ):
-    config = dev_config(MLOPS_SNOWFLAKE__PASSWORD="pw-sentinel-77")
+    config = dev_config(
+        MLOPS_SNOWFLAKE__PASSWORD="pw-sentinel-77",
+        MLOPS_SNOWFLAKE__SECRET_ARN=(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:snowflake"
+        ),
+    )
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
         first = upsert_pipeline(config, sagemaker_client=client)

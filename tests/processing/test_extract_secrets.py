@@ -1,5 +1,6 @@
 """The extract's Snowflake password comes from Secrets Manager inside the job, at run
-time: never from the definition, its arguments, its environment, or into a log.
+time: the definition carries only its reference (the ARN), never its value, nor does
+a log.
 
 moto's server stands in for Secrets Manager and a fakesnow server for Snowflake; the
 extract runs as the container runs it, through the real connector.
@@ -53,24 +54,28 @@ def test_the_password_is_read_from_secrets_manager_at_run_time_and_never_shown(
         Name="snowflake/extract",
         SecretString=json.dumps({"user": "svc_extract", "password": SENTINEL}),
     )["ARN"]
-    env = {
-        "MLOPS_ENV": "test",
+    settings = {
         "MLOPS_STATE_DIR": str(tmp_path / "state"),
         "MLOPS_AWS__ENDPOINT_URL": moto_server,
         "MLOPS_SNOWFLAKE__PORT": str(fakesnow_server),
         "MLOPS_SNOWFLAKE__SECRET_ARN": arn,
         "MLOPS_EXTRACT__SLICE_ROWS": "800",
-        "OPT_ML_ROOT": str(tmp_path / "opt_ml"),
     }
 
-    # the definition carries the secret's reference nowhere, and its value never
-    definition = json.dumps(
-        build_definition(load_config("test", environ={k: env[k] for k in env}))
-    )
+    # the definition carries the secret's reference, and its value never
+    definition = json.dumps(build_definition(load_config("test", environ=settings)))
     extract = json.loads(definition)["Steps"][0]["Arguments"]
     assert SENTINEL not in definition
-    assert arn not in definition
-    assert extract["Environment"] == {"MLOPS_ENV": "test"}
+    assert extract["Environment"]["MLOPS_SNOWFLAKE__SECRET_ARN"] == arn
+    # the job gets its request's Environment, and where the platform's stand-ins are
+    # (moto for AWS, as pipelines.local_runner.platform_variables gives it)
+    env = {
+        **extract["Environment"],
+        "MLOPS_STATE_DIR": settings["MLOPS_STATE_DIR"],
+        "AWS_ENDPOINT_URL": moto_server,
+        "OPT_ML_ROOT": str(tmp_path / "opt_ml"),
+    }
+    assert "MLOPS_AWS__ENDPOINT_URL" not in env  # the platform's, not the definition's
 
     result = run_extract(tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
