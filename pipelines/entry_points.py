@@ -2,10 +2,10 @@
 
 ``python -m pipelines.entry_points [--env ENV]`` prints one command a line, as the
 arguments that follow ``docker run IMAGE``: a Processing step's ContainerEntrypoint
-(``python -m processing.extract``), and ``train`` for a Training step that names none
-(SageMaker runs ``docker run IMAGE train``), and ``serve`` for the model a RegisterModel
-step registers on our image (``docker run IMAGE serve``). CI's image job runs each with ``--help``
-in the built image; the tests run each in the staged image.
+(``python -m processing.extract``), ``train`` for a Training step that names none
+(SageMaker runs ``docker run IMAGE train``), and ``serve`` for the model a
+RegisterModel step registers on our image (``docker run IMAGE serve``). CI's image job
+runs each with ``--help`` in the built image; the tests run each in the staged image.
 """
 
 from __future__ import annotations

@@ -607,14 +607,13 @@ def _pins(spec: ImageSpec, install: ProjectInstall) -> dict[str, str]:
     source = dict(install.tree).get(inside)
     if source is None:
         raise ImageError(f"{install.constraints} is not in the image's project tree")
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (spec.context / source).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, _, version = line.partition("==")
-            pins[canonicalize_name(name.split("[")[0].strip())] = version.split(";")[
-                0
-            ].strip()
+            key = str(canonicalize_name(name.split("[")[0].strip()))
+            pins[key] = version.split(";")[0].strip()
     return pins
 
 

@@ -269,8 +269,8 @@ class Container:
             binds.append(("--ro-bind", self.image.host_path(image_path), image_path))
         binds.append(("--bind", instance.root, CONTAINER_ROOT))
         binds.append(("--bind", instance.workdir, self.image.workdir))
-        for folder in self.platform.shared:
-            resolved = folder.resolve()
+        for shared in self.platform.shared:
+            resolved = shared.resolve()
             binds.append(("--bind", resolved, str(resolved)))
         args = [
             "bwrap",

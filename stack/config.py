@@ -612,16 +612,28 @@ def load_config(
         ConfigError: naming the bad key and what to do about it.
     """
     environ = os.environ if environ is None else environ
-    env = env or environ.get(f"{ENV_PREFIX}ENV") or "local"
-    if env not in ENVIRONMENTS:
-        raise ConfigError(
-            f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
-        )
+    env = _environment_name(env or environ.get(f"{ENV_PREFIX}ENV"))
     merged: dict[str, Any] = {}
     directory = conf_dir(environ)
     for name in ("base", env):
         _deep_merge(merged, _read_yaml(directory / f"{name}.yaml"))
     _deep_merge(merged, _from_environ(environ))
+    return _validated(merged, env, overrides)
+
+
+def _environment_name(env: str | None) -> str:
+    env = env or "local"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
+        )
+    return env
+
+
+def _validated(
+    merged: dict[str, Any], env: str, overrides: Mapping[str, Any] | None
+) -> Config:
+    """``merged`` with the command line's ``overrides`` on top, as a Config."""
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _deep_merge(merged, _nest(dotted.split("."), value))
@@ -700,7 +712,7 @@ def job_environment(config: Config, sections: Sequence[str]) -> dict[str, str]:
     Raises:
         ConfigError: a section holds a secret the job would need.
     """
-    entries = {f"{ENV_PREFIX}ENV": config.env}
+    entries: dict[str, str] = {f"{ENV_PREFIX}ENV": config.env}
     for section in sections:
         if section in PLATFORM_KEYS or section not in Config.model_fields:
             raise ValueError(f"{section!r} is not a section a definition carries")
@@ -756,20 +768,8 @@ def load_job_config(
         ConfigError: naming the bad key.
     """
     environ = os.environ if environ is None else environ
-    env = environ.get(f"{ENV_PREFIX}ENV") or "local"
-    if env not in ENVIRONMENTS:
-        raise ConfigError(
-            f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
-        )
-    merged = _from_environ(environ, job=True)
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _deep_merge(merged, _nest(dotted.split("."), value))
-    merged["env"] = env
-    try:
-        return Config.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    env = _environment_name(environ.get(f"{ENV_PREFIX}ENV"))
+    return _validated(_from_environ(environ, job=True), env, overrides)
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:
