@@ -275,3 +275,25 @@ def test_the_main_hyperparameters_are_pipeline_parameters_defaulting_to_config()
     max_depth = train["HyperParameters"]["max_depth"]["Std:Join"]["Values"]
     assert max_depth == [{"Get": "Parameters.MaxDepth"}]
     assert train["HyperParameters"]["subsample"] == "0.9"  # config only
+
+
+def test_an_override_on_the_upserting_machine_reaches_its_job_in_the_definition():
+    overrides = {
+        "MLOPS_SNOWFLAKE__WAREHOUSE": "BIG_WH",
+        "MLOPS_EXTRACT__SLICE_ROWS": "5000",
+        "MLOPS_FEATURES__DIRECTORY": "/opt/team/features",
+        "MLOPS_WRITEBACK__BATCH_ROWS": "500",
+        "MLOPS_AWS__PREFIX": "team-churn",
+        # the platform's, never a definition's
+        "MLOPS_STATE_DIR": "/elsewhere",
+        "MLOPS_AWS__ENDPOINT_URL": "http://127.0.0.1:5000",
+    }
+    definition = build_definition(load_config("dev", environ={**DEV, **overrides}))
+    environments = job_environments(definition)
+    assert environments["Extract"]["MLOPS_SNOWFLAKE__WAREHOUSE"] == "BIG_WH"
+    assert environments["Extract"]["MLOPS_EXTRACT__SLICE_ROWS"] == "5000"
+    assert environments["Extract"]["MLOPS_FEATURES__DIRECTORY"] == "/opt/team/features"
+    assert environments["WriteBack"]["MLOPS_WRITEBACK__BATCH_ROWS"] == "500"
+    assert environments["Gate"]["MLOPS_AWS__PREFIX"] == "team-churn"
+    text = json.dumps(definition)
+    assert "/elsewhere" not in text and "127.0.0.1:5000" not in text

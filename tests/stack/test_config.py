@@ -127,3 +127,69 @@ def test_network_and_encryption_settings_are_read_from_the_environment():
 def test_bad_network_settings_fail_when_the_config_loads(environ, message):
     with pytest.raises(ConfigError, match=message):
         load_config("dev", environ=environ)
+
+
+# --- the configuration a job gets ---------------------------------------------------------
+
+JOB_SECTIONS = ("resources", "aws", "snowflake", "features", "extract", "writeback")
+
+
+@pytest.mark.parametrize("env", ["local", "test", "dev", "staging", "prod"])
+def test_a_job_rebuilds_the_sections_its_environment_carries(env):
+    from stack.config import job_environment, load_job_config
+
+    config = load_config(
+        env,
+        {"aws.role_arn": "arn:aws:iam::000000000000:role/r"},
+        environ={
+            "MLOPS_SNOWFLAKE__ACCOUNT": "acme",
+            "MLOPS_SNOWFLAKE__SESSION_PARAMETERS": '{"QUERY_TAG": "mlops"}',
+            "MLOPS_SNOWFLAKE_OBJECTS__GRANT_ROLE": "",
+            "MLOPS_SECURITY__SUBNETS": "subnet-0a1b2c3d",
+            "MLOPS_SECURITY__SECURITY_GROUP_IDS": "sg-0a1b2c3d",
+        }
+        if env != "local"
+        else {},
+    )
+    sections = (*JOB_SECTIONS, "security", "snowflake_objects", "monitoring")
+    environment = job_environment(config, sections)
+    assert all(len(v) <= 256 for v in environment.values())  # a processing job's limit
+    rebuilt = load_job_config(environ=environment)
+    for section in sections:
+        if section == "aws":  # where AWS answers is the platform's, not the job's
+            assert (
+                rebuilt.aws.model_copy(update={"endpoint_url": config.aws.endpoint_url})
+                == config.aws
+            )
+            continue
+        assert getattr(rebuilt, section) == getattr(config, section), section
+
+
+def test_a_job_environment_never_carries_a_secret_or_the_platforms_keys():
+    from stack.config import job_environment
+
+    config = load_config(
+        "test",
+        environ={
+            "MLOPS_SNOWFLAKE__PASSWORD": "pw-sentinel-2f9c",
+            "MLOPS_SNOWFLAKE__SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:s",
+            "MLOPS_AWS__ENDPOINT_URL": "http://127.0.0.1:5000",
+            "MLOPS_STATE_DIR": "/somewhere",
+        },
+    )
+    environment = job_environment(config, ("aws", "snowflake"))
+    assert "pw-sentinel-2f9c" not in str(environment)
+    assert "MLOPS_AWS__ENDPOINT_URL" not in environment
+    assert "MLOPS_STATE_DIR" not in environment
+    assert environment["MLOPS_SNOWFLAKE__SECRET_ARN"].endswith(":secret:s")
+    with pytest.raises(ValueError, match="not a section"):
+        job_environment(config, ("state_dir",))
+
+
+def test_mlops_names_that_are_not_configuration_are_left_alone_typos_are_not():
+    config = load_config(environ={"MLOPS_TEAM": "ml", "MLOPS_BUILD_NUMBER": "17"})
+    assert config.env == "local"
+    with pytest.raises(ConfigError, match="snowflak"):
+        load_config(environ={"MLOPS_SNOWFLAK__ACCOUNT": "acme"})
+    with pytest.raises(ConfigError, match="acount"):
+        load_config(environ={"MLOPS_SNOWFLAKE__ACOUNT": "acme"})
