@@ -106,8 +106,9 @@ class JobResult:
 
 
 def _local(root: Path, container_path: str) -> Path:
-    if not (container_path + "/").startswith(CONTAINER_ROOT + "/"):
-        raise JobFailed(f"{container_path} is not under {CONTAINER_ROOT}")
+    parts = PurePosixPath(container_path).parts
+    if not (container_path + "/").startswith(CONTAINER_ROOT + "/") or ".." in parts:
+        raise JobFailed(f"{container_path} is not a path under {CONTAINER_ROOT}")
     return root / container_path[len(CONTAINER_ROOT) :].lstrip("/")
 
 
