@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from pipelines.definition import LOCAL_ROLE
+from pipelines.local_runner import serve_from_image
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: set needs --status Approved|Rejected", file=sys.stderr)
         return EXIT_USAGE
     resources = build_resources(config)
+    serve_from_image(resources)  # a server it starts runs the image's code
     try:
         if args.action == "list":
             for p in resources.registry.list_versions(group):

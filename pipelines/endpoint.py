@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pipelines.local_runner import serve_from_image
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, LocalEndpoints
 from stack.resources import Resources, build_resources
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     resources = build_resources(config)
+    serve_from_image(resources)  # a server it starts runs the image's code
     endpoints = resources.endpoints
     if args.action == "deploy":
         name = args.name or config.sagemaker.endpoint_name

@@ -196,6 +196,29 @@ class Container:
             ]
         return [*self._sandbox(instance), "--", *switch, *argv], env
 
+    def server_command(
+        self, command: Sequence[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The local endpoint's server (``python -m inference.server ...``) from the
+        staged image: its code and ``ENV``, nothing of the caller's shell. A plain
+        process, not a sandbox: it outlives the runner that started it, and is
+        stopped by its own pid.
+        """
+        env = dict(self.image.env)
+        env["PATH"] = ":".join(
+            self._host_executable_dir(p) for p in env.get("PATH", "").split(":")
+        )
+        home = (
+            self.platform.shared[0] / "endpoints" / "home"
+            if self.platform.shared
+            else Path("/")
+        )
+        home.mkdir(parents=True, exist_ok=True)
+        env["HOME"] = str(home)
+        argv = [str(a) for a in command]
+        argv[0] = self._host_executable(argv[0])
+        return argv, env
+
     def entrypoint(self, arguments: Sequence[str]) -> list[str]:
         """``docker run IMAGE <arguments>``: the image's ENTRYPOINT (else its CMD)."""
         if self.image.entrypoint:

@@ -46,7 +46,7 @@ from pipelines.local_jobs import (
 )
 from pipelines.step_cache import CachedStep, StepCache
 from stack.config import Config
-from stack.endpoints import EndpointError
+from stack.endpoints import EndpointError, LocalEndpoints
 from stack.objectstore import ObjectStoreError, join_uri
 from stack.registry import LOCAL_ACCOUNT, RegistryError
 from stack.resources import Resources
@@ -145,6 +145,7 @@ class LocalRunner:
         self._context = context
         self._isolation = isolation
         self._container: Container | None = None
+        serve_from_image(resources, self.container)
         self.state_dir = resources.config.state_dir.resolve()
         self.cache = StepCache(self.state_dir / "step-cache", resources.store)
         self._lock = threading.RLock()  # guards the execution record across steps
@@ -455,21 +456,12 @@ class LocalRunner:
         """The image and platform jobs run under (the image staged on first use)."""
         with self._lock:
             if self._container is None:
-                config = self.resources.config
-                try:
-                    image = self._image or stage_image(
-                        self.state_dir / "images", self._dockerfile, self._context
-                    )
-                except ImageError as exc:
-                    raise DefinitionError(f"cannot stage the image: {exc}") from None
-                self._container = Container(
-                    image,
-                    Platform(
-                        platform_variables(config),
-                        shared=(self.state_dir,),
-                        region=config.aws.region,
-                        isolation=self._isolation,
-                    ),
+                self._container = staged_container(
+                    self.resources,
+                    self._image,
+                    self._dockerfile,
+                    self._context,
+                    self._isolation,
                 )
             return self._container
 
@@ -501,6 +493,53 @@ class LocalRunner:
 
 class _StepFailure(Exception):
     pass
+
+
+def staged_container(
+    resources: Resources,
+    image: StagedImage | None = None,
+    dockerfile: Path = DOCKERFILE,
+    context: Path | None = None,
+    isolation: str = "auto",
+) -> Container:
+    """Jobs' container: ``image``, else ``dockerfile`` staged under
+    ``<state>/images``, on this machine's platform for ``resources``.
+
+    Raises:
+        DefinitionError: the Dockerfile cannot be staged here.
+    """
+    config = resources.config
+    state = config.state_dir.resolve()
+    try:
+        image = image or stage_image(state / "images", dockerfile, context)
+    except ImageError as exc:
+        raise DefinitionError(f"cannot stage the image: {exc}") from None
+    platform = Platform(
+        platform_variables(config),
+        shared=(state,),
+        region=config.aws.region,
+        isolation=isolation,
+    )
+    return Container(image, platform)
+
+
+def serve_from_image(
+    resources: Resources, container: Callable[[], Container] | None = None
+) -> None:
+    """Have a local endpoint's server start from the staged image, as SageMaker runs
+    ``docker run IMAGE serve`` (``container`` is called when a server starts).
+    """
+    if not isinstance(resources.endpoints, LocalEndpoints):
+        return
+    make = container or (lambda: staged_container(resources))
+
+    def launch(command: list[str]) -> tuple[list[str], dict[str, str]]:
+        try:
+            return make().server_command(command)
+        except DefinitionError as exc:
+            raise EndpointError(str(exc)) from None
+
+    resources.endpoints.server_launcher = launch
 
 
 def platform_variables(config: Config) -> dict[str, str]:

@@ -121,6 +121,9 @@ def _model_data_from(
     return container["ModelDataUrl"], container.get("Image", ""), ""
 
 
+ServerLauncher = Callable[[list[str]], tuple[list[str], dict[str, str]]]
+
+
 class LocalEndpoints(EndpointDeployer):
     def __init__(
         self,
@@ -145,6 +148,11 @@ class LocalEndpoints(EndpointDeployer):
         # EndpointConfig step brings its own)
         self.data_capture = data_capture
         self.capture_flush_seconds = capture_flush_seconds  # how often workers write
+        # Turns the server's command (``python -m inference.server ...``) into the argv
+        # and environment that start it; None: this interpreter and the source tree.
+        # The local runner sets it to start the server from the staged image
+        # (pipelines.local_jobs.Container.server_command).
+        self.server_launcher: ServerLauncher | None = None
 
     def _record(self, kind: str, name: str) -> Path:
         return self.root / kind / f"{name}.json"
@@ -355,34 +363,40 @@ class LocalEndpoints(EndpointDeployer):
     def _start_server(self, name: str) -> int:
         log_path = self._log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["OMP_NUM_THREADS"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
-        )
+        command = [
+            "python",
+            "-m",
+            "inference.server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--control-file",
+            str(self._server_file(name, "control")),
+            "--status-file",
+            str(self._server_file(name, "status")),
+            "--startup-timeout",
+            str(self.startup_timeout),
+        ]
+        if self.server_launcher is not None:
+            argv, env = self.server_launcher(command)
+        else:
+            argv = [sys.executable, *command[1:]]
+            env = dict(os.environ)
+            env["OMP_NUM_THREADS"] = "1"
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
+            )
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "inference.server",
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--control-file",
-                    str(self._server_file(name, "control")),
-                    "--status-file",
-                    str(self._server_file(name, "status")),
-                    "--startup-timeout",
-                    str(self.startup_timeout),
-                ],
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                cwd=log_path.parent,  # not the caller's folder: python -m imports it
                 start_new_session=True,  # outlives the command that deployed it
             )
         return process.pid
