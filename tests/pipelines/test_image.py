@@ -301,3 +301,19 @@ def test_every_command_any_definition_names_starts_in_the_staged_image(image, tm
         if result.returncode != 0 or "usage" not in result.stdout.lower():
             failures[name] = (result.stdout + result.stderr)[-500:]
     assert not failures
+
+
+def test_the_local_endpoint_server_starts_from_the_image(image, tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        "PYTHONPATH", str(PROJECT_ROOT)
+    )  # the caller's, never the server's
+    container = Container(image, Platform(shared=(tmp_path,)))
+    argv, env = container.server_command(
+        ["python", "-c", "import inference, os; print(inference.__file__)"]
+    )
+    result = subprocess.run(
+        argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(str(image.rootfs / "opt" / "venv"))
+    assert "PYTHONPATH" not in env and env["OMP_NUM_THREADS"] == "1"
