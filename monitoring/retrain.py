@@ -534,8 +534,13 @@ def _start_remote(
 ) -> int:
     from botocore.exceptions import ClientError
 
+    from pipelines.parameters import ParameterError, check_parameters
     from pipelines.remote import sagemaker_client
 
+    try:
+        check_parameters(decision.parameters)  # before SageMaker starts any job
+    except ParameterError as exc:
+        raise InputError(str(exc)) from None
     client = sagemaker_client(config)
     try:
         arn = start_on_sagemaker(client, config, decision, today)

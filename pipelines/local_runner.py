@@ -44,6 +44,7 @@ from pipelines.local_jobs import (
     run_processing_job,
     run_training_job,
 )
+from pipelines.parameters import ParameterError, check_parameters
 from pipelines.step_cache import CachedStep, StepCache
 from stack.config import Config
 from stack.endpoints import EndpointError, LocalEndpoints
@@ -644,7 +645,7 @@ def bind_parameters(
     definition: dict[str, Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Defaults from the definition, overridden by ``overrides`` converted to their
-    types.
+    types, each checked against its domain (``pipelines.parameters``).
     """
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
@@ -672,6 +673,11 @@ def bind_parameters(
             bound[name] = spec["DefaultValue"]
         else:
             raise DefinitionError(f"parameter {name} has no default; give it a value")
+    try:
+        # each value in its domain, before any work; the ones given first
+        check_parameters({**{k: bound[k] for k in overrides}, **bound})
+    except ParameterError as exc:
+        raise DefinitionError(str(exc)) from None
     return bound
 
 

@@ -413,10 +413,12 @@ def run_local(
     started = time.monotonic()
     definition = build_definition(config)
     try:
-        bind_parameters(definition, parameters)  # bad parameters fail before any work
+        bound = bind_parameters(definition, parameters)  # fail before any work
     except DefinitionError as exc:
         raise UsageError(str(exc)) from None
     resources = build_resources(config)
+    if bound.get("ModelApprovalStatus") == "Approved":
+        _check_endpoint_port(config, resources)
     console.event(
         "environment",
         f"Environment {config.env}: state in {config.state_dir.resolve()}",
@@ -445,6 +447,20 @@ def run_local(
     execution = runner.run(definition, parameters)
     _summary(config, execution, time.monotonic() - started, console)
     return _verdict(execution, console)
+
+
+def _check_endpoint_port(config: Config, resources: Any) -> None:
+    """A local endpoint's port taken by another program stops the run before its
+    first step (not at Deploy, a minute later).
+    """
+    from stack.endpoints import EndpointError, LocalEndpoints
+
+    if not isinstance(resources.endpoints, LocalEndpoints):
+        return
+    try:
+        resources.endpoints.check_port(config.sagemaker.endpoint_name)
+    except EndpointError as exc:
+        raise UsageError(f"{exc}; or pass --port") from None
 
 
 def _verdict(execution: Any, console: Console) -> int:

@@ -401,6 +401,17 @@ class LocalEndpoints(EndpointDeployer):
             )
         return process.pid
 
+    def check_port(self, endpoint_name: str) -> None:
+        """Fail now (EndpointError) if deploying ``endpoint_name`` would find its port
+        taken: the port is free, or this endpoint serves there already (a redeploy
+        swaps the model in place). Lets a run stop before its first step, not at
+        Deploy.
+        """
+        current = self.describe(endpoint_name)
+        if current and current.status == "InService" and current.port == self.port:
+            return
+        _ensure_port_free(self.host, self.port)
+
     def describe(self, endpoint_name: str) -> EndpointInfo | None:
         path = self._record("endpoints", endpoint_name)
         if not path.exists():
