@@ -176,8 +176,13 @@ class Container:
         instance: _Instance,
         request_env: Mapping[str, Any],
         sagemaker_env: Mapping[str, str],
+        network_isolation: bool = False,
     ) -> tuple[list[str], dict[str, str]]:
-        """The argv and environment that start ``argv`` in the image."""
+        """The argv and environment that start ``argv`` in the image; with
+        ``network_isolation`` (the request's EnableNetworkIsolation) no network at
+        all, as SageMaker runs such a job: only in the sandbox (the fallback cannot
+        take it away, which docs/local-vs-aws.md says).
+        """
         self._check_user()
         env = self._environment(instance, request_env, sagemaker_env)
         argv = [str(a) for a in argv]
@@ -194,7 +199,10 @@ class Container:
                 "--clear-groups",
                 "--",
             ]
-        return [*self._sandbox(instance), "--", *switch, *argv], env
+        sandbox = self._sandbox(instance)
+        if network_isolation:
+            sandbox.insert(1, "--unshare-net")
+        return [*sandbox, "--", *switch, *argv], env
 
     def server_command(
         self, command: Sequence[str]
@@ -445,7 +453,13 @@ def run_processing_job(
                 parents=True, exist_ok=True
             )
         command, env = container.command(
-            argv, instance, request.get("Environment", {}), sagemaker_env
+            argv,
+            instance,
+            request.get("Environment", {}),
+            sagemaker_env,
+            network_isolation=bool(
+                request.get("NetworkConfig", {}).get("EnableNetworkIsolation")
+            ),
         )
         commands.append((command, env, instance))
         instances.append(instance)
@@ -549,7 +563,11 @@ def run_training_job(
         ),
     }
     command, env = container.command(
-        argv, instance, request.get("Environment", {}), sagemaker_env
+        argv,
+        instance,
+        request.get("Environment", {}),
+        sagemaker_env,
+        network_isolation=bool(request.get("EnableNetworkIsolation")),
     )
     (code,) = _run_all([(command, env, instance)], timeout, jobs)
     if code != 0:

@@ -317,3 +317,27 @@ def test_the_local_endpoint_server_starts_from_the_image(image, tmp_path, monkey
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(image.rootfs / "opt" / "venv"))
     assert "PYTHONPATH" not in env and env["OMP_NUM_THREADS"] == "1"
+
+
+CONNECT = (
+    "import socket, sys; "
+    "socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5).close()"
+)
+
+
+@ISOLATED
+def test_a_job_with_network_isolation_reaches_nothing(local_config):
+    import socket as sockets
+
+    runner = LocalRunner(build_resources(local_config), isolation="bwrap")
+    with sockets.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = str(server.getsockname()[1])
+        step = processing("Reach", CONNECT)
+        step["Arguments"]["AppSpecification"]["ContainerArguments"] = [port]
+        assert runner.run(one_step(step)).status == "Succeeded"
+        step["Arguments"]["NetworkConfig"] = {"EnableNetworkIsolation": True}
+        isolated = runner.run(one_step(step))
+    assert isolated.status == "Failed"
+    assert "Error" in isolated.failed_step.failure_reason  # refused or unreachable
