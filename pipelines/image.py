@@ -36,10 +36,9 @@ import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -318,6 +317,8 @@ class StagedImage:
     # what an isolated job must see, read-only, at the same paths
     host_dependencies: list[str]
     not_run: list[str]
+    # the image paths the stage provides: each copied file or folder, each venv
+    paths: list[str]
 
     @property
     def rootfs(self) -> Path:
@@ -329,8 +330,7 @@ class StagedImage:
 
     def staged_paths(self) -> list[str]:
         """The image paths the stage provides: each copied file or folder, each venv."""
-        manifest = json.loads((self.root / "image.json").read_text())
-        return list(manifest["paths"])
+        return list(self.paths)
 
     @property
     def user_ids(self) -> tuple[int, int] | None:
@@ -360,6 +360,7 @@ class StagedImage:
             venvs=data["venvs"],
             host_dependencies=data["host_dependencies"],
             not_run=data["not_run"],
+            paths=data["paths"],
         )
 
 
@@ -749,10 +750,3 @@ def _copy_context(
         destination = target if start.is_file() else target / path.relative_to(start)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, destination)
-
-
-def describe(image: StagedImage) -> dict[str, Any]:
-    """What a person wants to know about the staged image (for logs and docs)."""
-    return {k: v for k, v in asdict(image).items() if k != "root"} | {
-        "root": str(image.root)
-    }

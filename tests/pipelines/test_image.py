@@ -178,11 +178,8 @@ WRITE_OUTPUT = "open('/opt/ml/processing/output/result.txt', 'w').write('done')"
 NON_ROOT = "WORKDIR /opt/program\nUSER 1000:1000\n"
 
 
-@ISOLATED
-@AS_ROOT
-def test_a_non_root_user_fails_writing_its_output_as_on_sagemaker(
-    local_config, tmp_path
-):
+def run_as_non_root(local_config, tmp_path, isolation):
+    """WRITE_OUTPUT as one step of an image whose Dockerfile adds ``USER 1000:1000``."""
     dockerfile = variant(
         tmp_path, lambda text: text.replace("WORKDIR /opt/program\n", NON_ROOT)
     )
@@ -190,10 +187,17 @@ def test_a_non_root_user_fails_writing_its_output_as_on_sagemaker(
         build_resources(local_config),
         dockerfile=dockerfile,
         context=PROJECT_ROOT,
-        isolation="bwrap",
+        isolation=isolation,
     )
-    execution = runner.run(one_step(processing("Write", WRITE_OUTPUT)))
-    failed = execution.failed_step
+    return runner.run(one_step(processing("Write", WRITE_OUTPUT)))
+
+
+@ISOLATED
+@AS_ROOT
+def test_a_non_root_user_fails_writing_its_output_as_on_sagemaker(
+    local_config, tmp_path
+):
+    failed = run_as_non_root(local_config, tmp_path, "bwrap").failed_step
     assert failed is not None and failed.name == "Write"
     assert "PermissionError" in failed.failure_reason
     assert "/opt/ml/processing/output/result.txt" in failed.failure_reason
@@ -205,16 +209,7 @@ def test_a_non_root_user_fails_writing_its_output_as_on_sagemaker(
 def test_without_a_sandbox_a_non_root_user_is_refused_before_it_starts(
     local_config, tmp_path
 ):
-    dockerfile = variant(
-        tmp_path, lambda text: text.replace("WORKDIR /opt/program\n", NON_ROOT)
-    )
-    runner = LocalRunner(
-        build_resources(local_config),
-        dockerfile=dockerfile,
-        context=PROJECT_ROOT,
-        isolation="none",
-    )
-    execution = runner.run(one_step(processing("Write", WRITE_OUTPUT)))
+    execution = run_as_non_root(local_config, tmp_path, "none")
     reason = execution.failed_step.failure_reason
     assert "USER 1000:1000" in reason and "owned by root" in reason
     assert not execution.step("Write").logs  # nothing started
