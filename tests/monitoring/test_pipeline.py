@@ -22,7 +22,7 @@ from stack.config import job_environment, load_config
 from stack.registry import LocalModelRegistry
 from stack.resources import build_resources
 
-ROLE = "arn:aws:iam::123456789012:role/mlops-dev"
+ROLE = "arn:aws:iam::000000000000:role/mlops-dev"
 
 
 @pytest.fixture(scope="module")

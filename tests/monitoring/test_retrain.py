@@ -391,7 +391,7 @@ def create_training_pipeline(sagemaker):
         PipelineDefinition=json.dumps(
             {"Version": "2020-12-01", "Parameters": parameters, "Steps": []}
         ),
-        RoleArn="arn:aws:iam::123456789012:role/mlops-dev",
+        RoleArn="arn:aws:iam::000000000000:role/mlops-dev",
     )
 
 

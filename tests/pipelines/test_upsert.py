@@ -22,7 +22,7 @@ def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_execut
     config = dev_config(
         MLOPS_SNOWFLAKE__PASSWORD="pw-sentinel-77",
         MLOPS_SNOWFLAKE__SECRET_ARN=(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:snowflake"
+            "arn:aws:secretsmanager:us-east-1:000000000000:secret:snowflake"
         ),
     )
     with mock_aws():

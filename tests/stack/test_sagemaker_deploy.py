@@ -17,7 +17,7 @@ from stack.config import DeploymentConfig
 from stack.endpoints import EndpointError, SageMakerEndpoints
 from stack.registry import SageMakerModelRegistry
 
-ROLE = "arn:aws:iam::123456789012:role/test-sagemaker"
+ROLE = "arn:aws:iam::000000000000:role/test-sagemaker"
 
 
 class UpdateEndpointStub:
@@ -40,7 +40,7 @@ class UpdateEndpointStub:
             self.client.create_endpoint(
                 EndpointName=name, EndpointConfigName=request["EndpointConfigName"]
             )
-        arn = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"
+        arn = f"arn:aws:sagemaker:us-east-1:000000000000:endpoint/{name}"
         return AWSResponse(None, 200, {}, None), {"EndpointArn": arn}
 
 
