@@ -60,31 +60,12 @@ def make_session(config: Config, boto_session: Any | None = None) -> Any:
 
     sdk = load_sdk(config.aws.region)
     if boto_session is None:
-        boto_session = _boto_session(config)
+        import boto3
+
+        # for local and test builds, inside build_environment: no caller's AWS
+        boto_session = boto3.Session(region_name=config.aws.region)
     return sdk.PipelineSession(
         boto_session=boto_session, default_bucket=config.aws.bucket
-    )
-
-
-def _boto_session(config: Config) -> Any:
-    """The caller's AWS session for an AWS environment (it upserts); for ``local`` and
-    ``test`` a session with placeholder keys and no profile: building their definition
-    calls no AWS, and nothing of the caller's AWS settings (AWS_PROFILE, keys) may
-    change it or stop it.
-    """
-    import boto3
-
-    if config.is_aws:
-        return boto3.Session(region_name=config.aws.region)
-    import botocore.session
-
-    core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
-    core.set_config_variable("profile", None)
-    return boto3.Session(
-        botocore_session=core,
-        region_name=config.aws.region,
-        aws_access_key_id="local-build",
-        aws_secret_access_key="local-build",  # noqa: S106 (a placeholder)
     )
 
 

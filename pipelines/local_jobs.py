@@ -187,7 +187,7 @@ class Container:
         env = self._environment(instance, request_env, sagemaker_env)
         argv = [str(a) for a in argv]
         if self.isolation == "none":
-            argv[0] = str(self._host_executable(argv[0]))
+            argv[0] = self._host_executable(argv[0])
             return argv, env
         switch = []
         if self.image.user_ids is not None:
@@ -213,9 +213,7 @@ class Container:
         stopped by its own pid.
         """
         env = dict(self.image.env)
-        env["PATH"] = ":".join(
-            self._host_executable_dir(p) for p in env.get("PATH", "").split(":")
-        )
+        env["PATH"] = self._host_search_path(env.get("PATH", ""))
         home = (
             self.platform.shared[0] / "endpoints" / "home"
             if self.platform.shared
@@ -259,10 +257,7 @@ class Container:
         env.update({k: str(v) for k, v in request_env.items()})
         env.update(self.platform.variables)
         if self.isolation == "none":
-            env["PATH"] = os.pathsep.join(
-                str(self._host_executable_dir(p))
-                for p in env.get("PATH", "").split(":")
-            )
+            env["PATH"] = self._host_search_path(env.get("PATH", ""))
             env["HOME"] = str(instance.workdir.parent / "home")
             Path(env["HOME"]).mkdir(exist_ok=True)
             env["OPT_ML_ROOT"] = str(instance.root)
@@ -270,21 +265,22 @@ class Container:
             env["OPT_ML_ROOT"] = CONTAINER_ROOT
         return env
 
-    def _staged(self, image_path: str) -> Path | None:
+    def _on_host(self, image_path: str) -> str:
+        """Where an image path is on this machine: the staged copy if the stage
+        provides it (``/opt/venv/bin``), else the same path (``/usr/bin``).
+        """
         for staged in self.image.staged_paths():
             if image_path == staged or image_path.startswith(staged.rstrip("/") + "/"):
-                return self.image.host_path(image_path)
-        return None
+                return str(self.image.host_path(image_path))
+        return image_path
 
-    def _host_executable_dir(self, image_dir: str) -> str:
-        staged = self._staged(image_dir)
-        return str(staged) if staged is not None else image_dir
+    def _host_search_path(self, image_search_path: str) -> str:
+        """The image's ``PATH`` with each of its folders where it is on this machine."""
+        return ":".join(self._on_host(p) for p in image_search_path.split(":"))
 
     def _host_executable(self, program: str) -> str:
-        if program.startswith("/"):
-            staged = self._staged(program)
-            return str(staged) if staged is not None else program
-        return program  # looked up on the job's PATH (the image's first)
+        # a bare name is looked up on the job's PATH (the image's venv first)
+        return self._on_host(program) if program.startswith("/") else program
 
     def _sandbox(self, instance: _Instance) -> list[str]:
         """bubblewrap's arguments: the image's paths, the system read-only, the
