@@ -663,7 +663,7 @@ def _from_environ(environ: Mapping[str, str], job: bool = False) -> dict[str, An
     configuration is validated); any other ``MLOPS_<NAME>`` that names no top-level key
     (``MLOPS_TEAM``, a CI's ``MLOPS_BUILD``) is not ours and is left alone. Values
     written as JSON objects or lists (``{"QUERY_TAG": "x"}``) are read as such; in a
-    job's environment (``job``) JSON ``null`` and numbers are too (``job_environment``).
+    job's environment (``job``) so is JSON ``null`` (``job_environment`` writes it).
     """
     result: dict[str, Any] = {}
     for key, value in environ.items():
