@@ -14,11 +14,16 @@ import json
 import warnings
 from typing import Any
 
+from processing.preflight import FINGERPRINT_PATH
+from processing.preflight import OUTPUT_DIR as PREFLIGHT_OUTPUT
 from stack.config import Config, ConfigError, job_environment
 from stack.endpoints import data_capture_config
 from stack.registry import LOCAL_ACCOUNT
 from training.hyperparameters import DEFAULTS
 
+# Preflight checks the parameters and fingerprints the source data (never cached: its
+# fingerprint is Extract's argument, so cached steps mean the same data).
+PREFLIGHT, PREFLIGHT_REPORT = "Preflight", "PreflightReport"
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
 # Baseline: the training data's statistics and constraints (Model Monitor's format),
 # registered with the model as its drift-check baselines (monitoring.baseline).
@@ -46,6 +51,7 @@ WRITEBACK_OUTPUT = "/opt/ml/processing/writeback"
 # so its Environment carries them (stack.config.job_environment); the jobs not listed
 # read nothing but their inputs and arguments.
 JOB_SECTIONS: dict[str, tuple[str, ...]] = {
+    PREFLIGHT: ("aws", "snowflake", "features"),
     EXTRACT: ("aws", "snowflake", "extract", "features"),
     GATE: ("resources", "aws"),
     WRITEBACK: ("resources", "aws", "snowflake", "features", "writeback"),
@@ -131,6 +137,20 @@ def get_pipeline(config: Config, session: Any) -> Any:
         p_git_commit,
         p_writeback,
     ]
+    hyperparameters: dict[str, Any] = {
+        **DEFAULTS,
+        "feature_set": config.features.feature_set,
+        **config.training.hyperparameters,
+    }
+    tuned = {
+        name: kind(parameter, default_value=convert(hyperparameters[name]))
+        for name, parameter, kind, convert in (
+            ("max_depth", "MaxDepth", sdk.ParameterInteger, int),
+            ("eta", "LearningRate", sdk.ParameterFloat, float),
+            ("num_round", "NumRound", sdk.ParameterInteger, int),
+        )
+    }
+    parameters.extend(tuned.values())
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
     base = sdk.Join(on="/", values=[config.artifact_root, execution_id])
@@ -165,6 +185,43 @@ def get_pipeline(config: Config, session: Any) -> Any:
             network_config=_network_config(sdk, config, isolated=isolated),
         )
 
+    preflight_report = sdk.PropertyFile(
+        name=PREFLIGHT_REPORT, output_name="preflight", path="preflight.json"
+    )
+    preflight_processor = processor(
+        ["python", "-m", "processing.preflight"], step_env(PREFLIGHT)
+    )
+    preflight = sdk.ProcessingStep(
+        name=PREFLIGHT,
+        retry_policies=job_policies["retry_policies"],
+        step_args=preflight_processor.run(
+            outputs=[
+                sdk.ProcessingOutput(
+                    output_name="preflight",
+                    s3_output=sdk.ProcessingS3Output(
+                        s3_uri=under("preflight"),
+                        local_path=PREFLIGHT_OUTPUT,
+                        s3_upload_mode="EndOfJob",
+                    ),
+                )
+            ],
+            arguments=[
+                "--feature-set",
+                config.features.feature_set,
+                "--output-dir",
+                PREFLIGHT_OUTPUT,
+                *(
+                    item
+                    for parameter in parameters
+                    for item in (
+                        "--param",
+                        sdk.Join(on="=", values=[parameter.name, parameter]),
+                    )
+                ),
+            ],
+        ),
+        property_files=[preflight_report],
+    )
     extract_processor = processor(
         ["python", "-m", "processing.extract"],
         step_env(EXTRACT),
@@ -198,6 +255,13 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 str(config.features.test_fraction),
                 "--data-version",
                 p_data_version,
+                # the data's fingerprint: changed data, changed cache key
+                "--data-fingerprint",
+                sdk.JsonGet(
+                    step_name=PREFLIGHT,
+                    property_file=preflight_report,
+                    json_path=FINGERPRINT_PATH,
+                ),
             ],
         ),
     )
@@ -224,20 +288,6 @@ def get_pipeline(config: Config, session: Any) -> Any:
     gate_env: dict[str, str] = step_env(GATE)
     if tracking_uri:
         gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
-    hyperparameters: dict[str, Any] = {
-        **DEFAULTS,
-        "feature_set": config.features.feature_set,
-        **config.training.hyperparameters,
-    }
-    tuned = {
-        name: kind(parameter, default_value=convert(hyperparameters[name]))
-        for name, parameter, kind, convert in (
-            ("max_depth", "MaxDepth", sdk.ParameterInteger, int),
-            ("eta", "LearningRate", sdk.ParameterFloat, float),
-            ("num_round", "NumRound", sdk.ParameterInteger, int),
-        )
-    }
-    parameters.extend(tuned.values())
     trainer = sdk.ModelTrainer(
         training_image=sm.image_uri,
         role=role,
@@ -529,7 +579,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     return sdk.Pipeline(
         name=sm.pipeline_name,
         parameters=parameters,
-        steps=[extract, train, baseline, evaluate, gate, check_auc],
+        steps=[preflight, extract, train, baseline, evaluate, gate, check_auc],
         sagemaker_session=session,
     )
 

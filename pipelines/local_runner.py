@@ -313,7 +313,9 @@ class LocalRunner:
                 arguments = {"Conditions": arguments.get("Conditions", [])}
             arguments = resolve(arguments, context)
             cache_key = (
-                StepCache.key(step.definition, arguments)
+                StepCache.key(
+                    step.definition, arguments, self.container().image.digest
+                )
                 if StepCache.applies_to(step.definition)
                 else None
             )

@@ -9,7 +9,9 @@ attributes that define its work (SageMaker Developer Guide, "Caching pipeline st
   ``DebugRuleConfigurations``, ``Environment``, ``HyperParameters``,
   ``InputDataConfig``.
 
-Outputs are not part of the key: a cached step hands on the outputs of the run it
+The Preflight step's fingerprint of the source data is an argument of Extract, so a
+change of data is a change of key (``processing.fingerprint``). Outputs are not part of
+the key: a cached step hands on the outputs of the run it
 reuses, so the steps after it resolve to the same inputs and are cache hits in turn. An
 entry is used only while what it points at is still in the object store.
 """
@@ -80,12 +82,22 @@ class StepCache:
         return bool(config.get("Enabled")) and step.get("Type") in KEY_ATTRIBUTES
 
     @staticmethod
-    def key(step: dict[str, Any], arguments: dict[str, Any]) -> str:
-        """The hash of the step's type and its resolved cache key attributes."""
+    def key(
+        step: dict[str, Any], arguments: dict[str, Any], image_digest: str = ""
+    ) -> str:
+        """The hash of the step's type, its resolved cache key attributes and the
+        content digest of the image its URI names.
+
+        SageMaker compares the image URI as written, so CD tags every build with its
+        version; the local image's URI never changes while its code does, so the
+        staged image's digest stands in for the content the URI would name.
+        """
         attributes = {
             name: arguments.get(name) for name in KEY_ATTRIBUTES[step["Type"]]
         }
-        text = json.dumps([step["Type"], attributes], sort_keys=True, default=str)
+        text = json.dumps(
+            [step["Type"], attributes, image_digest], sort_keys=True, default=str
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
     def lookup(

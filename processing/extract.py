@@ -213,6 +213,12 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=LATEST,
         help="read the tables as of this ISO 8601 instant, or 'latest'",
     )
+    parser.add_argument(
+        "--data-fingerprint",
+        default=None,
+        help="the Preflight step's fingerprint of the tables read (recorded only: as "
+        "an argument it makes changed data a changed step cache key)",
+    )
     return parser.parse_args(argv)
 
 
@@ -286,6 +292,7 @@ def _run(args: argparse.Namespace, contract: ProcessingContract) -> dict[str, An
                 "test_fraction": args.test_fraction,
             },
             "data_version": version.to_dict(),
+            "data_fingerprint": args.data_fingerprint,
             "route": settings.route,
             "host": contract.current_host,
             "shard": shard,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from features import FeatureSchema
 
@@ -87,17 +88,12 @@ def pin_to_data_version(sql: str) -> str:
     reads (CTE names are left alone), so one execution reads one version of the data
     whatever is written meanwhile. The timestamp is a bound parameter.
     """
-    import sqlglot
     from sqlglot import exp
 
-    # sqlglot does not parse pyformat placeholders: stand them in as identifiers
-    text = _PARAM.sub(lambda m: f"__param_{m.group(1)}__", _body(sql))
-    tree = sqlglot.parse_one(text, read="snowflake")
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    tree = _parse(sql)
     pinned = 0
-    for table in tree.find_all(exp.Table):
-        is_cte = not table.args.get("db") and table.name.lower() in ctes
-        if is_cte or not table.name or table.args.get("when"):
+    for table in _tables_read(tree):
+        if table.args.get("when"):
             continue
         table.set(
             "when",
@@ -113,6 +109,41 @@ def pin_to_data_version(sql: str) -> str:
     if not pinned:
         raise ValueError("the feature query reads no table to pin to a data version")
     return _SENTINEL.sub(r"%(\1)s", tree.sql(dialect="snowflake", pretty=True))
+
+
+def source_tables(sql: str) -> list[str]:
+    """The tables ``sql`` reads (CTEs left out), each once, as Snowflake names them."""
+    names: list[str] = []
+    for table in _tables_read(_parse(sql)):
+        table = table.copy()
+        table.set("when", None)
+        table.set("alias", None)
+        name = table.sql(dialect="snowflake")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("the feature query reads no table")
+    return names
+
+
+def _parse(sql: str) -> Any:
+    import sqlglot
+
+    # sqlglot does not parse pyformat placeholders: stand them in as identifiers
+    text = _PARAM.sub(lambda m: f"__param_{m.group(1)}__", _body(sql))
+    return sqlglot.parse_one(text, read="snowflake")
+
+
+def _tables_read(tree: Any) -> list[Any]:
+    """The table nodes of ``tree`` that name stored tables, not its CTEs."""
+    from sqlglot import exp
+
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    return [
+        table
+        for table in tree.find_all(exp.Table)
+        if table.name and not (not table.args.get("db") and table.name.lower() in ctes)
+    ]
 
 
 def split_predicates(

@@ -46,10 +46,16 @@ def test_building_makes_no_aws_call_and_is_deterministic():
     assert json.dumps(first) == json.dumps(second)
 
 
+def top_step(definition, name):
+    (step,) = [s for s in definition["Steps"] if s["Name"] == name]
+    return step
+
+
 def test_the_pipeline_shape():
     definition = build_definition(load_config("local", environ={}))
     top = [(s["Name"], s["Type"]) for s in definition["Steps"]]
     assert top == [
+        ("Preflight", "Processing"),
         ("Extract", "Processing"),
         ("Train", "Training"),
         ("Baseline", "Processing"),
@@ -57,7 +63,7 @@ def test_the_pipeline_shape():
         ("Gate", "Processing"),
         ("CheckAuc", "Condition"),
     ]
-    check = definition["Steps"][5]["Arguments"]
+    check = top_step(definition, "CheckAuc")["Arguments"]
     assert [s["Name"] for s in check["IfSteps"]] == ["Register", "CheckApproval"]
     assert [s["Name"] for s in check["ElseSteps"]] == ["AucTooLow"]
     deploy = check["IfSteps"][1]["Arguments"]["IfSteps"]
@@ -89,7 +95,7 @@ def test_the_pipeline_shape():
     }
     assert "CacheConfig" not in writeback  # new data every time: never cached
     # the training baseline is registered with the model as its drift baselines
-    baseline = definition["Steps"][2]
+    baseline = top_step(definition, "Baseline")
     assert baseline["Arguments"]["AppSpecification"]["ContainerEntrypoint"] == [
         "python",
         "-m",
@@ -124,8 +130,36 @@ def test_the_pipeline_shape():
         "NumRound",
         "WriteBack",
     }
-    extract = definition["Steps"][0]["Arguments"]["AppSpecification"]
+    extract = top_step(definition, "Extract")["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]
+
+
+def test_preflight_checks_every_parameter_and_its_fingerprint_keys_extract():
+    definition = build_definition(load_config("dev", environ=DEV))
+    preflight = top_step(definition, "Preflight")
+    assert "CacheConfig" not in preflight  # it must look at the data every time
+    arguments = preflight["Arguments"]["AppSpecification"]["ContainerArguments"]
+    checked = [
+        arguments[i + 1]["Std:Join"]["Values"]
+        for i, item in enumerate(arguments)
+        if item == "--param"
+    ]
+    assert checked == [
+        [p["Name"], {"Get": f"Parameters.{p['Name']}"}]
+        for p in definition["Parameters"]
+    ]
+    extract = top_step(definition, "Extract")
+    assert extract["CacheConfig"]["Enabled"] is True
+    extract_arguments = extract["Arguments"]["AppSpecification"]["ContainerArguments"]
+    fingerprint = extract_arguments[extract_arguments.index("--data-fingerprint") + 1]
+    assert fingerprint == {
+        "Std:JsonGet": {
+            "Path": "data.fingerprint",
+            "PropertyFile": {"Get": "Steps.Preflight.PropertyFiles.PreflightReport"},
+        }
+    }
+    # it reads Snowflake, so its request carries the connection settings
+    assert preflight["Arguments"]["Environment"]["MLOPS_SNOWFLAKE__MODE"] == "connector"
 
 
 def test_local_and_dev_definitions_differ_only_in_configured_values():
@@ -144,7 +178,7 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
         "churn-models": "churn-models-dev",
     }
     # the one local-only setting: where the local MLflow store keeps artifacts
-    train_env = local["Steps"][1]["Arguments"]["Environment"]
+    train_env = top_step(local, "Train")["Arguments"]["Environment"]
     assert train_env.pop("MLFLOW_ARTIFACT_LOCATION").startswith("file:///")
     # and the WriteBack parameter's default (writeback.in_pipeline): on for the local
     # whole loop, off unless asked for on SageMaker
@@ -155,7 +189,7 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     assert defaults["local"].pop("DefaultValue") is True
     assert defaults["dev"].pop("DefaultValue") is False
     # and the local endpoint's data capture into the local store (conf/local.yaml)
-    approval = local["Steps"][5]["Arguments"]["IfSteps"][1]["Arguments"]
+    approval = top_step(local, "CheckAuc")["Arguments"]["IfSteps"][1]["Arguments"]
     (endpoint_config,) = [
         s for s in approval["IfSteps"] if s["Name"] == "EndpointConfig"
     ]
