@@ -153,7 +153,8 @@ def _writeback(config: Config, args: argparse.Namespace) -> int:
         f"{result.table} as of {result.as_of}: {result.rows_scored:,} new or changed "
         f"scored in {result.batches} endpoint call{'s' * (result.batches != 1)}; "
         f"{result.rows_inserted:,} inserted, {result.rows_updated:,} updated, "
-        f"{result.rows_unchanged:,} unchanged"
+        f"{result.rows_unchanged:,} unchanged, {result.rows_deleted:,} deleted (no "
+        "longer returned by the feature query for that date)"
     )
     if contract:
         output = contract.path(args.output_dir)

@@ -3,13 +3,16 @@
 The job reads the feature query the pipeline trains on (as of a date) together with a
 fingerprint of each entity's features (``templates.features_hash_sql``, the same
 definition the scheduled procedure uses), and keeps only the entities that have no
-score for that date yet, whose features changed, or that another model scored. It
-sends their features to the endpoint through ``inference.client.EndpointClient``
-(batches under the payload limit, several in flight, throttling and 5xx retried),
-stages the scores with ``write_pandas`` in a temporary table and merges them into
-PREDICTIONS keyed by (entity id, as-of date) in one transaction. A rerun finds nothing
-new and changes nothing; a run that stops anywhere before COMMIT leaves PREDICTIONS as
-it was.
+score for that date yet, whose features changed, or that another model scored, and
+the entities PREDICTIONS has for that date that the query no longer returns (deleted,
+or no longer active then). It sends the features to the endpoint through
+``inference.client.EndpointClient`` (batches under the payload limit, several in
+flight, throttling and 5xx retried), stages the scores with ``write_pandas`` in a
+temporary table and merges them into PREDICTIONS keyed by (entity id, as-of date) in
+one transaction, which also deletes the rows of that date whose entity is gone: the
+scores of an as-of date are those of the entities the data has for it now; other
+dates are history and stay. A rerun finds nothing new and changes nothing; a run that
+stops anywhere before COMMIT leaves PREDICTIONS as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.types as pa_types
 
 from features import FeatureSchema, FeatureSet
@@ -64,6 +68,9 @@ _UPDATED = ("SCORE", "MODEL_PACKAGE_ARN", "PIPELINE_EXECUTION_ID", "FEATURES_HAS
             "SCORED_AT")  # fmt: skip
 
 
+GONE_ID = "GONE_ID"  # changed_entities_sql's column of entities no longer returned
+
+
 class WritebackError(Exception):
     """The endpoint's answer cannot be written back; nothing was written."""
 
@@ -77,12 +84,19 @@ class WritebackResult:
     rows_updated: int
     batches: int
     rows_unchanged: int = 0  # already scored with these features by this model
+    rows_deleted: int = 0  # entities the feature query no longer returns for as_of
 
 
 def merge_statements(
-    table: str, staging: str, entity_column: str, emulated: bool
+    table: str,
+    staging: str,
+    entity_column: str,
+    emulated: bool,
+    gone: str | None = None,
 ) -> list[str]:
     """The statements that move the staged scores into ``table``, for one transaction.
+
+    ``gone``: a table of (entity id, AS_OF_DATE) keys whose rows are deleted first.
 
     Real Snowflake: one MERGE. fakesnow 0.12 cannot MERGE inside BEGIN ... COMMIT
     (it implements MERGE through a temporary table of its own), so on an emulated
@@ -98,15 +112,21 @@ def merge_statements(
     key = f"t.{entity_column} = s.{entity_column} AND t.AS_OF_DATE = s.AS_OF_DATE"
     columns = ", ".join((entity_column, *_COLUMNS))
     values = ", ".join(f"s.{c}" for c in (entity_column, *_COLUMNS))
+    deletes = []
+    if gone is not None:
+        validate_identifier(gone, "staging table")
+        deletes = [f"DELETE FROM {table} AS t USING {gone} AS s WHERE {key}"]
     if not emulated:
         sets = ", ".join(f"{c} = s.{c}" for c in _UPDATED)
         return [
+            *deletes,
             f"MERGE INTO {table} AS t USING {staging} AS s\nON {key}\n"
             f"WHEN MATCHED THEN UPDATE SET {sets}\n"
-            f"WHEN NOT MATCHED THEN INSERT ({columns})\nVALUES ({values})"
+            f"WHEN NOT MATCHED THEN INSERT ({columns})\nVALUES ({values})",
         ]
     sets = ", ".join(f"{c} = s.{c}" for c in _UPDATED)
     return [
+        *deletes,
         f"UPDATE {table} AS t SET {sets} FROM {staging} AS s WHERE {key}",
         f"INSERT INTO {table} ({columns}) SELECT {values} FROM {staging} AS s "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {key})",
@@ -140,7 +160,9 @@ def endpoint_scorer(
 def changed_entities_sql(
     feature_sql: str, table: str, entity_column: str, features: list[str]
 ) -> str:
-    """The feature query narrowed to entities new or changed since the last run.
+    """The feature query narrowed to entities new or changed since the last run, and
+    the entities ``table`` has for the date that the query no longer returns (their
+    feature columns null, their id in ``GONE_ID``).
 
     Bound parameters: the feature query's own, plus ``%(model_package_arn)s``.
     """
@@ -148,12 +170,15 @@ def changed_entities_sql(
     validate_identifier(entity_column, "entity id column")
     body = feature_sql.strip().rstrip(";")
     return (
-        f"SELECT f.* FROM (\n"
+        f"SELECT f.*, IFF(f.{entity_column} IS NULL, p.{entity_column}, NULL)"
+        f" AS {GONE_ID} FROM (\n"
         f"    SELECT q.*, {features_hash_sql(features, 'q')} AS FEATURES_HASH\n"
         f"    FROM (\n{body}\n    ) AS q\n) AS f\n"
-        f"LEFT JOIN {table} AS p ON p.{entity_column} = f.{entity_column}"
-        " AND p.AS_OF_DATE = TO_DATE(%(as_of)s)\n"
-        f"WHERE p.{entity_column} IS NULL"
+        f"FULL OUTER JOIN (\n"
+        f"    SELECT {entity_column}, FEATURES_HASH, MODEL_PACKAGE_ARN FROM {table}\n"
+        f"    WHERE AS_OF_DATE = TO_DATE(%(as_of)s)\n"
+        f") AS p ON p.{entity_column} = f.{entity_column}\n"
+        f"WHERE f.{entity_column} IS NULL OR p.{entity_column} IS NULL"
         " OR p.FEATURES_HASH IS DISTINCT FROM f.FEATURES_HASH"
         " OR p.MODEL_PACKAGE_ARN IS DISTINCT FROM %(model_package_arn)s"
     )
@@ -191,37 +216,65 @@ def write_back(
             changed_entities_sql(feature_set.sql, table, entity, features), params
         )
         result = _fetch_arrow(cursor)
-        if result.num_rows == 0:
+        result = result.rename_columns([c.lower() for c in result.column_names])
+        returned = result.column(schema.entity_id).is_valid()
+        gone_ids = result.filter(pc.invert(returned)).column(GONE_ID.lower())
+        result = result.filter(returned)
+        if result.num_rows == 0 and len(gone_ids) == 0:
             log.info("nothing new or changed to score in %s as of %s", table, as_of)
             return WritebackResult(table, as_of, 0, 0, 0, 0, before)
-        result = result.rename_columns([c.lower() for c in result.column_names])
-        frame = _features_frame(result, schema)
-        schema.coerce(frame)
-        schema.check_frame(frame, require_label=False)
-        scores, batches = _score(score, schema.feature_matrix(frame))
+        scores, batches = np.empty(0), 0
+        if result.num_rows:
+            frame = _features_frame(result, schema)
+            schema.coerce(frame)
+            schema.check_frame(frame, require_label=False)
+            scores, batches = _score(score, schema.feature_matrix(frame))
         scored = _scored_frame(
             result, entity, schema.entity_id, as_of, scores, model_package_arn,
             execution_id,
         )  # fmt: skip
-        staging = f"{table}_STAGE_{secrets.token_hex(4).upper()}"
+        suffix = secrets.token_hex(4).upper()
+        staging, gone = f"{table}_STAGE_{suffix}", f"{table}_GONE_{suffix}"
         cursor.execute(f"CREATE TEMPORARY TABLE {staging} LIKE {table}")
         try:
-            warehouse.write_pandas(conn, scored, staging, use_logical_type=True)
-            inserted, updated = _merge(
-                cursor, merge_statements(table, staging, entity, warehouse.emulated)
+            if len(scored):
+                warehouse.write_pandas(conn, scored, staging, use_logical_type=True)
+            if len(gone_ids):
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {gone} AS "
+                    f"SELECT {entity}, AS_OF_DATE FROM {table} LIMIT 0"
+                )
+                keys = pd.DataFrame(
+                    {entity: gone_ids.to_pandas(), "AS_OF_DATE": as_of}
+                ).astype({"AS_OF_DATE": "date32[pyarrow]"})
+                warehouse.write_pandas(conn, keys, gone, use_logical_type=True)
+            inserted, updated, deleted = _merge(
+                cursor,
+                merge_statements(
+                    table,
+                    staging,
+                    entity,
+                    warehouse.emulated,
+                    gone if len(gone_ids) else None,
+                ),
             )
         finally:
             cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+            cursor.execute(f"DROP TABLE IF EXISTS {gone}")
+    unchanged = before - updated - deleted
     log.info(
-        "wrote %d scores to %s (%d new, %d updated, %d unchanged)",
+        "wrote %d scores to %s (%d new, %d updated, %d unchanged); deleted %d rows of "
+        "entities no longer returned for %s",
         len(scored),
         table,
         inserted,
         updated,
-        before - updated,
+        unchanged,
+        deleted,
+        as_of,
     )
     return WritebackResult(
-        table, as_of, len(scored), inserted, updated, batches, before - updated
+        table, as_of, len(scored), inserted, updated, batches, unchanged, deleted
     )
 
 
@@ -321,9 +374,9 @@ def _scored_frame(
     )
 
 
-def _merge(cursor: Any, statements: list[str]) -> tuple[int, int]:
-    """Run ``statements`` in one transaction; (rows inserted, rows updated)."""
-    inserted = updated = 0
+def _merge(cursor: Any, statements: list[str]) -> tuple[int, int, int]:
+    """Run ``statements`` in one transaction; rows (inserted, updated, deleted)."""
+    inserted = updated = deleted = 0
     cursor.execute("BEGIN")
     try:
         for statement in statements:
@@ -333,13 +386,15 @@ def _merge(cursor: Any, statements: list[str]) -> tuple[int, int]:
                 inserted, updated = (int(v or 0) for v in (list(row) + [0, 0])[:2])
             elif statement.startswith("UPDATE"):
                 updated = int(row[0] or 0) if row else 0
+            elif statement.startswith("DELETE"):
+                deleted = int(row[0] or 0) if row else 0
             else:
                 inserted = int(row[0] or 0) if row else 0
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
-    return inserted, updated
+    return inserted, updated, deleted
 
 
 def _checked(scores: np.ndarray, rows: int) -> np.ndarray:

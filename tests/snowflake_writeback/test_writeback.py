@@ -318,3 +318,40 @@ def test_a_cursor_without_arrow_results_is_read_through_pandas():
             return pd.DataFrame({"A": [1, 2]})
 
     assert _fetch_arrow(PandasOnly()).to_pydict() == {"A": [1, 2]}
+
+
+def test_rows_of_entities_the_data_no_longer_has_are_deleted_for_that_date_only(
+    warehouse,
+):
+    first = run(warehouse, fake_scorer([]))
+    older = date(2026, 3, 31)
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        # an earlier date's scores are history: the write-back leaves them alone
+        cursor.execute(
+            "INSERT INTO PREDICTIONS SELECT CUSTOMER_ID, %s, SCORE, MODEL_PACKAGE_ARN, "
+            "PIPELINE_EXECUTION_ID, FEATURES_HASH, SCORED_AT FROM PREDICTIONS",
+            (older,),
+        )
+        cursor.execute("SELECT MIN(CUSTOMER_ID), MAX(CUSTOMER_ID) FROM PREDICTIONS")
+        gone = list(cursor.fetchone())
+        for customer in gone:
+            for table in ("transactions", "support_events", "customers"):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE customer_id = %s", (customer,)
+                )
+    calls = []
+    second = run(warehouse, fake_scorer(calls), execution_id="exec-2")
+    assert (second.rows_scored, second.rows_deleted, calls) == (0, 2, [])
+    assert second.rows_unchanged == first.rows_scored - 2
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT AS_OF_DATE, COUNT(*) FROM PREDICTIONS WHERE CUSTOMER_ID IN (%s, %s) "
+            "GROUP BY AS_OF_DATE",
+            gone,
+        )
+        assert cursor.fetchall() == [(older, 2)]
+    assert table_rows(warehouse)[0] == 2 * first.rows_scored - 2
+    # and a rerun deletes nothing more
+    assert run(warehouse, fake_scorer([]), execution_id="exec-3").rows_deleted == 0
