@@ -73,10 +73,15 @@ class Cell:
 
 
 def build_model(folder: Path, trees: int) -> Path:
-    """A depth-6 XGBoost model on 20 features, in our model folder format."""
+    """A depth-6 XGBoost model on 20 features, in our model folder format.
+
+    With a calibration, as the pipeline's models have: ours serves calibrated
+    probabilities and pays for them; the peers serve the booster's raw scores.
+    """
     import xgboost as xgb
 
     from features import FeatureSchema
+    from inference.calibration import FILE, PLATT, Calibration
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(20_000, N_FEATURES)).astype(np.float32)
@@ -97,6 +102,8 @@ def build_model(folder: Path, trees: int) -> Path:
     )
     (folder / "schema.json").write_text(json.dumps(schema.to_dict()))
     (folder / "metadata.json").write_text(json.dumps({"trees": trees}))
+    calibration = Calibration(PLATT, 1.45, -1.96, "validation", len(x), int(y.sum()))
+    (folder / FILE).write_text(json.dumps(calibration.to_dict()))
     return folder
 
 

@@ -1,9 +1,15 @@
-"""Load a trained model folder (or ``model.tar.gz``) once and score feature matrices."""
+"""Load a trained model folder (or ``model.tar.gz``) once and score feature matrices.
+
+``LoadedModel.predict`` is the one way every scorer (the endpoint, Evaluate, the
+Gate's champion, the Baseline, the benchmarks) turns features into SCORE: the
+booster's output through the calibration saved with it (``inference.calibration``).
+"""
 
 from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +19,10 @@ import numpy as np
 import xgboost as xgb
 
 from features import FeatureSchema
+from inference.calibration import FILE as CALIBRATION_FILE
+from inference.calibration import Calibration, CalibrationError
+
+log = logging.getLogger("inference.model")
 
 
 class ModelLoadError(Exception):
@@ -24,12 +34,21 @@ class LoadedModel:
     booster: xgb.Booster
     schema: FeatureSchema
     metadata: dict[str, Any]
+    calibration: Calibration
 
     def __post_init__(self) -> None:
         self._direct = _DensePredictor.build(self.booster)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Churn probabilities for a float matrix in schema order (NaN = missing)."""
+        """Calibrated churn probabilities (SCORE) for a float matrix in schema order
+        (NaN = missing).
+        """
+        return self.calibration.apply(self.predict_raw(matrix))
+
+    def predict_raw(self, matrix: np.ndarray) -> np.ndarray:
+        """The booster's own scores, before calibration (for the evaluation's
+        before/after comparison; never served).
+        """
         if matrix.ndim != 2 or matrix.shape[1] != len(self.schema.features):
             raise ValueError(
                 f"expected {len(self.schema.features)} features per row, "
@@ -110,7 +129,12 @@ class _DensePredictor:
 
 
 def load_model(model_dir: Path, threads: int = 1) -> LoadedModel:
-    """Read ``model.json``, ``schema.json`` and ``metadata.json`` from ``model_dir``."""
+    """Read ``model.json``, ``calibration.json``, ``schema.json`` and
+    ``metadata.json`` from ``model_dir``.
+
+    A model saved before calibration existed has no ``calibration.json``: it loads
+    with the identity (its raw scores are served, as before) and a warning says so.
+    """
     try:
         booster = xgb.Booster()
         booster.load_model(model_dir / "model.json")
@@ -121,10 +145,26 @@ def load_model(model_dir: Path, threads: int = 1) -> LoadedModel:
         metadata = (
             json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
         )
+        calibration = _load_calibration(model_dir / CALIBRATION_FILE)
     except (OSError, ValueError, xgb.core.XGBoostError) as exc:
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     booster.set_param({"nthread": threads})
-    return LoadedModel(booster, schema, metadata)
+    return LoadedModel(booster, schema, metadata, calibration)
+
+
+def _load_calibration(path: Path) -> Calibration:
+    if not path.exists():
+        log.warning(
+            "%s has no %s: scores are the booster's raw outputs (identity "
+            "calibration), not calibrated probabilities; retrain to calibrate",
+            path.parent,
+            path.name,
+        )
+        return Calibration.identity()
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except CalibrationError as exc:
+        raise ValueError(f"{path.name}: {exc}") from exc
 
 
 def unpack_model(archive: Path, target: Path) -> Path:

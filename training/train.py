@@ -3,7 +3,8 @@
 ``train_model`` is pure (frames and hyperparameters in, a booster and its record out);
 ``main`` is the entry point the training container runs (``docker run IMAGE train``
 reaches it through the image's entrypoint). The model folder it writes holds everything
-serving needs: the booster, the feature schema and the training summary.
+serving needs: the booster, its calibration (what makes its score a churn
+probability, ``inference.calibration``), the feature schema and the training summary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import pandas as pd
 import xgboost as xgb
 
 from features import FeatureSchema, SchemaError, load_feature_set
+from inference.calibration import FILE as CALIBRATION_FILE
+from inference.calibration import Calibration, CalibrationError
+from training.calibration import fit_platt
 from training.contract import TrainingContract
 from training.hyperparameters import (
     HyperparameterError,
@@ -46,6 +50,7 @@ class TrainedModel:
     hyperparameters: dict[str, Any]
     history: dict[str, dict[str, list[float]]]
     best_iteration: int
+    calibration: Calibration
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,10 +62,12 @@ def train_model(
     threads: int = 0,
     checkpoint_dir: Path | None = None,
 ) -> TrainedModel:
-    """Fit the classifier; class imbalance is offset with ``scale_pos_weight``.
+    """Fit the classifier, then its calibration on the validation split.
 
-    Rows are ordered by entity id first, so the model does not depend on how the
-    extract step happened to shard or order its files.
+    Class imbalance is offset with ``scale_pos_weight``, which inflates the booster's
+    scores; the calibration turns them back into churn probabilities. Rows are ordered
+    by entity id first, so the model does not depend on how the extract step happened
+    to shard or order its files.
     """
     schema.check_frame(train)
     schema.check_frame(validation)
@@ -122,6 +129,9 @@ def train_model(
         callbacks=callbacks,
     )
     best = int(booster.best_iteration)
+    calibration = fit_platt(
+        booster[: best + 1].predict(dvalid), dvalid.get_label(), "validation"
+    )
     metadata = {
         "best_iteration": best,
         # history covers only the rounds of this job when it resumed a checkpoint
@@ -130,6 +140,7 @@ def train_model(
         "train_rows": len(train),
         "validation_rows": len(validation),
         "train_positive_rate": positives / len(labels),
+        "score": calibration.describe(),
         "feature_statistics": _statistics(train, schema),
         "versions": {
             "python": platform.python_version(),
@@ -138,7 +149,7 @@ def train_model(
         },
         "hyperparameters": hp,
     }
-    return TrainedModel(booster, schema, hp, history, best, metadata)
+    return TrainedModel(booster, schema, hp, history, best, calibration, metadata)
 
 
 def _statistics(
@@ -162,10 +173,15 @@ def _finite(value: float) -> float | None:
 
 
 def save_model(model: TrainedModel, model_dir: Path) -> None:
-    """Write the booster (trimmed to the best iteration), schema and metadata."""
+    """Write the booster (trimmed to the best iteration), its calibration, the schema
+    and the metadata.
+    """
     model_dir.mkdir(parents=True, exist_ok=True)
     best = model.booster[: model.best_iteration + 1]
     best.save_model(model_dir / "model.json")
+    (model_dir / CALIBRATION_FILE).write_text(
+        json.dumps(model.calibration.to_dict(), indent=2)
+    )
     (model_dir / "schema.json").write_text(json.dumps(model.schema.to_dict(), indent=2))
     (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
 
@@ -233,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlflow_run_id=run_id, git_commit=git_commit, data_window=window
         )
         save_model(model, contract.model_dir)
-    except (HyperparameterError, SchemaError) as exc:
+    except (HyperparameterError, SchemaError, CalibrationError) as exc:
         contract.fail(str(exc))
         log.error("%s", exc)
         return 1
@@ -242,10 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("training failed")
         return 1
     log.info(
-        "trained %d rounds (best %d), validation AUC %.4f",
+        "trained %d rounds (best %d), validation AUC %.4f; score: %s",
         len(model.history["validation"]["auc"]),
         model.best_iteration,
         model.metadata["best_validation_auc"],
+        model.calibration.describe(),
     )
     return 0
 

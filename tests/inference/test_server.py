@@ -1,6 +1,7 @@
 import asyncio
 
 import boto3
+import numpy as np
 import orjson
 import pytest
 
@@ -110,3 +111,23 @@ def test_the_real_server_answers_boto3_sagemaker_runtime(model_dir):
         )
         rows = orjson.loads(response["Body"].read())["data"]
         assert [r[0] for r in rows] == [0, 1] and rows[0][1] > rows[1][1]
+        # the server's scores are the calibrated predictions, to the last bit
+        expected = load_model(model_dir).predict(np.array([[2.0, 0.0], [-2.0, 0.0]]))
+        assert [r[1] for r in rows] == expected.tolist()
+
+
+def test_the_app_answers_the_calibrated_predictions(model_dir):
+    model = load_model(model_dir)
+    rows = np.random.default_rng(11).normal(size=(50, 2)).round(3)
+    body = "\n".join(f"{a},{b}" for a, b in rows).encode()
+    status, _, payload = call(
+        ScoringApp(model),
+        "POST",
+        "/invocations",
+        body,
+        [("content-type", "text/csv")],
+    )
+    assert status == 200
+    served = np.array(orjson.loads(payload)["predictions"])
+    np.testing.assert_array_equal(served, model.predict(rows))
+    assert not np.allclose(served, model.predict_raw(rows))

@@ -49,10 +49,16 @@ def test_training_is_reproducible_and_saves_what_serving_needs(tmp_path):
     save_model(first, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
         "model.json",
+        "calibration.json",
         "schema.json",
         "metadata.json",
     }
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    assert calibration["method"] == "platt" and calibration["fitted_on"] == "validation"
+    assert calibration["rows"] == 400 and first.calibration == second.calibration
     metadata = json.loads((tmp_path / "metadata.json").read_text())
+    assert metadata["score"].startswith("calibrated churn probability")
+    assert "validation split (400 rows" in metadata["score"]
     assert set(metadata["feature_statistics"]) == set(SCHEMA.feature_names)
     assert metadata["versions"]["xgboost"]
 
