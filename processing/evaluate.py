@@ -1,11 +1,17 @@
 """Evaluate step: score the test split, judge the model, write the evaluation.
 
+The metrics are those of SCORE, what the endpoint answers: the booster's score through
+the model's calibration (``LoadedModel.predict``). The report also compares the
+booster's own scores with SCORE (``calibration.before`` and ``.after``: reliability
+deciles, expected calibration error, AUC, mean score).
+
 ``evaluation.json`` follows the model-quality layout SageMaker's model registry displays
 (``binary_classification_metrics.<metric>.value``); the pipeline reads the AUC and the
 gate's decision (``gate.decision``, see ``processing.gate``) from it through a
 PropertyFile for the condition step. Beside it: PNG plots and ``report.html``, one
-self-contained page (``processing.report``). With MLflow configured, the metrics and
-the report are logged to the training run (``processing.tracking``).
+self-contained page (``processing.report``). Evaluate logs nothing to MLflow: it is
+cached and isolated; the Gate step records the evaluation in a run of its execution
+(``processing.tracking``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pandas as pd
 from sklearn import metrics
 
 from features import SchemaError
+from inference.calibration import Calibration
 from inference.model import LoadedModel, load_model, unpack_model
 from processing.contract import ProcessingContract
 from processing.gate import decide, score_champion
@@ -38,25 +45,45 @@ log = logging.getLogger("processing.evaluate")
 def evaluate(
     model: LoadedModel, test: pd.DataFrame, threshold: float = 0.5
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``test``, in SageMaker's model-quality JSON layout."""
-    labels, scores = score(model, test)
-    return metrics_report(labels, scores, threshold)
+    """Metrics of ``model``'s SCORE on ``test``, in SageMaker's model-quality JSON
+    layout, with the calibration's before and after.
+    """
+    labels, raw, scores = score(model, test)
+    return metrics_report(labels, scores, threshold, raw, model.calibration)
 
 
-def score(model: LoadedModel, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The labels of ``test`` and the model's scores for them."""
+def score(
+    model: LoadedModel, test: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels of ``test``, the booster's raw scores and SCORE (calibrated, as the
+    endpoint answers) for them.
+    """
     schema = model.schema
     schema.check_frame(test)
     labels = test[schema.label].astype(int).to_numpy()
     if len(np.unique(labels)) < 2:
         raise SchemaError("the test split has only one class; AUC is undefined")
-    return labels, model.predict(schema.feature_matrix(test))
+    matrix = schema.feature_matrix(test)
+    return labels, model.predict_raw(matrix), model.predict(matrix)
 
 
 def metrics_report(
-    labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float = 0.5,
+    raw_scores: np.ndarray | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
-    """The metrics of ``scores`` against ``labels`` (see ``evaluate``)."""
+    """The metrics of ``scores`` against ``labels`` (see ``evaluate``).
+
+    Args:
+        raw_scores: the booster's scores before ``calibration`` turned them into
+            ``scores``, for the before/after comparison (default: ``scores``, the
+            identity).
+    """
+    calibration = calibration or Calibration.identity()
+    before = reliability(labels, scores if raw_scores is None else raw_scores)
+    after = reliability(labels, scores)
     predicted = (scores >= threshold).astype(int)
     tn, fp, fn, tp = metrics.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
 
@@ -65,7 +92,6 @@ def metrics_report(
 
     fpr, tpr, _ = metrics.roc_curve(labels, scores)
     precision, recall, _ = metrics.precision_recall_curve(labels, scores)
-    calibration = calibration_bins(labels, scores)
     return {
         "binary_classification_metrics": {
             "auc": value(metrics.roc_auc_score(labels, scores)),
@@ -81,9 +107,7 @@ def metrics_report(
             "recall": value(metrics.recall_score(labels, predicted, zero_division=0)),
             "f1": value(metrics.f1_score(labels, predicted, zero_division=0)),
             "lift_top_decile": value(top_decile_lift(labels, scores)),
-            "expected_calibration_error": value(
-                calibration["expected_calibration_error"]
-            ),
+            "expected_calibration_error": value(after["expected_calibration_error"]),
             "confusion_matrix": {
                 "0": {"0": int(tn), "1": int(fp)},
                 "1": {"0": int(fn), "1": int(tp)},
@@ -98,7 +122,12 @@ def metrics_report(
                 "recalls": _thin(recall),
             },
         },
-        "calibration": calibration,
+        "calibration": {
+            "score": calibration.describe(),  # what SCORE is, in words
+            "fitted": calibration.to_dict(),
+            "before": before,
+            "after": after,
+        },
         "evaluation": {
             "rows": int(len(labels)),
             "positive_rate": float(labels.mean()),
@@ -112,6 +141,17 @@ def top_decile_lift(labels: np.ndarray, scores: np.ndarray) -> float:
     top = max(1, int(np.ceil(len(scores) * 0.1)))
     order = np.argsort(-scores, kind="stable")[:top]
     return float(labels[order].mean() / labels.mean())
+
+
+def reliability(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """How well ``scores`` read as probabilities: their deciles against the observed
+    churn rate, the expected calibration error, the AUC and the mean score.
+    """
+    return {
+        **calibration_bins(labels, scores),
+        "auc": float(metrics.roc_auc_score(labels, scores)),
+        "mean_score": float(scores.mean()),
+    }
 
 
 def calibration_bins(
@@ -175,6 +215,7 @@ def extract_summary(directory: Path) -> dict[str, Any] | None:
     return {
         "feature_set": first.get("feature_set"),
         "query_sha256": first.get("query_sha256"),
+        "data_fingerprint": first.get("data_fingerprint"),  # the Preflight step's
         "parameters": first.get("parameters"),
         # one per instance: with DataVersion=latest each took its own instant
         "data_versions": {
@@ -272,8 +313,8 @@ def run_evaluation(
     """
     model = load_model(model_dir, threads=0)
     test = _read_parquet_dir(test_dir)
-    labels, scores = score(model, test)
-    report = metrics_report(labels, scores, threshold)
+    labels, raw, scores = score(model, test)
+    report = metrics_report(labels, scores, threshold, raw, model.calibration)
     summary = extract_summary(test_dir)
     if summary is not None:
         report["extract"] = summary
@@ -318,14 +359,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_evaluation(
             model_dir, contract.path(args.test_dir), output, args.threshold, gate
         )
-        from processing.tracking import log_evaluation
-
-        log_evaluation(report, output)
     except Exception as exc:
         contract.fail(f"evaluation failed: {type(exc).__name__}: {exc}")
         log.exception("evaluation failed")
         return 1
-    log.info("test AUC %.4f", report["binary_classification_metrics"]["auc"]["value"])
+    before, after = report["calibration"]["before"], report["calibration"]["after"]
+    log.info(
+        "test AUC %.4f; ECE %.4f before calibration, %.4f after (AUC %.4f, %.4f)",
+        report["binary_classification_metrics"]["auc"]["value"],
+        before["expected_calibration_error"],
+        after["expected_calibration_error"],
+        before["auc"],
+        after["auc"],
+    )
     if "gate" in report:
         log.info("gate: %s (%s)", report["gate"]["decision"], report["gate"]["rule"])
     return 0

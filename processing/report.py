@@ -59,19 +59,24 @@ def write_plots(
     ax.legend(loc="upper right")
     save("precision_recall", fig)
 
-    bins = report["calibration"]["bins"]
+    calibration = report["calibration"]
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
-    ax.plot(
-        [b["mean_predicted"] for b in bins],
-        [b["observed_rate"] for b in bins],
-        "o-",
-        label=f"model (ECE {report['calibration']['expected_calibration_error']:.3f})",
-    )
+    for key, name, style in (
+        ("before", "booster before calibration", "s:"),
+        ("after", "SCORE, calibrated", "o-"),
+    ):
+        bins = calibration[key]["bins"]
+        ax.plot(
+            [b["mean_predicted"] for b in bins],
+            [b["observed_rate"] for b in bins],
+            style,
+            label=f"{name} (ECE {calibration[key]['expected_calibration_error']:.3f})",
+        )
     ax.set(
         xlabel="Mean predicted probability",
         ylabel="Observed churn rate",
-        title="Calibration (deciles of score)",
+        title="Reliability (deciles of score)",
     )
     ax.legend(loc="upper left")
     save("calibration", fig)
@@ -118,10 +123,7 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         (f"F1 @ {e['decision_threshold']:g}", m["f1"]["value"]),
         ("Accuracy", m["accuracy"]["value"]),
         ("Lift in the top decile", m["lift_top_decile"]["value"]),
-        (
-            "Expected calibration error",
-            report["calibration"]["expected_calibration_error"],
-        ),
+        ("Expected calibration error", m["expected_calibration_error"]["value"]),
     ]
     metric_rows = "\n".join(
         f"<tr><th>{html.escape(name)}</th><td>{value:.4f}</td></tr>"
@@ -169,11 +171,7 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in data_rows
     )
-    deciles = "\n".join(
-        f"<tr><td>{b['bin']}</td><td>{b['count']}</td>"
-        f"<td>{b['mean_predicted']:.4f}</td><td>{b['observed_rate']:.4f}</td></tr>"
-        for b in report["calibration"]["bins"]
-    )
+    calibration_html = _calibration_html(report)
     buffer = io.StringIO()
     buffer.write(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -193,11 +191,44 @@ figure {{ display: inline-block; margin: 0.5em; }}
 <table>{metric_rows}</table>
 <h2>Data</h2>
 <table>{data_html}</table>
+{calibration_html}
 <h2>Plots</h2>
 {images}
-<h2>Calibration by score decile</h2>
-<table><tr><th>Decile</th><th>Rows</th><th>Mean predicted</th><th>Observed rate</th>
-</tr>{deciles}</table>
 </body></html>
 """)
     return buffer.getvalue()
+
+
+def _calibration_html(report: Mapping[str, Any]) -> str:
+    """What SCORE is, and the booster's scores against SCORE: ECE, AUC, mean, and
+    the reliability deciles.
+    """
+    calibration = report["calibration"]
+    if "before" not in calibration:  # an Evaluate report from before calibration
+        return ""
+    before, after = calibration["before"], calibration["after"]
+    score = calibration["score"]
+    rate = report["evaluation"]["positive_rate"]
+    summary = "\n".join(
+        f"<tr><th>{html.escape(name)}</th><td>{before[key]:.4f}</td>"
+        f"<td>{after[key]:.4f}</td></tr>"
+        for name, key in (
+            ("Expected calibration error", "expected_calibration_error"),
+            ("ROC AUC", "auc"),
+            (f"Mean score (churn rate {rate:.4f})", "mean_score"),
+        )
+    )
+    deciles = "\n".join(
+        f"<tr><td>{b['bin']}</td><td>{b['count']}</td>"
+        f"<td>{b['mean_predicted']:.4f}</td><td>{a['mean_predicted']:.4f}</td>"
+        f"<td>{a['observed_rate']:.4f}</td></tr>"
+        for b, a in zip(before["bins"], after["bins"], strict=True)
+    )
+    return f"""
+<h2>Calibration</h2>
+<p>SCORE: {html.escape(score)}.</p>
+<table><tr><th></th><th>Booster, before calibration</th><th>SCORE</th></tr>
+{summary}</table>
+<table><tr><th>Decile of score</th><th>Rows</th><th>Mean booster score</th>
+<th>Mean SCORE</th><th>Observed churn rate</th></tr>
+{deciles}</table>"""

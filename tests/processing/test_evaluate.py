@@ -132,11 +132,53 @@ def test_the_report_is_one_self_contained_page_with_every_plot(model, tmp_path):
     saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert saved["binary_classification_metrics"]["auc"]["value"] > 0.85
     assert saved["binary_classification_metrics"]["lift_top_decile"]["value"] > 1.5
+    # SCORE's calibration, before and after, in the JSON and on the page
+    calibration = saved["calibration"]
+    assert calibration["fitted"]["method"] == "platt"
+    assert calibration["score"].startswith("calibrated churn probability")
+    for side in ("before", "after"):
+        assert {"expected_calibration_error", "auc", "mean_score", "bins"} <= set(
+            calibration[side]
+        )
+    assert saved["binary_classification_metrics"]["expected_calibration_error"][
+        "value"
+    ] == pytest.approx(calibration["after"]["expected_calibration_error"])
+    assert "Booster, before calibration" in page and "Mean SCORE" in page
+    assert f"{calibration['before']['expected_calibration_error']:.4f}" in page
+
+
+def test_scores_are_calibrated_and_the_report_compares_them_with_the_booster(model):
+    data = synthetic(800, 6)
+    report = evaluate(model, data)
+    before, after = report["calibration"]["before"], report["calibration"]["after"]
+    matrix = model.schema.feature_matrix(data)
+    raw = model.predict_raw(matrix)
+    assert before["mean_score"] == pytest.approx(raw.mean())
+    assert after["mean_score"] == pytest.approx(model.predict(matrix).mean())
+    # class weighting inflated the booster's scores; calibration brings them down
+    assert before["mean_score"] > after["mean_score"]
+    assert after["expected_calibration_error"] < before["expected_calibration_error"]
+    assert after["auc"] == pytest.approx(before["auc"], abs=1e-12)
+
+
+def test_a_model_without_calibration_is_evaluated_on_its_raw_scores(model, tmp_path):
+    from processing.evaluate import run_evaluation
+
+    model_dir = tmp_path / "model"
+    save_model_dir(model, model_dir)
+    (model_dir / "calibration.json").unlink()
+    test_dir = write_split(tmp_path / "test", synthetic(600, 7))
+    report = run_evaluation(model_dir, test_dir, tmp_path / "out", 0.5)
+    calibration = report["calibration"]
+    assert calibration["fitted"]["method"] == "identity"
+    assert calibration["before"] == calibration["after"]
+    assert "not a probability" in calibration["score"]
 
 
 def save_model_dir(loaded, folder):
     """Write a LoadedModel back as a model folder."""
     folder.mkdir(parents=True, exist_ok=True)
     loaded.booster.save_model(folder / "model.json")
+    (folder / "calibration.json").write_text(json.dumps(loaded.calibration.to_dict()))
     (folder / "schema.json").write_text(json.dumps(loaded.schema.to_dict()))
     (folder / "metadata.json").write_text(json.dumps(loaded.metadata))
