@@ -92,7 +92,9 @@ def _apply(cursor: Any, obj: SqlObject, previous: str | None) -> Outcome:
 
 
 def _exists(cursor: Any, obj: SqlObject, previous: str | None) -> bool:
-    """Whether the object exists (grants: whether the ledger says they were made)."""
+    """Whether the object exists (grants and comments: whether the ledger says they
+    were made).
+    """
     if obj.kind == "table":
         _run(
             cursor,
@@ -104,7 +106,8 @@ def _exists(cursor: Any, obj: SqlObject, previous: str | None) -> bool:
     if obj.kind in _SHOW:
         _run(cursor, _SHOW[obj.kind], (obj.name,), f"looking up {obj.name}")
         return bool(cursor.fetchall())
-    return previous is not None  # grants: re-granting is harmless; the ledger says
+    # grants, comments: applying them again is harmless; the ledger says
+    return previous is not None
 
 
 def _read_ledger(cursor: Any) -> dict[tuple[str, str], str]:

@@ -31,7 +31,8 @@ class SqlObject:
     """One Snowflake object (or set of grants) as rendered statements."""
 
     version: str  # the template file, e.g. V001__predictions_table.sql
-    kind: str  # table, api_integration, external_function, procedure, task, grants
+    # table, api_integration, external_function, procedure, task, grants, comment
+    kind: str
     name: str
     statements: tuple[str, ...]
     # The embedded Snowflake (fakesnow 0.12) cannot parse CREATE API INTEGRATION,
@@ -47,6 +48,7 @@ _KINDS = {
     "score_procedure": ("procedure", False),
     "task": ("task", False),
     "grants": ("grants", False),
+    "score_comment": ("comment", True),
 }
 
 
@@ -123,6 +125,7 @@ _NAME_KEY = {
     "procedure": "procedure",
     "task": "task",
     "grants": "grant_role",
+    "comment": "table",
 }
 
 

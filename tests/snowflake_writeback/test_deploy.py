@@ -30,13 +30,19 @@ def test_deploy_on_the_embedded_snowflake_creates_once_then_changes_nothing(
 ):
     objects = render(local_config, load_feature_set("churn"), placeholders=True)
     first = statuses(deploy(warehouse, objects))
-    assert first["table"] == "created"
-    assert {first[k] for k in first if k != "table"} == {"real Snowflake only"}
-    assert statuses(deploy(warehouse, objects))["table"] == "unchanged"
+    assert first["table"] == first["comment"] == "created"
+    assert {first[k] for k in first if k not in ("table", "comment")} == {
+        "real Snowflake only"
+    }
+    again = statuses(deploy(warehouse, objects))
+    assert again["table"] == again["comment"] == "unchanged"
     with warehouse.connect() as conn:
         cursor = conn.cursor()
-        cursor.execute(f"SELECT OBJECT_KIND, OBJECT_NAME FROM {LEDGER}")
-        assert cursor.fetchall() == [("table", "PREDICTIONS")]
+        cursor.execute(f"SELECT OBJECT_KIND, OBJECT_NAME FROM {LEDGER} ORDER BY 1")
+        assert cursor.fetchall() == [
+            ("comment", "PREDICTIONS"),
+            ("table", "PREDICTIONS"),
+        ]
         cursor.execute("SELECT COUNT(*) FROM PREDICTIONS")
         assert cursor.fetchone() == (0,)
 

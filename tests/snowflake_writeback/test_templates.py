@@ -24,6 +24,7 @@ EXPECTED = {
     "grants": exp.Grant,
     "api_integration": exp.Command,
     "task": exp.Command,
+    "comment": exp.Alter,
 }
 
 
@@ -44,7 +45,8 @@ def test_every_rendered_statement_parses_as_snowflake_sql(env):
         },
     )
     assert [o.kind for o in objects] == [
-        "table", "api_integration", "external_function", "procedure", "task", "grants"
+        "table", "api_integration", "external_function", "procedure", "task", "grants",
+        "comment",
     ]  # fmt: skip
     for obj in objects:
         for statement in obj.statements:
@@ -150,3 +152,12 @@ def test_the_fingerprint_tells_nulls_zeros_and_swapped_values_apart(warehouse):
     assert all(isinstance(h, str) and h for h in hashes)
     assert hashes[0] == hashes[1]  # the same features, the same fingerprint
     assert len(set(hashes[1:])) == len(rows) - 1  # every difference shows
+
+
+def test_the_score_column_says_it_is_a_calibrated_probability():
+    (comment,) = [o for o in rendered() if o.kind == "comment"]
+    (statement,) = comment.statements
+    assert " ".join(statement.split()).startswith(
+        "ALTER TABLE PREDICTIONS ALTER COLUMN SCORE COMMENT 'Calibrated probability"
+    )
+    assert "within 90 days after AS_OF_DATE" in statement
