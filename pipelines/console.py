@@ -7,12 +7,29 @@ can parse step results without scraping text. Errors go to stderr in both format
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
+
+# An option every command of a CLI takes: its flags and add_argument's keywords.
+Option = tuple[Sequence[str], Mapping[str, Any]]
+ENV_OPTION: Option = (
+    ("--env",),
+    {"help": "local (default), test, dev, staging or prod"},
+)
+STATE_DIR_OPTION: Option = (
+    ("--state-dir",),
+    {"help": "the local state folder (state_dir)"},
+)
+LOG_FORMAT_OPTION: Option = (
+    ("--log-format",),
+    {"choices": FORMATS, "default": "text", "help": "text (default) or json lines"},
+)
 
 
 class Console:
@@ -57,6 +74,36 @@ class Console:
             print(json.dumps(record, default=str), file=stream, flush=True)
         else:
             print(prefix + message, file=stream, flush=True)
+
+
+def add_global_options(
+    parser: argparse.ArgumentParser,
+    commands: Iterable[argparse.ArgumentParser],
+    options: Iterable[Option],
+) -> None:
+    """Add ``options`` to ``parser`` and to each of its subcommands' parsers, so they
+    may come before or after the subcommand (``--env dev list``, ``list --env dev``).
+
+    The subcommands' copies default to "not given": argparse lets a subcommand's
+    defaults overwrite what was parsed before it, which would drop ``--env dev list``'s
+    value.
+    """
+    commands = list(commands)
+    for flags, keywords in options:
+        parser.add_argument(*flags, **keywords)
+        for command in commands:
+            command.add_argument(*flags, **{**keywords, "default": argparse.SUPPRESS})
+
+
+def location(store: Any, uri: str) -> str:
+    """Where a person finds ``uri``: a file path in the local object store's folder,
+    else the URI itself (``s3://...`` on AWS).
+    """
+    from stack.objectstore import LocalObjectStore
+
+    if isinstance(store, LocalObjectStore):
+        return str(store.path_of(uri).resolve())
+    return uri
 
 
 def show_progress(console: Console, event: str, step: Any) -> None:

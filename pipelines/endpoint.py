@@ -12,22 +12,39 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pipelines.console import (
+    ENV_OPTION,
+    STATE_DIR_OPTION,
+    Option,
+    add_global_options,
+)
 from pipelines.local_runner import serve_from_image
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, LocalEndpoints
 from stack.resources import Resources, build_resources
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.endpoint")
-    parser.add_argument("action", choices=["status", "stop", "deploy"])
-    parser.add_argument("--package", default=None, help="model package ARN (deploy)")
-    parser.add_argument("--env", default=None)
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument(
-        "--name", default=None, help="endpoint name (default: configured)"
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.endpoint",
+        description="Status, stop and deploy of the environment's endpoint.",
     )
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="action", required=True)
+    status = commands.add_parser("status", help="the local endpoints and their model")
+    stop = commands.add_parser("stop", help="stop the local endpoint's server")
+    deploy = commands.add_parser("deploy", help="serve an Approved model package")
+    deploy.add_argument(
+        "--package", help="model package ARN (default: the newest Approved)"
+    )
+    name: Option = (("--name",), {"help": "endpoint name (default: configured)"})
+    add_global_options(
+        parser, (status, stop, deploy), (ENV_OPTION, STATE_DIR_OPTION, name)
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         config = load_config(args.env, {"state_dir": args.state_dir})
     except ConfigError as exc:

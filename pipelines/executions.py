@@ -18,9 +18,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from pipelines.console import FORMATS, Console, show_progress, show_step
+from pipelines.console import (
+    ENV_OPTION,
+    LOG_FORMAT_OPTION,
+    STATE_DIR_OPTION,
+    Console,
+    add_global_options,
+    show_progress,
+    show_step,
+)
 from stack.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -31,9 +40,6 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.executions",
         description="List, describe and retry pipeline executions.",
     )
-    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
-    parser.add_argument("--state-dir", help="the local state folder (state_dir)")
-    parser.add_argument("--log-format", choices=FORMATS, default="text")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="executions, newest first")
     listing.add_argument("--limit", type=int, default=20)
@@ -45,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         "--wait",
         action="store_true",
         help="on SageMaker, wait for the retried execution (local retries always do)",
+    )
+    add_global_options(
+        parser,
+        (listing, describe, retry),
+        (ENV_OPTION, STATE_DIR_OPTION, LOG_FORMAT_OPTION),
     )
     return parser
 
@@ -72,11 +83,14 @@ def _local(config: Config, args: argparse.Namespace, console: Console) -> int:
         ]
         records.sort(key=lambda e: e.started_at, reverse=True)
         for execution in records[: args.limit]:
+            failed = execution.failed_step
             _show_summary(
                 console,
                 execution.execution_id,
                 execution.status,
                 execution.started_at,
+                seconds_between(execution.started_at, execution.ended_at),
+                failed.name if failed else None,
                 execution.attempts,
             )
         if not records:
@@ -103,17 +117,35 @@ def _local(config: Config, args: argparse.Namespace, console: Console) -> int:
 
 
 def _show_summary(
-    console: Console, execution: str, status: str, started: Any, attempts: int = 1
+    console: Console,
+    execution: str,
+    status: str,
+    started: str | None,
+    duration: float | None,
+    failed_step: str | None,
+    attempts: int = 1,
 ) -> None:
+    """One line per execution: id, status, start, duration and the step that failed."""
+    shown = f"{duration:7.1f}s" if duration is not None else " " * 8
+    failed = f"  failed at {failed_step}" if failed_step else ""
     retried = f"  (attempt {attempts})" if attempts > 1 else ""
     console.event(
         "execution",
-        f"{execution}  {status:<10}  {started}{retried}",
+        f"{execution}  {status:<10}  {started}  {shown}{failed}{retried}",
         execution=execution,
         status=status,
         started_at=started,
+        duration_seconds=duration,
+        failed_step=failed_step,
         attempts=attempts,
     )
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO 8601 instant to another; None if either is missing."""
+    if not (start and end):
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def _describe_local(console: Console, execution: Any) -> None:
@@ -143,8 +175,16 @@ def _on_sagemaker(config: Config, args: argparse.Namespace, console: Console) ->
         for item in remote.list_executions(
             client, config.sagemaker.pipeline_name, args.limit
         ):
+            # the listing has neither end times nor steps: each execution's steps do
+            status = remote.describe_execution(client, item["execution"])
+            failed = status.failed_step
             _show_summary(
-                console, item["execution"], item["status"], item["started_at"]
+                console,
+                item["execution"],
+                status.status,
+                item["started_at"],
+                _remote_duration(status),
+                failed.name if failed else None,
             )
         return EXIT_OK
     if args.command == "describe":
@@ -157,6 +197,16 @@ def _on_sagemaker(config: Config, args: argparse.Namespace, console: Console) ->
     final = remote.wait_for_execution(client, arn, timeout_seconds=4 * 3600)
     _describe_remote(console, final)
     return EXIT_OK if final.status == "Succeeded" else EXIT_FAILED
+
+
+def _remote_duration(status: Any) -> float | None:
+    """From the start to the last step's end, once the execution has ended."""
+    from pipelines.remote import TERMINAL
+
+    ends = [step.ended_at for step in status.steps if step.ended_at]
+    if status.status not in TERMINAL or not ends:
+        return None
+    return seconds_between(status.started_at, max(ends, key=datetime.fromisoformat))
 
 
 def _describe_remote(console: Console, status: Any) -> None:

@@ -338,8 +338,11 @@ def test_executions_on_sagemaker_list_describe_and_retry(sagemaker, capsys):
         "EndTime": datetime(2026, 11, 24, 1, 2, tzinfo=UTC),
     }
     dev = ["--env", "dev"]
+    sagemaker.statuses = ["Failed"]
     code, out, _ = cli(capsys, *dev, "list", main=executions.main)
     assert code == 0 and out.startswith(arn)
+    # from its creation (2026-11-24T00:00Z) to its last step's end (01:02)
+    assert "  Failed      " in out and "3720.0s  failed at Evaluate" in out
     code, out, _ = cli(capsys, *dev, "describe", arn, main=executions.main)
     assert code == 0
     assert "  Evaluate        Failed         120.0s  exited with code 1" in out
