@@ -1,8 +1,11 @@
 """``python -m pipelines.approve``: list, approve, reject and deploy registered models.
 
-    python -m pipelines.approve list   [--env ENV]
+    python -m pipelines.approve list   [--env ENV] [--state-dir DIR] [--group G]
     python -m pipelines.approve set --version N --status Approved|Rejected --reason R
     python -m pipelines.approve deploy --version N     # CD: only an Approved package
+
+The options may come before or after the command; a missing or blank ``--reason`` is a
+usage error (exit 2), as are a missing ``--version`` and ``--status``.
 
 It works on the registry the environment's configuration names: the local one under
 the state folder, or SageMaker's. Deployment goes through the environment's endpoint
@@ -16,6 +19,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pipelines.console import (
+    ENV_OPTION,
+    STATE_DIR_OPTION,
+    Option,
+    add_global_options,
+)
 from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
 from stack.config import ConfigError, load_config
@@ -28,15 +37,34 @@ DECISIONS = ("Approved", "Rejected")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.approve")
-    parser.add_argument("action", choices=["list", "set", "deploy"])
-    parser.add_argument("--env", default=None, help="configuration environment")
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--group", default=None, help="model package group")
-    parser.add_argument("--version", type=int, default=None)
-    parser.add_argument("--status", choices=DECISIONS, default=None)
-    parser.add_argument("--reason", default="")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.approve",
+        description="List, approve, reject and deploy registered model versions.",
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    listing = commands.add_parser("list", help="the versions, newest last")
+    decide = commands.add_parser("set", help="approve or reject a version")
+    decide.add_argument("--version", type=int, required=True)
+    decide.add_argument("--status", choices=DECISIONS, required=True)
+    decide.add_argument(
+        "--reason", type=_reason, required=True, help="kept with the decision"
+    )
+    deploy = commands.add_parser("deploy", help="deploy an Approved version")
+    deploy.add_argument("--version", type=int, required=True)
+    group: Option = (
+        ("--group",),
+        {"help": "model package group (default: configured)"},
+    )
+    add_global_options(
+        parser, (listing, decide, deploy), (ENV_OPTION, STATE_DIR_OPTION, group)
+    )
     return parser
+
+
+def _reason(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a reason: it is kept with the decision")
+    return text.strip()
 
 
 def find_version(registry: ModelRegistry, group: str, version: int) -> ModelPackage:
@@ -103,27 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     group = args.group or config.sagemaker.model_package_group
-    if args.action != "list" and args.version is None:
-        print(f"error: {args.action} needs --version", file=sys.stderr)
-        return EXIT_USAGE
-    if args.action == "set" and args.status is None:
-        print("error: set needs --status Approved|Rejected", file=sys.stderr)
-        return EXIT_USAGE
     resources = build_resources(config)
     serve_from_image(resources)  # a server it starts runs the image's code
     try:
         if args.action == "list":
-            for p in resources.registry.list_versions(group):
-                print(
-                    f"{p.version:>4}  {p.approval_status:<22} {p.created_at}  "
-                    f"auc={p.customer_metadata.get('test_auc', '?')}  "
-                    f"{p.approval_description or ''}"
-                )
+            _list(resources.registry.list_versions(group))
         elif args.action == "set":
             package = set_status(
                 resources.registry, group, args.version, args.status, args.reason
             )
-            print(f"{package.arn}: {package.approval_status} ({args.reason.strip()})")
+            print(f"{package.arn}: {package.approval_status} ({args.reason})")
         else:
             where = deploy_version(resources, group, args.version)
             print(f"deployed version {args.version} of {group} at {where}")
@@ -131,6 +148,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _list(packages: Sequence[ModelPackage]) -> None:
+    """A table of the versions: status, creation time, test AUC (4 decimals), as-of
+    date and the reason given for the status.
+    """
+    row = "{:>7}  {:<21}  {:<25}  {:>8}  {:<10}  {}"
+    print(row.format("VERSION", "STATUS", "CREATED", "TEST AUC", "AS OF", "REASON"))
+    for p in packages:
+        meta = p.customer_metadata
+        print(
+            row.format(
+                p.version,
+                p.approval_status,
+                p.created_at,
+                _rounded(meta.get("test_auc")),
+                meta.get("as_of_date") or "-",
+                p.approval_description or "",
+            ).rstrip()
+        )
+
+
+def _rounded(value: str | None) -> str:
+    try:
+        return f"{float(value):.4f}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
 
 
 if __name__ == "__main__":

@@ -120,8 +120,45 @@ def test_the_command_on_the_local_registry(tmp_path, capsys):
     assert "churn-models/2: Rejected (worse calibration)" in capsys.readouterr().out
     assert approve.main(["deploy", *state, "--version", "2"]) == 1
     assert "is Rejected; only an Approved package" in capsys.readouterr().err
-    assert approve.main(["set", *state, "--version", "1"]) == 2  # no --status
     assert approve.main(["list", *state]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[0].split()[:2] == ["1", "PendingManualApproval"]
-    assert listing[1].split()[:2] == ["2", "Rejected"]
+    assert listing[0].split() == [
+        "VERSION", "STATUS", "CREATED", "TEST", "AUC", "AS", "OF", "REASON"
+    ]  # fmt: skip
+    assert listing[1].split()[:2] == ["1", "PendingManualApproval"]
+    assert listing[2].split()[:2] == ["2", "Rejected"]
+    assert listing[2].endswith("worse calibration")
+
+
+def test_list_rounds_the_test_auc(tmp_path, capsys):
+    registry = LocalModelRegistry(tmp_path / "registry", "us-east-1")
+    request = package_request("Approved")
+    request["CustomerMetadataProperties"] = {
+        "test_auc": "0.8104115805272212",
+        "as_of_date": "2026-03-31",
+    }
+    registry.register(request)
+    registry.register(package_request("Approved"))  # no metrics in its metadata
+
+    assert approve.main(["list", "--env", "local", "--state-dir", str(tmp_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows[0][3:5] == ["0.8104", "2026-03-31"]
+    assert rows[1][3:5] == ["-", "-"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--version", "1", "--status", "Approved"], "required: --reason"),
+        (["--version", "1", "--status", "Approved", "--reason", " "], "give a reason"),
+        (["--status", "Approved", "--reason", "ok"], "required: --version"),
+        (["--version", "1", "--reason", "ok"], "required: --status"),
+    ],
+)
+def test_set_without_a_reason_is_a_usage_error(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        approve.main(["set", "--state-dir", str(tmp_path), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m pipelines.approve set")
+    assert message in err

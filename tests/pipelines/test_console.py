@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import endpoint, executions
+from pipelines import approve, endpoint, executions
 from pipelines.console import (
     ENV_OPTION,
     LOG_FORMAT_OPTION,
@@ -107,9 +107,10 @@ def test_executions_list_shows_duration_and_the_failed_step(
     ("main", "command", "expected"),
     [
         (executions.main, ["list"], "bad  Failed"),
+        (approve.main, ["list"], "VERSION  STATUS"),
         (endpoint.main, ["status"], "no local endpoints"),
     ],
-    ids=["executions", "endpoint"],
+    ids=["executions", "approve", "endpoint"],
 )
 def test_every_cli_takes_its_global_options_on_either_side(
     state: Path, capsys: pytest.CaptureFixture[str], main, command, expected
