@@ -445,6 +445,7 @@ def _timestamp(text: str) -> datetime:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", help="configuration environment (default: local)")
+    parser.add_argument("--state-dir", help="the local state folder (state_dir)")
     parser.add_argument(
         "--source",
         choices=("capture", "predictions"),
@@ -509,7 +510,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     console = Console(args.log_format)
     args = _model_monitor_contract(args, environ)
     try:
-        config = command_config(args.env)
+        config = command_config(args.env, {"state_dir": args.state_dir})
         resources = _resources_for_contract(build_resources(config), environ)
         output = args.output_dir or Path(tempfile.mkdtemp(prefix="drift-"))
         outcome = run_check(
@@ -528,7 +529,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     except (CheckError, ConfigError, InsufficientData, formats.FormatError) as exc:
         console.error(f"drift check: nothing judged: {exc}")
         return EXIT_UNJUDGED
-    _show(console, outcome)
+    _show(console, outcome, resources.store)
     if outcome.violations and not args.exit_zero:
         return EXIT_VIOLATIONS
     return EXIT_OK
@@ -576,7 +577,10 @@ class _SplitStore:
             return self._store.read_bytes(uri)
 
 
-def _show(console: Any, outcome: CheckOutcome) -> None:
+def _show(console: Any, outcome: CheckOutcome, store: Any) -> None:
+    from pipelines.console import location
+    from stack.objectstore import join_uri
+
     drift = outcome.drift
     drifted = [f["name"] for f in drift["features"] if f["drifted"]]
     console.event(
@@ -615,12 +619,15 @@ def _show(console: Any, outcome: CheckOutcome) -> None:
             f"{violation['description']}",
             **violation,
         )
-    where = outcome.published_uri or str(outcome.output_dir)
+    if outcome.published_uri:  # a file path locally, the S3 URI on AWS
+        report = location(store, join_uri(outcome.published_uri, REPORT_FILE))
+    else:
+        report = str(outcome.output_dir / REPORT_FILE)
     console.event(
         "result",
-        f"{len(outcome.violations)} violation(s); report: {where}/{REPORT_FILE}",
+        f"{len(outcome.violations)} violation(s); report: {report}",
         violations=len(outcome.violations),
-        report=f"{where}/{REPORT_FILE}",
+        report=report,
     )
 
 

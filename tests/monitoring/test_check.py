@@ -154,6 +154,13 @@ def test_scores_of_the_training_distribution_with_good_labels_pass(
     )
     assert "No violations" in (output / "report.html").read_text()
     assert [d["checked_at"] for d in published(config)] == [drift["checked_at"]]
+    # where to read it: the published copy, as a file in the local object store
+    report = printed.splitlines()[-1].split("report: ")[1]
+    folder = drift["checked_at"].replace(":", "-")
+    assert report.endswith(
+        f"/monitoring/{config.sagemaker.endpoint_name}/{folder}/report.html"
+    )
+    assert not report.startswith("s3://") and Path(report).is_file()
 
 
 def test_auc_decay_on_newly_labelled_rows_and_later_drift_are_violations(
@@ -215,6 +222,11 @@ def test_nothing_to_judge_exits_2_with_the_reason(
     assert run("--data", str(tiny)) == check.EXIT_UNJUDGED
     assert "monitoring.min_rows" in capsys.readouterr().err
     assert published(config) == []
+
+    # --state-dir names another state folder, whose registry has no model
+    elsewhere = ["--state-dir", str(tmp_path / "elsewhere"), "--data", str(tiny)]
+    assert run(*elsewhere) == check.EXIT_UNJUDGED
+    assert "no model to check" in capsys.readouterr().err
 
 
 def test_a_file_is_checked_against_a_baseline_folder(
