@@ -28,9 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.console import FORMATS, Console, fail, show_progress, show_step
+from pipelines.console import (
+    FORMATS,
+    Console,
+    fail,
+    location,
+    show_progress,
+    show_step,
+)
 from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
+from stack.objectstore import join_uri
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -445,7 +453,7 @@ def run_local(
         resources, progress=lambda e, s, x: show_progress(console, e, s)
     )
     execution = runner.run(definition, parameters)
-    _summary(config, execution, time.monotonic() - started, console)
+    _summary(config, execution, time.monotonic() - started, console, resources.store)
     return _verdict(execution, console)
 
 
@@ -481,7 +489,9 @@ def _verdict(execution: Any, console: Console) -> int:
     return EXIT_OK
 
 
-def _summary(config: Config, execution: Any, seconds: float, console: Console) -> None:
+def _summary(
+    config: Config, execution: Any, seconds: float, console: Console, store: Any
+) -> None:
     say = console.event
     say("summary", "")
     say(
@@ -506,6 +516,10 @@ def _summary(config: Config, execution: Any, seconds: float, console: Console) -
             "Test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
             metrics=shown,
         )
+    evaluation = _evaluation_report(execution)
+    if evaluation:
+        where = location(store, evaluation)
+        say("evaluation_report", f"Evaluation report: {where}", report=where)
     gate_report = execution.property_files.get("Gate", {}).get("GateReport") or {}
     gate = gate_report.get("gate")
     if gate:
@@ -554,6 +568,18 @@ def _summary(config: Config, execution: Any, seconds: float, console: Console) -
         record=f"{execution.directory}/execution.json",
         seconds=round(seconds, 1),
     )
+
+
+def _evaluation_report(execution: Any) -> str | None:
+    """The URI of the report.html the Evaluate step wrote (its output folder's, also
+    when the step was reused from an earlier execution), or None if it did not run.
+    """
+    job = execution.properties.get("Evaluate") or {}
+    outputs = job.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    for output in outputs:
+        if output.get("OutputName") == "evaluation":  # the definition's output
+            return join_uri(output["S3Output"]["S3Uri"], "report.html")
+    return None
 
 
 def _ping(url: str | None) -> str:

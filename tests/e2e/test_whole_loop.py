@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,11 @@ def captured_rows(state, at_least, timeout=15.0):
         time.sleep(0.2)
 
 
+def execution_id(result) -> str:
+    """The execution id in a run's summary."""
+    return re.search(r"execution (\w+)\n", result.stdout).group(1)
+
+
 def scores(folder):
     with EmbeddedWarehouse(folder / "snowflake", "MLOPS", "CHURN").connect() as conn:
         cursor = conn.cursor()
@@ -109,6 +115,12 @@ def test_the_whole_loop_twice_then_its_failures(state):
         first.stdout
     )
     assert "model-package/churn-models/1 (version 1, Approved)" in first.stdout
+    first_report = re.search(r"Evaluation report: (.+)\n", first.stdout).group(1)
+    assert first_report == str(
+        state.resolve() / "s3/mlops-local/churn" / execution_id(first) / "evaluation"
+        / "report.html"
+    )  # fmt: skip
+    assert "<html" in Path(first_report).read_text()[:200].lower()
     assert f"at http://127.0.0.1:{port} (/ping 200)" in first.stdout
     rows, customers, low, high, executions = predictions(state)
     assert rows == customers > 1000 and 0 <= low < high <= 1 and executions == 1
@@ -120,9 +132,12 @@ def test_the_whole_loop_twice_then_its_failures(state):
     second = run_cli(*args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Found demo data" in second.stdout
-    first_id = re.search(r"execution (\w+)\n", first.stdout).group(1)
     for step in ("Extract", "Train", "Evaluate"):  # same arguments: SageMaker's cache
-        assert f"[cache] {step} reused from execution {first_id}" in second.stdout
+        assert f"[cache] {step} reused from execution {execution_id(first)}" in (
+            second.stdout
+        )
+    # the cached Evaluate's report is the one the first execution wrote
+    assert f"Evaluation report: {first_report}\n" in second.stdout
     # the Gate reruns (the champion may have changed): the same model against
     # version 1, the champion now, on the same split
     assert "[cache] Gate reused" not in second.stdout
