@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from stack.config import Config, ConfigError, validate_identifier
-from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError, join_uri
+from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
 from stack.warehouse import Warehouse, WarehouseUnavailable
 
@@ -35,11 +35,13 @@ STEP_COLUMNS = [
     "outcome", "failure_reason",
 ]  # fmt: skip
 VERSION_COLUMNS = [
-    "version", "approval_status", "created_at", "test_auc", "pr_auc", "log_loss",
-    "f1", "as_of_date", "pipeline_execution_id", "approval_description", "arn",
+    "version", "serving", "approval_status", "created_at", "test_auc", "pr_auc",
+    "log_loss", "f1", "as_of_date", "pipeline_execution_id", "approval_description",
+    "arn",
 ]  # fmt: skip
 # evaluation.json (processing.evaluate): binary_classification_metrics.<name>.value
 _EVALUATION_METRICS = ("pr_auc", "log_loss", "f1")
+PSI_COLUMNS = ["checked_at", "source", "feature", "psi"]
 FEATURE_DRIFT_COLUMNS = [
     "feature", "psi", "ks_statistic", "ks_p_value", "missing_fraction",
     "baseline_missing_fraction", "out_of_range_fraction", "drifted",
@@ -241,15 +243,45 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 # -- model versions -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What the endpoint serves: its status (None: no such endpoint) and the model
+    package of its current model (None: not from a package).
+    """
+
+    endpoint: str
+    status: str | None = None
+    package_arn: str | None = None
+
+    @property
+    def now(self) -> str | None:
+        """The package served at this moment: only an InService endpoint serves."""
+        return self.package_arn if self.status == "InService" else None
+
+
+def serving(endpoints: Any, endpoint_name: str) -> Serving:
+    """The environment's endpoint (``stack.endpoints``) and the package it serves."""
+    with _reading(f"endpoint {endpoint_name}"):
+        info = endpoints.describe(endpoint_name)
+        if info is None:
+            return Serving(endpoint_name)
+        return Serving(
+            endpoint_name, info.status, endpoints.serving_package(endpoint_name)
+        )
+
+
 def model_versions(
-    registry: ModelRegistry, group: str, store: ObjectStore | None = None
+    registry: ModelRegistry,
+    group: str,
+    store: ObjectStore | None = None,
+    serving_arn: str | None = None,
 ) -> pd.DataFrame:
     """Every version of ``group``, newest first, with its approval status and metrics.
 
     The test AUC and as-of date come from the package's customer metadata (the
     pipeline's Register step sets them); with ``store``, the other test metrics come
     from the package's evaluation report (``ModelQuality.Statistics``), NaN where it
-    cannot be read.
+    cannot be read. ``serving`` marks the version whose ARN is ``serving_arn``.
     """
     with _reading(f"the model registry (group {group})"):
         packages = registry.list_versions(group)
@@ -258,6 +290,7 @@ def model_versions(
         meta = package.customer_metadata
         row: dict[str, Any] = {
             "version": package.version,
+            "serving": package.arn == serving_arn,
             "approval_status": package.approval_status,
             "created_at": package.created_at,
             "test_auc": _float(meta.get("test_auc")),
@@ -322,6 +355,25 @@ class DriftResult:
     def violations(self) -> int:
         return int(self.document.get("violations") or 0)
 
+    @property
+    def source(self) -> str:
+        """What was checked: ``capture``, ``predictions`` or ``file``."""
+        return str(self.document.get("source") or "unknown")
+
+    @property
+    def window(self) -> str:
+        """The data the check judged, in words (``monitoring.check`` records a capture
+        window's start and end, an as-of date of PREDICTIONS or a file).
+        """
+        window = self.document.get("window") or {}
+        if window.get("start") and window.get("end"):
+            return f"captured {_minute(window['start'])} to {_minute(window['end'])}"
+        if window.get("as_of"):
+            return f"scored as of {window['as_of']}"
+        if window.get("file"):
+            return f"file {window['file']}"
+        return "no window recorded"
+
 
 @dataclass(frozen=True)
 class DriftHistory:
@@ -368,10 +420,14 @@ def drift_history(store: ObjectStore, prefix: str) -> DriftHistory:
 
 
 def psi_over_time(history: DriftHistory) -> pd.DataFrame:
-    """PSI of every feature at every check: rows ``checked_at``, columns features."""
+    """PSI of every feature at every check, one row each (``PSI_COLUMNS``), oldest
+    first: a series per feature and source, since capture and PREDICTIONS checks
+    judge different data.
+    """
     rows = [
         {
             "checked_at": r.checked_at,
+            "source": r.source,
             "feature": f.get("name"),
             "psi": _float(f.get("psi")),
         }
@@ -379,12 +435,18 @@ def psi_over_time(history: DriftHistory) -> pd.DataFrame:
         for f in r.document["features"]
         if isinstance(f, dict) and f.get("name")
     ]
-    if not rows:
-        return pd.DataFrame()
-    long = pd.DataFrame(rows)
-    return long.pivot_table(
-        index="checked_at", columns="feature", values="psi", aggfunc="last"
-    ).sort_index()
+    return pd.DataFrame(rows, columns=PSI_COLUMNS)
+
+
+def _minute(instant: str) -> str:
+    """``2026-11-24T10:00:00Z`` as ``2026-11-24 10:00 UTC``; other text unchanged."""
+    try:
+        moment = pd.Timestamp(instant)
+    except ValueError:
+        return instant
+    if moment.tzinfo is not None:
+        moment = moment.tz_convert("UTC")
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def feature_drift(result: DriftResult) -> pd.DataFrame:
@@ -430,13 +492,6 @@ def violations(store: ObjectStore, result: DriftResult) -> pd.DataFrame:
             },
             columns=VIOLATION_COLUMNS,
         )
-
-
-def location(store: ObjectStore, uri: str) -> str:
-    """Where a user finds ``uri``: a file path for the local store, else the URI."""
-    if isinstance(store, LocalObjectStore):
-        return str(store.path_of(uri).resolve())
-    return uri
 
 
 def read_report(store: ObjectStore, uri: str) -> bytes | None:

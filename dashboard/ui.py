@@ -102,11 +102,17 @@ def _execution_source(ctx: Context) -> data.ExecutionSource:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def model_versions(key: str, _ctx: Context) -> pd.DataFrame:
+def serving(key: str, _ctx: Context) -> data.Serving:
+    return data.serving(_ctx.resources.endpoints, _ctx.config.sagemaker.endpoint_name)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def model_versions(key: str, _ctx: Context, serving_arn: str | None) -> pd.DataFrame:
     return data.model_versions(
         _ctx.resources.registry,
         _ctx.config.sagemaker.model_package_group,
         _ctx.resources.store,
+        serving_arn,
     )
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, ui
+from pipelines.console import location
 
 SHOWN = 6  # features drawn by default, the highest PSI first
 
@@ -17,7 +18,7 @@ def render() -> None:
     monitoring = ctx.config.monitoring
     st.title("Drift")
     prefix = data.drift_prefix(ctx.config)
-    st.caption(f"Drift checks under `{prefix}`.")
+    st.caption(f"Drift checks under `{location(ctx.resources.store, prefix)}`.")
     try:
         history = ui.drift_history(ctx.key, ctx)
     except data.SourceUnavailable as exc:
@@ -34,16 +35,24 @@ def render() -> None:
     st.subheader("PSI per feature over time")
     st.caption(
         f"Population stability index of each feature against the training baseline "
-        f"at each check; above {monitoring.psi_threshold} counts as drift."
+        f"at each check (UTC), one line per feature and source (the endpoint's "
+        f"capture, the PREDICTIONS table); above {monitoring.psi_threshold} counts "
+        f"as drift."
     )
     psi = data.psi_over_time(history)
-    ranked = psi.max().sort_values(ascending=False).index.tolist()
+    ranked = psi.groupby("feature")["psi"].max().sort_values(ascending=False)
     chosen = st.multiselect(
-        "Features", ranked, default=ranked[:SHOWN], help="highest PSI first"
+        "Features",
+        ranked.index.tolist(),
+        default=ranked.index[:SHOWN].tolist(),
+        help="highest PSI first",
     )
     if chosen:
-        st.altair_chart(_psi_chart(psi[chosen], monitoring.psi_threshold))
-    st.subheader(f"Latest check: {latest.checked_at:%Y-%m-%d %H:%M} UTC")
+        shown = psi[psi["feature"].isin(chosen)]
+        st.altair_chart(_psi_chart(shown, monitoring.psi_threshold))
+    st.subheader(
+        f"Latest check: {latest.checked_at:%Y-%m-%d %H:%M:%S} UTC ({latest.source})"
+    )
     document = latest.document
     columns = st.columns(4)
     columns[0].metric("Rows checked", f"{int(document.get('rows') or 0):,}")
@@ -66,10 +75,9 @@ def render() -> None:
         )
     else:
         columns[3].metric("AUC on new labels", "no labels yet")
-    window = document.get("window") or {}
     st.caption(
-        f"Source {document.get('source', '?')}, window {window.get('start', '?')} to "
-        f"{window.get('end', '?')}, model `{document.get('model_package_arn', '?')}`."
+        f"Source {latest.source}: {latest.window}; model "
+        f"`{document.get('model_package_arn', '?')}`."
     )
     try:
         found = ui.drift_violations(ctx.key, ctx, latest.uri)
@@ -97,9 +105,11 @@ def render() -> None:
             [
                 {
                     "checked_at": r.checked_at,
+                    "source": r.source,
+                    "window": r.window,
                     "rows": r.document.get("rows"),
                     "violations": r.violations,
-                    "report": data.location(ctx.resources.store, r.report_uri),
+                    "report": location(ctx.resources.store, r.report_uri),
                 }
                 for r in reversed(history.results)
             ],
@@ -109,15 +119,37 @@ def render() -> None:
 
 
 def _psi_chart(psi: pd.DataFrame, threshold: float) -> alt.LayerChart:
-    long = psi.reset_index().melt("checked_at", var_name="feature", value_name="psi")
+    """PSI over time: colour per feature, dash and point shape per source, a tick at
+    each check labelled with its time (UTC, to the second: checks can be seconds
+    apart), the threshold as a red rule.
+    """
+    psi = psi.assign(checked=psi["checked_at"].dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    checks = [t.isoformat() for t in psi["checked_at"].unique()]  # the ticks
     lines = (
-        alt.Chart(long)
+        alt.Chart(psi)
         .mark_line(point=True)
         .encode(
-            x=alt.X("checked_at:T", title="checked at"),
+            x=alt.X(
+                "checked_at:T",
+                title="checked at (UTC)",
+                scale=alt.Scale(type="utc"),
+                axis=alt.Axis(
+                    values=checks,
+                    format="%b %d %H:%M:%S",
+                    labelAngle=-30,
+                    labelOverlap=True,
+                ),
+            ),
             y=alt.Y("psi:Q", title="PSI"),
             color=alt.Color("feature:N"),
-            tooltip=["checked_at:T", "feature:N", alt.Tooltip("psi:Q", format=".3f")],
+            strokeDash=alt.StrokeDash("source:N"),
+            shape=alt.Shape("source:N"),
+            tooltip=[
+                alt.Tooltip("checked:N", title="checked at"),
+                "source:N",
+                "feature:N",
+                alt.Tooltip("psi:Q", format=".3f"),
+            ],
         )
     )
     rule = (
@@ -129,7 +161,7 @@ def _psi_chart(psi: pd.DataFrame, threshold: float) -> alt.LayerChart:
 
 
 def _report(ctx: ui.Context, latest: data.DriftResult) -> None:
-    where = data.location(ctx.resources.store, latest.report_uri)
+    where = location(ctx.resources.store, latest.report_uri)
     html = ui.report(ctx.key, ctx, latest.report_uri)
     if html is None:
         st.caption(f"No HTML report at `{where}`.")

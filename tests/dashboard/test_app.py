@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import EARLIER_AS_OF, FEATURES, DashboardState
+from stack.endpoints import LocalEndpoints
+from tests.dashboard.conftest import EARLIER_AS_OF, FEATURES, GROUP, DashboardState
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGES = (
@@ -74,10 +77,30 @@ def test_models_page(dashboard_state: DashboardState) -> None:
     assert metrics["Approved"] == "1"
     assert metrics["Pending approval"] == "1"
     assert metrics["Newest approved"] == "v1"
+    assert metrics["Serving"] == "none"  # no endpoint in this state
     versions = app.dataframe[0].value
     assert versions["version"].tolist() == [2, 1]
+    assert versions["serving"].tolist() == [False, False]
     assert versions["test_auc"].tolist() == [0.8123, 0.8011]
     assert versions["approval_status"].tolist() == ["PendingManualApproval", "Approved"]
+
+
+def test_models_page_marks_the_version_the_endpoint_serves(
+    dashboard_state: DashboardState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the endpoint (its interface: no server is started) serves version 1
+    arn = f"arn:aws:sagemaker:us-east-1:000000000000:model-package/{GROUP}/1"
+    served = SimpleNamespace(status="InService")
+    monkeypatch.setattr(LocalEndpoints, "describe", lambda self, name: served)
+    monkeypatch.setattr(LocalEndpoints, "serving_package", lambda self, name: arn)
+
+    app = _open(PAGES[1])
+
+    assert _metrics(app)["Serving"] == "v1"
+    assert app.dataframe[0].value["serving"].tolist() == [False, True]
+    served.status = "Stopped"  # a stopped endpoint serves nothing
+    app.button[0].click().run()  # Refresh
+    assert _metrics(app)["Serving"] == "none"
 
 
 def test_drift_page(dashboard_state: DashboardState) -> None:
@@ -93,13 +116,32 @@ def test_drift_page(dashboard_state: DashboardState) -> None:
     assert sorted(features["feature"]) == sorted(FEATURES)
     assert features["drifted"].tolist() == [True, False, False]
     text = _text(app)
-    assert "Latest check: 2026-11-24 10:00 UTC" in text
+    assert "Latest check: 2026-11-24 10:00:00 UTC (capture)" in text
+    assert "captured 2026-11-23 10:00 UTC to 2026-11-24 10:00 UTC" in text
     report = dashboard_state.store.path_of(dashboard_state.drift_uris[1]).with_name(
         "report.html"
     )
     assert str(report.resolve()) in text
     history = app.dataframe[2].value
     assert len(history) == 2
+    assert history["source"].tolist() == ["capture", "capture"]
+
+
+def test_drift_chart_ticks_each_check_and_draws_a_series_per_source(
+    dashboard_state: DashboardState,
+) -> None:
+    app = _open(PAGES[2])
+
+    chart = next(e for e in app.main if e.type == "vega_lite_chart")
+    lines = json.loads(chart.proto.spec)["layer"][0]
+    x = lines["encoding"]["x"]
+    assert x["scale"] == {"type": "utc"}
+    assert x["axis"]["values"] == [
+        "2026-11-23T10:00:00+00:00",
+        "2026-11-24T10:00:00+00:00",
+    ]
+    assert x["axis"]["format"].endswith("%H:%M:%S")
+    assert lines["encoding"]["strokeDash"]["field"] == "source"
 
 
 def test_predictions_page_latest_date_by_default(

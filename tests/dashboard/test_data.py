@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pandas as pd
@@ -14,7 +16,9 @@ import pytest
 from botocore.stub import Stubber
 
 from dashboard import data
+from pipelines.console import location
 from stack.config import ConfigError
+from stack.endpoints import LocalEndpoints
 from stack.objectstore import LocalObjectStore, join_uri
 from stack.registry import LocalModelRegistry
 from stack.resources import build_warehouse
@@ -25,6 +29,7 @@ from tests.dashboard.conftest import (
     GROUP,
     LATEST_AS_OF,
     DashboardState,
+    drift_document,
     register_versions,
     state_config,
     write_drift_results,
@@ -174,6 +179,42 @@ def test_model_versions_newest_first_with_metrics(tmp_path: Path) -> None:
     assert versions["pipeline_execution_id"].tolist() == [EXECUTION_ID] * 2
 
 
+def test_model_versions_mark_the_one_the_endpoint_serves(tmp_path: Path) -> None:
+    config = state_config(tmp_path)
+    store = LocalObjectStore(tmp_path / "s3")
+    register_versions(config, store)
+    registry = LocalModelRegistry(tmp_path / "registry", "us-east-1")
+    first = registry.list_versions(GROUP)[0].arn
+
+    serving = data.model_versions(registry, GROUP, store, serving_arn=first)
+    assert serving["serving"].tolist() == [False, True]
+    assert not data.model_versions(registry, GROUP, store)["serving"].any()
+
+
+def test_serving_reads_the_endpoint_and_what_it_serves(tmp_path: Path) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:model-package/churn-models/1"
+
+    def endpoints(status: str | None) -> SimpleNamespace:
+        info = SimpleNamespace(status=status) if status else None
+        return SimpleNamespace(
+            describe=lambda name: info, serving_package=lambda name: arn
+        )
+
+    assert data.serving(endpoints("InService"), "ep").now == arn
+    stopped = data.serving(endpoints("Stopped"), "ep")
+    assert (stopped.status, stopped.package_arn, stopped.now) == ("Stopped", arn, None)
+    assert data.serving(endpoints(None), "ep") == data.Serving("ep")
+    registry = LocalModelRegistry(tmp_path / "registry", "us-east-1")
+    local = LocalEndpoints(tmp_path / "state", LocalObjectStore(tmp_path), registry)
+    assert data.serving(local, "churn-endpoint") == data.Serving("churn-endpoint")
+
+    def unreachable(name: str) -> None:
+        raise OSError("connection refused")
+
+    with pytest.raises(data.SourceUnavailable, match="cannot read endpoint ep"):
+        data.serving(SimpleNamespace(describe=unreachable), "ep")
+
+
 def test_model_versions_without_a_readable_report(tmp_path: Path) -> None:
     config = state_config(tmp_path)
     store = LocalObjectStore(tmp_path / "s3")
@@ -207,12 +248,59 @@ def test_drift_history_and_psi_over_time(tmp_path: Path) -> None:
     assert history.unreadable == []
     assert history.latest is not None and history.latest.violations == 1
     psi = data.psi_over_time(history)
-    assert list(psi.columns) == ["monthly_spend", "support_tickets_90d", "tenure_days"]
-    assert psi["tenure_days"].tolist() == [0.02, 0.41]
-    assert psi.index[0] == pd.Timestamp("2026-11-23T10:00:00Z")
+    assert list(psi.columns) == data.PSI_COLUMNS
+    assert psi.query("feature == 'tenure_days'")["psi"].tolist() == [0.02, 0.41]
+    assert psi["checked_at"].iloc[0] == pd.Timestamp("2026-11-23T10:00:00Z")
+    assert set(psi["source"]) == {"capture"}
     features = data.feature_drift(history.latest)
     assert features["feature"].tolist()[0] == "tenure_days"
     assert features["drifted"].tolist() == [True, False, False]
+
+
+def test_drift_page_data_a_series_per_source_times_to_the_second_and_windows(
+    tmp_path: Path,
+) -> None:
+    """What the Drift page draws and says: capture and PREDICTIONS checks seconds
+    apart are separate series at their own instants, each with its window in words.
+    """
+    config = state_config(tmp_path)
+    store = LocalObjectStore(tmp_path / "s3")
+    write_drift_results(config, store)  # capture checks at 2026-11-2{3,4}T10:00:00Z
+    prefix = data.drift_prefix(config)
+    others = [
+        ("2026-11-24T10:00:05Z", "predictions", {"as_of": "2026-06-30"}),
+        ("2026-11-24T10:00:09Z", "file", {"file": "/data/batch.parquet"}),
+        ("2026-11-24T10:00:12Z", "capture", {}),
+    ]
+    for checked_at, source, window in others:
+        document = drift_document(checked_at, {"tenure_days": 0.3}, 0.2)
+        document.update(source=source, window=window)
+        folder = join_uri(prefix, checked_at.replace(":", "-"))
+        store.write_bytes(join_uri(folder, "drift.json"), json.dumps(document).encode())
+
+    history = data.drift_history(store, prefix)
+    psi = data.psi_over_time(history)
+
+    tenure = psi[psi["feature"] == "tenure_days"]
+    assert [(t.isoformat(), source, value) for t, source, value in zip(
+        tenure["checked_at"], tenure["source"], tenure["psi"], strict=True
+    )] == [
+        ("2026-11-23T10:00:00+00:00", "capture", 0.02),
+        ("2026-11-24T10:00:00+00:00", "capture", 0.41),
+        ("2026-11-24T10:00:05+00:00", "predictions", 0.3),
+        ("2026-11-24T10:00:09+00:00", "file", 0.3),
+        ("2026-11-24T10:00:12+00:00", "capture", 0.3),
+    ]  # fmt: skip
+    series = psi.groupby(["feature", "source"]).size()
+    assert series[("tenure_days", "capture")] == 3
+    assert series[("tenure_days", "predictions")] == 1
+    assert [(r.source, r.window) for r in history.results] == [
+        ("capture", "captured 2026-11-23 10:00 UTC to 2026-11-23 10:00 UTC"),
+        ("capture", "captured 2026-11-23 10:00 UTC to 2026-11-24 10:00 UTC"),
+        ("predictions", "scored as of 2026-06-30"),
+        ("file", "file /data/batch.parquet"),
+        ("capture", "no window recorded"),
+    ]
 
 
 def test_drift_history_lists_unreadable_results(tmp_path: Path) -> None:
@@ -253,7 +341,7 @@ def test_violations_from_model_monitor_file_or_drift_json(tmp_path: Path) -> Non
     store.path_of(latest.violations_uri).unlink()
     fallback = data.violations(store, latest)
     assert fallback["feature_name"].tolist() == ["tenure_days"]
-    assert data.location(store, latest.report_uri).endswith("report.html")
+    assert location(store, latest.report_uri).endswith("report.html")
     assert data.read_report(store, latest.report_uri) == b"<html>report</html>"
     assert data.read_report(store, latest.report_uri + ".missing") is None
 
@@ -368,7 +456,7 @@ def test_versions_and_drift_through_sagemaker_and_s3(
     assert versions["pr_auc"].tolist() == [0.52, 0.51]  # evaluation.json read from S3
     assert [r.uri for r in history.results] == uris
     assert found["feature_name"].tolist() == ["tenure_days"]
-    assert data.location(store, latest.report_uri) == latest.report_uri
+    assert location(store, latest.report_uri) == latest.report_uri
 
 
 def test_predictions_through_the_connector(fakesnow_server: int) -> None:
