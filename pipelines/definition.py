@@ -31,6 +31,8 @@ BASELINE = "Baseline"
 # CheckAuc applies the registration gate (the absolute AUC rule and the champion rule,
 # see processing.gate); AucTooLow is its FailStep, whose message names the rule.
 CHECK_AUC, REGISTER, AUC_TOO_LOW = "CheckAuc", "Register", "AucTooLow"
+# Track puts the registered package's ARN on the execution's MLflow run
+TRACK = "Track"
 CHECK_APPROVAL, CREATE_MODEL, ENDPOINT_CONFIG, DEPLOY = (
     "CheckApproval",
     "CreateModel",
@@ -283,8 +285,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
     if tracking_uri and not config.mlflow.tracking_uri:
         # the local store keeps run artifacts beside it, not in a job's folder
         train_env["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
-    # Gate logs the evaluation and its verdict to the Train step's run, and reads the
-    # registry (MLOPS_ENV names the configuration that says which one) for the champion.
+    # Gate logs the evaluation and its verdict in a run of its own execution, a child
+    # of the training run, and reads the registry (MLOPS_ENV names the configuration
+    # that says which one) for the champion.
     gate_env: dict[str, str] = step_env(GATE)
     if tracking_uri:
         gate_env["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -453,6 +456,10 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 p_tolerance.to_string(),
                 "--model-package-group",
                 sm.model_package_group,
+                # the MLflow run it records belongs to this execution; never cached,
+                # so a per-execution argument costs no cache hit
+                "--execution-id",
+                execution_id,
             ],
         ),
         property_files=[gate_report],
@@ -497,12 +504,33 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 "data_version": from_report("data_window.data_version"),
                 "feature_set": config.features.feature_set,
                 "git_commit": p_git_commit,
-                "mlflow_run_id": from_report("model.mlflow_run_id"),
+                # this execution's run (gate, package ARN) and the training run
+                "mlflow_run_id": from_report("tracking.run_id"),
+                "mlflow_training_run_id": from_report("tracking.training_run_id"),
                 "test_auc": sdk.Join(on="", values=[auc]),
                 "report_uri": report_uri,
             },
         ),
     )
+    # The registered package's ARN onto the execution's MLflow run (never cached)
+    track_steps = []
+    if tracking_uri:
+        track = sdk.ProcessingStep(
+            name=TRACK,
+            retry_policies=job_policies["retry_policies"],
+            step_args=processor(
+                ["python", "-m", "processing.tracking"],
+                {**step_env(TRACK), "MLFLOW_TRACKING_URI": tracking_uri},
+            ).run(
+                arguments=[
+                    "--run-id",
+                    from_report("tracking.run_id"),
+                    "--model-package-arn",
+                    register.properties.ModelPackageArn,
+                ],
+            ),
+        )
+        track_steps.append(track)
     deploy_steps = _deploy_steps(sdk, config, session, role, register, execution_id)
     writeback_processor = processor(
         ["python", "-m", "snowflake.sagemaker_predictions", "writeback"],
@@ -573,7 +601,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
             sdk.ConditionGreaterThanOrEqualTo(left=auc, right=p_threshold),
             sdk.ConditionEquals(left=from_report(GATE_DECISION_PATH), right="register"),
         ],
-        if_steps=[register, check_approval],
+        if_steps=[register, *track_steps, check_approval],
         else_steps=[too_low],
     )
     return sdk.Pipeline(

@@ -10,7 +10,8 @@ In the pipeline this runs as a step of its own, ``python -m processing.gate``, a
 Evaluate: Evaluate's metrics depend only on the model and the test split, so that step
 is cached and needs no network, whereas the champion can change between two executions
 with the same arguments, so the Gate step is never cached and reads the registry. It
-writes ``evaluation.json`` (Evaluate's report plus ``gate``), ``report.html`` with the
+writes ``evaluation.json`` (Evaluate's report plus ``gate``, and ``tracking``: the
+MLflow run of this execution, ``processing.tracking``), ``report.html`` with the
 verdict, and the plots, under its own output.
 """
 
@@ -135,13 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from processing.contract import ProcessingContract
     from processing.evaluate import GateSettings, _read_parquet_dir, judge
     from processing.report import PLOTS, render_html
-    from processing.tracking import log_evaluation
+    from processing.tracking import log_gate_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.gate")
     parser.add_argument("--evaluation-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/gate")
+    parser.add_argument(
+        "--execution-id", default="manual", help="the pipeline execution judging"
+    )
     GateSettings.add_arguments(parser, auc_threshold_required=True)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
@@ -163,7 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         (output / "report.html").write_text(render_html(report, plots))
         (output / "evaluation.json").write_text(json.dumps(report, indent=2))
-        log_evaluation(report, output)
+        # this execution's MLflow run; Register puts its id on the package
+        report["tracking"] = {
+            "run_id": log_gate_run(report, output, args.execution_id),
+            "training_run_id": report["model"].get("mlflow_run_id", "none"),
+        }
+        (output / "evaluation.json").write_text(json.dumps(report, indent=2))
     except Exception as exc:
         contract.fail(f"gate failed: {type(exc).__name__}: {exc}")
         log.exception("gate failed")

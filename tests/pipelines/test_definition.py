@@ -64,9 +64,23 @@ def test_the_pipeline_shape():
         ("CheckAuc", "Condition"),
     ]
     check = top_step(definition, "CheckAuc")["Arguments"]
-    assert [s["Name"] for s in check["IfSteps"]] == ["Register", "CheckApproval"]
+    assert [s["Name"] for s in check["IfSteps"]] == [
+        "Register",
+        "Track",
+        "CheckApproval",
+    ]
+    # Track puts the package's ARN on the MLflow run of this execution's Gate
+    track = check["IfSteps"][1]
+    assert "CacheConfig" not in track
+    track_args = track["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert track_args[track_args.index("--model-package-arn") + 1] == {
+        "Get": "Steps.Register.ModelPackageArn"
+    }
+    assert track_args[track_args.index("--run-id") + 1]["Std:JsonGet"]["Path"] == (
+        "tracking.run_id"
+    )
     assert [s["Name"] for s in check["ElseSteps"]] == ["AucTooLow"]
-    deploy = check["IfSteps"][1]["Arguments"]["IfSteps"]
+    deploy = check["IfSteps"][2]["Arguments"]["IfSteps"]
     assert [s["Name"] for s in deploy] == [
         "CreateModel",
         "EndpointConfig",
@@ -189,7 +203,7 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     assert defaults["local"].pop("DefaultValue") is True
     assert defaults["dev"].pop("DefaultValue") is False
     # and the local endpoint's data capture into the local store (conf/local.yaml)
-    approval = top_step(local, "CheckAuc")["Arguments"]["IfSteps"][1]["Arguments"]
+    approval = top_step(local, "CheckAuc")["Arguments"]["IfSteps"][2]["Arguments"]
     (endpoint_config,) = [
         s for s in approval["IfSteps"] if s["Name"] == "EndpointConfig"
     ]
@@ -273,6 +287,14 @@ def test_the_gate_is_a_step_of_its_own_read_and_named_when_it_fails():
     assert {"git_commit", "mlflow_run_id", "report_uri", "data_version"} <= set(
         metadata
     )
+    # the version names its execution's MLflow run (the Gate's) and the training run
+    assert metadata["mlflow_run_id"]["Std:JsonGet"]["Path"] == "tracking.run_id"
+    assert metadata["mlflow_training_run_id"]["Std:JsonGet"]["Path"] == (
+        "tracking.training_run_id"
+    )
+    assert arguments[arguments.index("--execution-id") + 1] == {
+        "Get": "Execution.PipelineExecutionId"
+    }
 
 
 def test_spot_training_is_a_configuration_switch():

@@ -5,14 +5,16 @@ import json
 import pytest
 
 from processing.evaluate import run_evaluation
-from processing.tracking import log_evaluation
+from processing.tracking import NO_RUN, log_gate_run, tag_registration
 from tests.processing.test_evaluate import SCHEMA, synthetic, write_split
 from training.hyperparameters import DEFAULTS
 from training.tracking import log_training_run
 from training.train import save_model, train_model
 
 
-def test_training_and_evaluation_share_one_tagged_run(tmp_path, monkeypatch):
+def test_the_gate_records_its_execution_in_a_child_of_the_training_run(
+    tmp_path, monkeypatch
+):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -35,18 +37,36 @@ def test_training_and_evaluation_share_one_tagged_run(tmp_path, monkeypatch):
         "git_commit": "c0ffee",
         "best_iteration": trained.best_iteration,
     }
-    assert log_evaluation(report, tmp_path / "out")
+    training_before = mlflow.get_run(run_id).data
+    report["gate"] = {"decision": "register", "rule": "the absolute rule"}
+    gate_run_id = log_gate_run(report, tmp_path / "out", "abc123def")
+    # a later execution that reuses the cached Train records a run of its own
+    later_run_id = log_gate_run(report, tmp_path / "out", "later456")
+    assert NO_RUN != gate_run_id != later_run_id != NO_RUN
+    assert tag_registration(gate_run_id, "arn:aws:sagemaker:r:0:model-package/g/1")
 
     run = mlflow.get_run(run_id)
     assert run.data.tags["pipeline_execution_id"] == "abc123def"
     assert run.data.tags["git_commit"] == "c0ffee"
     assert run.data.tags["as_of_date"] == "2026-03-31"
-    assert run.data.metrics["test_auc"] == pytest.approx(
+    # the training run is never written after Train
+    assert run.data.tags == training_before.tags
+    assert run.data.metrics == training_before.metrics
+    assert "pw-sentinel-77" not in json.dumps(run.data.params)
+    gate, later = mlflow.get_run(gate_run_id), mlflow.get_run(later_run_id)
+    assert gate.data.metrics["test_auc"] == pytest.approx(
         report["binary_classification_metrics"]["auc"]["value"]
     )
-    assert "pw-sentinel-77" not in json.dumps(run.data.params)
+    assert gate.data.tags["mlflow.parentRunId"] == run_id
+    assert gate.data.tags["gate_decision"] == "register"
+    assert gate.data.tags["train_reused"] == "false"
+    assert gate.data.tags["model_package_arn"].endswith("model-package/g/1")
+    assert later.data.tags["pipeline_execution_id"] == "later456"
+    assert later.data.tags["train_reused"] == "true"
+    assert "model_package_arn" not in later.data.tags
+    assert later.info.experiment_id == run.info.experiment_id
     client = mlflow.MlflowClient()
-    files = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    files = {a.path for a in client.list_artifacts(gate_run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/evaluation.json"} <= files
     history = client.get_metric_history(run_id, "validation_auc")
     assert [m.step for m in history] == list(
