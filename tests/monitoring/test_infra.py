@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from monitoring.pipeline import DRIFT_CHECK_COMMAND, FORCE_RETRAIN
+from pipelines.parameters import check_parameters
 from stack.config import load_config
 from tests.conftest import PROJECT_ROOT
 
@@ -44,6 +45,7 @@ def test_both_rules_start_the_monitoring_pipeline_with_force_retrain():
         assert target["RoleArn"] == {"Fn::GetAtt": "SchedulerRole.Arn"}
         (parameter,) = target["SageMakerPipelineParameters"]["PipelineParameterList"]
         assert parameter["Name"] == FORCE_RETRAIN
+        check_parameters({parameter["Name"]: parameter["Value"]})  # in its domain
         forced[name] = parameter["Value"]
     assert forced == {"DriftCheckRule": "false", "RetrainCheckRule": "true"}
     schedule = resources["DriftCheckRule"]["Properties"]["ScheduleExpression"]
