@@ -10,11 +10,16 @@ from mlflow import MlflowClient
 
 from stack.warehouse import EmbeddedWarehouse
 from tests.conftest import SMALL_CUSTOMERS, free_port, run_cli
-from tests.e2e.test_whole_loop import execution_id, state  # noqa: F401
+from tests.e2e.test_whole_loop import state  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 CACHEABLE = ("Extract", "Train", "Baseline", "Evaluate")
 FEWER = SMALL_CUSTOMERS * 2 // 3
+
+
+def execution_id(result):
+    """The execution a run's summary is about (not one a cached step came from)."""
+    return re.search(r"^Pipeline \S+, execution (\w+)$", result.stdout, re.M).group(1)
 
 
 def auc_of(result):
