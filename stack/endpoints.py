@@ -137,7 +137,7 @@ class LocalEndpoints(EndpointDeployer):
         data_capture: dict[str, Any] | None = None,
         capture_flush_seconds: float = 1.0,
     ) -> None:
-        self.root = root
+        self.root = root.resolve()  # the server runs in another folder
         self.store = store
         self.registry = registry
         self.host = host

@@ -3,6 +3,7 @@ import tarfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -212,3 +213,24 @@ def test_deploy_package_reports_what_serves_and_repeats_as_a_no_op(deployer, tmp
     assert not again.changed and again.endpoint == first.endpoint
     assert deployer.serving_package("ep") == package.arn
     assert deployer.serving_package("no-such-endpoint") is None
+
+
+def test_a_relative_state_folder_serves(tmp_path, monkeypatch):
+    """The server runs in its log folder, so the paths it is given are absolute even
+    when the state folder is relative (the default ``.state``).
+    """
+    monkeypatch.chdir(tmp_path)
+    state = Path("state")
+    endpoints = LocalEndpoints(
+        state / "endpoints",
+        LocalObjectStore(state / "s3"),
+        LocalModelRegistry(state / "registry", "us-east-1"),
+        port=free_port(),
+        startup_timeout=60,
+    )
+    try:
+        package = register(endpoints, model_archive(tmp_path, "m1"))
+        report = endpoints.deploy_package(package.arn, "ep")
+        assert ping(report.endpoint.url) == 200
+    finally:
+        endpoints.stop("ep")
