@@ -508,6 +508,8 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 "mlflow_run_id": from_report("tracking.run_id"),
                 "mlflow_training_run_id": from_report("tracking.training_run_id"),
                 "test_auc": sdk.Join(on="", values=[auc]),
+                # what SCORE is: the calibration the artifact carries, in words
+                "score": from_report("calibration.score"),
                 "report_uri": report_uri,
             },
         ),

@@ -69,6 +69,14 @@ def log_gate_run(report: dict[str, Any], output: Path, execution_id: str) -> str
     }
     if gate.get("champion_auc") is not None:
         metrics["champion_test_auc"] = float(gate["champion_auc"])
+    calibration = report.get("calibration") or {}
+    for when in ("before", "after"):  # the booster's own scores, then SCORE's
+        if when in calibration:
+            metrics[f"test_ece_{when}_calibration"] = float(
+                calibration[when]["expected_calibration_error"]
+            )
+    if calibration.get("score"):
+        tags["score"] = calibration["score"]
     mlflow.set_experiment(experiment_id=training.info.experiment_id)
     with mlflow.start_run(run_name=f"gate-{execution_id}", tags=tags) as run:
         mlflow.log_metrics(metrics)

@@ -56,7 +56,15 @@ def log_training_run(
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{execution_id}") as run:
         mlflow.set_tags(
-            {"pipeline_execution_id": execution_id, "step": "Train", **(tags or {})}
+            {
+                "pipeline_execution_id": execution_id,
+                "step": "Train",
+                # the flavour below is the booster; what the endpoint serves (SCORE)
+                # is its output through artifact/calibration.json
+                "model_output": "the booster's raw score; SCORE = "
+                + str(model.metadata.get("score", "the raw score")),
+                **(tags or {}),
+            }
         )
         mlflow.log_params(model.hyperparameters)
         _log_history(run.info.run_id, model.history)

@@ -516,14 +516,15 @@ def test_a_violation_starts_a_local_execution_with_the_window_moved(
 def test_a_started_execution_that_fails_exits_1_naming_the_step(
     state, seeded_snowflake_dir, tmp_path, capsys, monkeypatch
 ):
-    # the Extract step finds no feature set in the folder configured for it
+    # the Preflight step (the first to read it) finds no feature set in the folder
+    # configured for it
     monkeypatch.setenv("MLOPS_FEATURES__DIRECTORY", str(tmp_path / "no-features"))
     shutil.copytree(seeded_snowflake_dir, state / "snowflake")
     model = register_model(state)
     write_drift(state, after(model, 1), violations=1)
     code, out, err = cli(capsys, "--state-dir", str(state), "--no-writeback", "--start")
     assert code == 1, out + err
-    assert "Failed: step Extract:" in out
+    assert "Failed: step Preflight:" in out
     (directory,) = (state / "executions").iterdir()
     assert (
         json.loads((directory / "execution.json").read_text())["parameters"]["AsOfDate"]
