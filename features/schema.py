@@ -78,7 +78,7 @@ class FeatureSchema:
     def _check_definition(self) -> None:
         names = [self.entity_id, self.label, *self.feature_names]
         for name in names:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise SchemaError(f"column name {name!r} is not lower_snake_case")
         if len(set(names)) != len(names):
             raise SchemaError("column names in the feature schema must be unique")
@@ -244,7 +244,7 @@ def load_feature_set(name: str, directory: Path | None = None) -> FeatureSet:
     ``directory`` is ``features.directory`` from the configuration; None reads the
     feature sets packaged under ``features/``.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SchemaError(f"feature set name {name!r} is not lower_snake_case")
     folder: Any = (
         resources.files("features") / name if directory is None else directory / name

@@ -47,7 +47,7 @@ _DURATION_PARTS = re.compile(
 
 def parse_duration(text: str) -> timedelta:
     """An ISO 8601 duration (P30D, PT12H ...); a year counts 365 days, a month 30."""
-    match = _DURATION_PARTS.match(text.upper())
+    match = _DURATION_PARTS.fullmatch(text.upper())
     if not match or text.upper() in ("P", "PT"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration")
     years, months, weeks, days, hours, minutes, seconds = (

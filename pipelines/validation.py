@@ -140,7 +140,7 @@ def _all_steps(steps: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def _step_problems(step: dict[str, Any], parameters: dict[str, str]) -> list[str]:
     problems = []
     kind = step.get("Type")
-    if not _STEP_NAME.match(str(step.get("Name", ""))):
+    if not _STEP_NAME.fullmatch(str(step.get("Name", ""))):
         problems.append("the name must be 1-64 letters, digits, - or _")
     problems.extend(_policy_problems(step))
     arguments = step.get("Arguments", {})
@@ -451,7 +451,7 @@ def _policy_problems(step: dict[str, Any]) -> list[str]:
         if not isinstance(cache_config.get("Enabled"), bool):
             problems.append("CacheConfig.Enabled must be true or false")
         expire = cache_config.get("ExpireAfter")
-        if expire is not None and not ISO8601_DURATION.match(str(expire).upper()):
+        if expire is not None and not ISO8601_DURATION.fullmatch(str(expire).upper()):
             problems.append(
                 f"CacheConfig.ExpireAfter {expire!r} is not an ISO 8601 duration"
             )

@@ -162,7 +162,7 @@ def split_predicates(
 
 def _stage_path(stage: str, parts: Sequence[str]) -> str:
     for part in parts:
-        if not _PATH_PART.match(part):
+        if not _PATH_PART.fullmatch(part):
             raise ValueError(
                 f"stage path part {part!r} has characters outside [A-Za-z0-9_=.-]"
             )

@@ -38,7 +38,7 @@ ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
 ENV_PREFIX = "MLOPS_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_=.-]{1,200}")
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
@@ -65,7 +65,7 @@ def validate_identifier(value: str, what: str) -> str:
     Identifiers from configuration end up in SQL text (values are always bound), so
     they are restricted to letters, digits, ``_`` and ``$``.
     """
-    if not _IDENTIFIER.match(value or ""):
+    if not _IDENTIFIER.fullmatch(value or ""):
         raise ConfigError(
             f"{what} {value!r} is not a valid identifier "
             "(letters, digits, _ and $; must not start with a digit)"
@@ -89,15 +89,30 @@ class AwsConfig(_Section):
     @field_validator("role_arn")
     @classmethod
     def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN.match(value):
+        if value is not None and not _ROLE_ARN.fullmatch(value):
             raise ValueError(f"{value!r} is not an IAM role ARN")
         return value
 
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET.match(value):
-            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        from stack.objectstore import ObjectStoreError, check_bucket
+
+        try:
+            return check_bucket(value)
+        except ObjectStoreError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # it names S3 keys, the stage's path (extract.route copy_into) and folders
+        parts = value.split("/")
+        if not all(_PREFIX_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+            raise ValueError(
+                f"{value!r}: use folders of letters, digits, _ = . - separated by '/' "
+                "(no empty, '.' or '..' folder)"
+            )
         return value
 
 
@@ -135,7 +150,7 @@ class SnowflakeConfig(_Section):
     @field_validator("database", "schema_name", "warehouse", "role")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid Snowflake identifier")
         return value
 
@@ -171,14 +186,14 @@ class SageMakerConfig(_Section):
     def _duration(cls, value: str | None) -> str | None:
         if not value:  # "" from an environment variable turns caching off too
             return None
-        if not ISO8601_DURATION.match(value.upper()):
+        if not ISO8601_DURATION.fullmatch(value.upper()):
             raise ValueError(f"{value!r} is not an ISO 8601 duration such as P30D")
         return value.upper()
 
     @field_validator("pipeline_name", "endpoint_name", "model_package_group")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _SAGEMAKER_NAME.match(value):
+        if not _SAGEMAKER_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid SageMaker resource name")
         return value
 
@@ -207,7 +222,7 @@ class SecurityConfig(_Section):
     @field_validator("subnets")
     @classmethod
     def _subnets(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _SUBNET.match(v)]
+        bad = [v for v in value if not _SUBNET.fullmatch(v)]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not a subnet id (subnet-0abc...)")
         return value
@@ -215,7 +230,7 @@ class SecurityConfig(_Section):
     @field_validator("security_group_ids")
     @classmethod
     def _security_groups(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _SECURITY_GROUP.match(v)]
+        bad = [v for v in value if not _SECURITY_GROUP.fullmatch(v)]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not a security group id (sg-0abc...)")
         return value
@@ -223,7 +238,7 @@ class SecurityConfig(_Section):
     @field_validator("volume_kms_key_id", "output_kms_key_id")
     @classmethod
     def _kms_key(cls, value: str | None) -> str | None:
-        if value is not None and not _KMS_KEY.match(value):
+        if value is not None and not _KMS_KEY.fullmatch(value):
             raise ValueError(f"{value!r} is not a KMS key id, alias or ARN")
         return value
 
@@ -272,7 +287,7 @@ class ExtractConfig(_Section):
     def _stage(cls, value: str | None) -> str | None:
         if value is not None:
             for part in value.split("."):
-                if not _IDENTIFIER.match(part):
+                if not _IDENTIFIER.fullmatch(part):
                     raise ValueError(f"{value!r} is not a valid stage name")
         return value
 
@@ -347,8 +362,13 @@ class DeploymentConfig(_Section):
     @field_validator("data_capture_s3_uri")
     @classmethod
     def _s3_uri(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("s3://"):
-            raise ValueError(f"{value!r} is not an s3:// URI")
+        if value is not None:
+            from stack.objectstore import ObjectStoreError, split_uri
+
+            try:
+                split_uri(value)
+            except ObjectStoreError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
 
@@ -371,16 +391,14 @@ class WritebackConfig(_Section):
     @field_validator("entity_type")
     @classmethod
     def _entity_type(cls, value: str) -> str:
-        if not re.match(
-            r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)$", value
-        ):
+        if not _ENTITY_TYPE.fullmatch(value):
             raise ValueError(f"{value!r}: use NUMBER(p,0), INTEGER or VARCHAR(n)")
         return value
 
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
+        if not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid Snowflake identifier")
         return value
 
@@ -415,7 +433,7 @@ class SnowflakeObjectsConfig(_Section):
     def _identifier(cls, value: str | None) -> str | None:
         if value == "":  # MLOPS_SNOWFLAKE_OBJECTS__GRANT_ROLE= turns grants off
             return None
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid Snowflake identifier")
         return value
 
@@ -429,14 +447,14 @@ class SnowflakeObjectsConfig(_Section):
     @field_validator("api_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not _HTTPS_URL.match(value):
+        if value is not None and not _HTTPS_URL.fullmatch(value):
             raise ValueError(f"{value!r} is not an https URL")
         return value
 
     @field_validator("api_allowed_prefixes")
     @classmethod
     def _prefixes(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _HTTPS_URL.match(v)]
+        bad = [v for v in value if not _HTTPS_URL.fullmatch(v)]
         if bad:
             raise ValueError(f"{', '.join(bad)}: not an https URL prefix")
         return value
@@ -444,14 +462,14 @@ class SnowflakeObjectsConfig(_Section):
     @field_validator("api_aws_role_arn")
     @classmethod
     def _role(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN.match(value):
+        if value is not None and not _ROLE_ARN.fullmatch(value):
             raise ValueError(f"{value!r} is not an IAM role ARN")
         return value
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        if not _TASK_SCHEDULE.match(value):
+        if not _TASK_SCHEDULE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a task schedule ('60 MINUTE' or "
                 "'USING CRON <min> <hour> <day> <month> <weekday> <time zone>')"
@@ -514,7 +532,7 @@ class MonitoringConfig(_Section):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        if not _SCHEDULE_EXPRESSION.match(value):
+        if not _SCHEDULE_EXPRESSION.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not an EventBridge schedule expression "
                 "('cron(0 5 * * ? *)' or 'rate(1 day)')"

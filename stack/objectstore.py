@@ -8,26 +8,63 @@ prefixes in and out, small reads and writes), so callers never know which one th
 from __future__ import annotations
 
 import builtins
+import re
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 
 class ObjectStoreError(Exception):
     """A URI is malformed or an object is missing."""
 
 
+# S3's bucket naming rules (general purpose buckets): 3 to 63 characters of lowercase
+# letters, digits, dots and hyphens, a letter or digit at each end, no two dots in a
+# row, not an IP address, none of the reserved prefixes and suffixes.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
+MAX_KEY_BYTES = 1024
+
+
+def check_bucket(bucket: str) -> str:
+    """``bucket`` if S3 would accept it as a bucket name, else ObjectStoreError."""
+    problem = None
+    if not _BUCKET.fullmatch(bucket):
+        problem = (
+            "3 to 63 lowercase letters, digits, dots and hyphens, starting and ending "
+            "with a letter or digit"
+        )
+    elif ".." in bucket:
+        problem = "no two dots in a row"
+    elif _IP_ADDRESS.fullmatch(bucket):
+        problem = "not an IP address"
+    elif bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
+        problem = "not a reserved prefix or suffix"
+    if problem:
+        raise ObjectStoreError(f"{bucket!r} is not a valid S3 bucket name ({problem})")
+    return bucket
+
+
 def split_uri(uri: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key`` into ``(bucket, key)``; the key may be empty."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """Split ``s3://bucket/key`` into ``(bucket, key)``; the key may be empty.
+
+    The key is everything after the bucket, as S3 takes it (``?`` and ``#`` included);
+    ``.`` and ``..`` segments are refused, so no key names a place above its bucket.
+    """
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise ObjectStoreError(f"{uri!r} is not an s3://bucket/key URI")
-    key = parsed.path.lstrip("/")
-    if ".." in key.split("/"):
-        raise ObjectStoreError(f"{uri!r} must not contain '..'")
-    return parsed.netloc, key
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    check_bucket(bucket)
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ObjectStoreError(f"{uri[:80]!r}...: a key is at most 1024 bytes")
+    if "\x00" in key:
+        raise ObjectStoreError(f"{uri!r}: a key cannot hold a NUL character")
+    if {".", ".."} & set(key.split("/")):
+        raise ObjectStoreError(f"{uri!r} must not contain '.' or '..' segments")
+    return bucket, key
 
 
 def join_uri(prefix: str, *parts: str) -> str:
@@ -97,7 +134,17 @@ class LocalObjectStore(ObjectStore):
         self.root = root
 
     def path_of(self, uri: str) -> Path:
+        """Where ``uri`` lives under the root; keys a folder cannot hold (an empty or
+        over-long segment, which S3 would take) are refused by name."""
         bucket, key = split_uri(uri)
+        segments = key.split("/")
+        if "" in segments[:-1]:
+            raise ObjectStoreError(f"{uri!r}: the local store holds no '//' in a key")
+        if any(len(part.encode()) > 255 for part in segments):
+            raise ObjectStoreError(
+                f"{uri[:80]!r}...: the local store holds key segments of at most 255 "
+                "bytes"
+            )
         return self.root / bucket / key
 
     def upload_file(self, path: Path, uri: str) -> None:

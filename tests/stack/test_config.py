@@ -52,12 +52,32 @@ def test_unknown_key_is_refused():
         load_config(environ={"MLOPS_AWS__REGOIN": "eu-west-1"})
 
 
-@pytest.mark.parametrize("bad", ["PRED;DROP", "1TABLE", "a b", ""])
+@pytest.mark.parametrize("bad", ["PRED;DROP", "1TABLE", "a b", "", "PREDICTIONS\n"])
 def test_sql_identifiers_are_validated(bad):
     with pytest.raises(ConfigError):
         validate_identifier(bad, "table")
     with pytest.raises(ConfigError):
         load_config(environ={"MLOPS_WRITEBACK__TABLE": bad or " "})
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("MLOPS_AWS__PREFIX", "../outside"),
+        ("MLOPS_AWS__PREFIX", "churn/'x"),
+        ("MLOPS_AWS__PREFIX", "churn//v2"),
+        ("MLOPS_AWS__BUCKET", ".."),
+        ("MLOPS_AWS__BUCKET", "my..bucket"),
+        ("MLOPS_DEPLOYMENT__DATA_CAPTURE_S3_URI", "s3://../registry/capture"),
+        ("MLOPS_DEPLOYMENT__DATA_CAPTURE_S3_URI", "s3://bucket/a/../../x"),
+        ("MLOPS_SAGEMAKER__CACHE_EXPIRE_AFTER", "P30D\n"),
+    ],
+)
+def test_paths_and_prefixes_are_validated_when_the_configuration_loads(key, bad):
+    with pytest.raises(
+        ConfigError, match=key.removeprefix("MLOPS_").split("__")[0].lower()
+    ):
+        load_config(environ={key: bad})
 
 
 def test_password_is_a_secret(tmp_path: Path):

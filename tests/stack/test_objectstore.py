@@ -64,3 +64,47 @@ def test_missing_objects_are_reported(store, tmp_path: Path):
 def test_malformed_uris_are_refused(uri):
     with pytest.raises(ObjectStoreError):
         split_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://../outside/x",  # the bucket '..' would name the folder above the store
+        "s3://./x",
+        "s3://Bucket/x",  # S3's rules: lowercase
+        "s3://ab/x",  # too short
+        "s3://a..b/x",
+        "s3://192.168.1.1/x",
+        "s3://xn--bucket/x",
+        "s3://my-bucket-s3alias/x",
+        "s3://bucket:9000/x",
+        "s3://[::1/x",  # urlparse would raise ValueError on this one
+        "s3://bucket/a/./b",
+        "s3://bucket/" + "k" * 1025,
+        "s3://bucket/a\x00b",
+        None,
+        b"s3://bucket/x",
+    ],
+)
+def test_every_bad_uri_is_the_stores_own_error(uri, tmp_path):
+    with pytest.raises(ObjectStoreError):
+        split_uri(uri)
+    store = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(ObjectStoreError):
+        store.write_bytes(uri, b"x")
+    assert not (tmp_path / "outside").exists()
+    assert not any((tmp_path / "store").rglob("x"))
+
+
+def test_keys_are_taken_whole_as_s3_takes_them(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    store.write_bytes("s3://bucket/a/report?v=1#top.json", b"kept")
+    assert split_uri("s3://bucket/a/report?v=1#top.json") == (
+        "bucket",
+        "a/report?v=1#top.json",
+    )
+    assert store.list("s3://bucket/a/") == ["s3://bucket/a/report?v=1#top.json"]
+    # what a folder cannot hold is refused by name, not with an OSError
+    for uri in ("s3://bucket/a//b", "s3://bucket/" + "n" * 256):
+        with pytest.raises(ObjectStoreError, match="local store"):
+            store.write_bytes(uri, b"x")
