@@ -48,6 +48,12 @@ Isolation = Literal["bwrap", "none"]
 ISOLATIONS = ("auto", "bwrap", "none")
 
 
+def _die_with_runner() -> list[str]:
+    """util-linux's setpriv, so the job is killed when the runner's thread that
+    started it dies (as bubblewrap's --die-with-parent does for sandboxed jobs)."""
+    return ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
+
 @dataclass(frozen=True)
 class Platform:
     """What the local platform gives every job besides its request: the one channel
@@ -188,7 +194,8 @@ class Container:
         argv = [str(a) for a in argv]
         if self.isolation == "none":
             argv[0] = self._host_executable(argv[0])
-            return argv, env
+            # as the sandbox's --die-with-parent: no job outlives a runner killed -9
+            return [*_die_with_runner(), *argv], env
         switch = []
         if self.image.user_ids is not None:
             uid, gid = self.image.user_ids

@@ -18,11 +18,15 @@ not meet, so they are not emulated.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -86,13 +90,35 @@ class Execution:
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     property_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: int = 1  # 1 + the number of retries
+    # the process executing it (pid, its start time, host): its lease on the record
+    runner: dict[str, Any] | None = None
+    failure_reason: str | None = None  # why it failed, when no step says it
 
     @classmethod
     def load(cls, directory: Path) -> Execution:
-        """The execution recorded in ``directory`` (its ``execution.json``)."""
+        """The execution recorded in ``directory`` (its ``execution.json``).
+
+        An execution still ``Executing`` whose runner is gone (killed, crashed, the
+        machine restarted) is recorded as Failed, "runner died", and so can be retried.
+        """
         data = json.loads((directory / "execution.json").read_text())
         steps = [StepRecord(**step) for step in data.pop("steps")]
-        return cls(**data, steps=steps)
+        execution = cls(**data, steps=steps)
+        if execution.status == EXECUTING and runner_died(execution.runner):
+            execution.mark_runner_died()
+            execution.save()
+        return execution
+
+    def mark_runner_died(self) -> None:
+        pid = (self.runner or {}).get("pid")
+        reason = f"runner died (pid {pid}) while the step ran"
+        for record in self.steps:
+            if record.status == EXECUTING:
+                record.status, record.failure_reason = FAILED, reason
+            elif record.status == "Pending":
+                record.status = NOT_EXECUTED
+        self.status, self.ended_at = FAILED, _now()
+        self.failure_reason = reason.replace(" while the step ran", "")
 
     @property
     def failed_step(self) -> StepRecord | None:
@@ -106,6 +132,90 @@ class Execution:
         tmp = path.with_suffix(".partial")
         tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
         tmp.replace(path)
+
+
+def runner_identity() -> dict[str, Any]:
+    """This process, as an execution's lease names it."""
+    pid = os.getpid()
+    return {"pid": pid, "started": _process_start(pid), "host": socket.gethostname()}
+
+
+def runner_died(runner: Mapping[str, Any] | None) -> bool:
+    """True if the process ``runner`` names is gone (or its pid is another process's
+    now). A runner on another host, or an old record without one, is not judged.
+    """
+    if not runner or runner.get("host") != socket.gethostname():
+        return False
+    pid = int(runner["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    started = _process_start(pid)
+    return started is not None and started != runner.get("started")
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces: count fields after its ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class StateBusy(DefinitionError):
+    """Another runner is executing in this state folder."""
+
+
+class StateLock:
+    """One runner at a time per state folder (an exclusive ``flock``), re-entrant in
+    the process that holds it, released if that process dies.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "executions" / ".runner.lock"
+        self._held = 0
+        self._file: Any = None
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._guard:
+            if not self._held:
+                self._acquire()
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._held -= 1
+                if not self._held:
+                    fcntl.flock(self._file, fcntl.LOCK_UN)
+                    self._file.close()
+                    self._file = None
+
+    def _acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StateBusy(
+                f"{holder} is executing a pipeline in {self.path.parent.parent}: "
+                "wait for it to end, or use another --state-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._file = handle
 
 
 @dataclass
@@ -149,8 +259,15 @@ class LocalRunner:
         serve_from_image(resources, self.container)
         self.state_dir = resources.config.state_dir.resolve()
         self.cache = StepCache(self.state_dir / "step-cache", resources.store)
+        self.state_lock = StateLock(self.state_dir)
         self._lock = threading.RLock()  # guards the execution record across steps
         self._jobs = RunningJobs()
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the state folder for this runner alone (StateBusy if another has it):
+        a caller that prepares the state first (the demo data) holds it across both.
+        """
+        return self.state_lock.hold()
 
     def run(
         self,
@@ -159,6 +276,15 @@ class LocalRunner:
         pipeline_name: str | None = None,
     ) -> Execution:
         """Start a new execution of ``definition`` and run it to its end."""
+        with self.exclusive():
+            return self._run(definition, overrides, pipeline_name)
+
+    def _run(
+        self,
+        definition: dict[str, Any],
+        overrides: Mapping[str, Any] | None,
+        pipeline_name: str | None,
+    ) -> Execution:
         parameters = bind_parameters(definition, overrides or {})
         steps = flatten_steps(definition)
         execution_id = secrets.token_hex(6)
@@ -182,6 +308,10 @@ class LocalRunner:
         RetryPipelineExecution does; the definition and parameters are the ones the
         execution started with.
         """
+        with self.exclusive():
+            return self._retry(execution_id)
+
+    def _retry(self, execution_id: str) -> Execution:
         directory = self.state_dir / "executions" / execution_id
         if not (directory / "execution.json").exists():
             raise DefinitionError(f"no execution {execution_id} in {directory.parent}")
@@ -199,6 +329,7 @@ class LocalRunner:
                 fresh = StepRecord(record.name, record.type)
                 record.__dict__.update(fresh.__dict__)
         execution.status, execution.ended_at = EXECUTING, None
+        execution.failure_reason = None
         execution.attempts += 1
         return self._drive(steps, execution)
 
@@ -220,6 +351,7 @@ class LocalRunner:
             steps=execution.properties,
             property_files=execution.property_files,
         )
+        execution.runner = runner_identity()
         self._save(execution)
         try:
             self._execute(steps, execution, context)
@@ -252,6 +384,7 @@ class LocalRunner:
                     for step in self._ready(pending, done, outcome, execution):
                         record = execution.step(step.name)
                         record.status, record.started_at = EXECUTING, _now()
+                        self._save(execution)  # what a crash would leave behind
                         self.progress("start", record, execution)
                         future = pool.submit(
                             self._run_step, step, record, execution, context, outcome
@@ -313,9 +446,7 @@ class LocalRunner:
                 arguments = {"Conditions": arguments.get("Conditions", [])}
             arguments = resolve(arguments, context)
             cache_key = (
-                StepCache.key(
-                    step.definition, arguments, self.container().image.digest
-                )
+                StepCache.key(step.definition, arguments, self.container().image.digest)
                 if StepCache.applies_to(step.definition)
                 else None
             )
@@ -418,7 +549,9 @@ class LocalRunner:
                 str(arguments.get("ErrorMessage", "the pipeline reached a FailStep"))
             )
         if kind == "RegisterModel":
-            package = self.resources.registry.register(arguments)
+            package = self._registered_by(execution, arguments) or (
+                self.resources.registry.register(arguments)
+            )
             self._set_properties(
                 execution,
                 name,
@@ -454,6 +587,19 @@ class LocalRunner:
         raise DefinitionError(
             f"step type {kind!r} is not supported by the local runner"
         )
+
+    def _registered_by(
+        self, execution: Execution, arguments: dict[str, Any]
+    ) -> Any | None:
+        """The version this execution already registered (a retry after the runner
+        died between registering and recording it): registration happens once per
+        execution."""
+        group = str(arguments.get("ModelPackageGroupName"))
+        for package in reversed(self.resources.registry.list_versions(group)):
+            metadata = package.customer_metadata
+            if metadata.get("pipeline_execution_id") == execution.execution_id:
+                return package
+        return None
 
     def container(self) -> Container:
         """The image and platform jobs run under (the image staged on first use)."""

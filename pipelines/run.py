@@ -413,9 +413,13 @@ def run_local(
         raise UsageError(
             f"the {config.env} environment runs on SageMaker: use --upsert [--start]"
         )
-    from datagen.seed import ensure_demo_data
     from pipelines.definition import build_definition
-    from pipelines.local_runner import DefinitionError, LocalRunner, bind_parameters
+    from pipelines.local_runner import (
+        DefinitionError,
+        LocalRunner,
+        StateBusy,
+        bind_parameters,
+    )
     from stack.resources import build_resources
 
     started = time.monotonic()
@@ -433,6 +437,28 @@ def run_local(
         env=config.env,
         state_dir=str(config.state_dir.resolve()),
     )
+    runner = LocalRunner(
+        resources, progress=lambda e, s, x: show_progress(console, e, s)
+    )
+    try:
+        # one runner per state folder, held from the demo data to the last step
+        with runner.exclusive():
+            _seed_demo_data(config, resources, console)
+            console.event(
+                "definition",
+                f"Running the pipeline definition ({len(json.dumps(definition)):,} "
+                "bytes) locally",
+            )
+            execution = runner.run(definition, parameters)
+    except StateBusy as exc:
+        raise UsageError(str(exc)) from None
+    _summary(config, execution, time.monotonic() - started, console, resources.store)
+    return _verdict(execution, console)
+
+
+def _seed_demo_data(config: Config, resources: Any, console: Console) -> None:
+    from datagen.seed import ensure_demo_data
+
     seed = ensure_demo_data(
         resources.warehouse, config.demo.customers, config.demo.seed
     )
@@ -444,17 +470,6 @@ def run_local(
         created=seed.created,
         rows=seed.rows,
     )
-    console.event(
-        "definition",
-        f"Running the pipeline definition ({len(json.dumps(definition)):,} bytes) "
-        "locally",
-    )
-    runner = LocalRunner(
-        resources, progress=lambda e, s, x: show_progress(console, e, s)
-    )
-    execution = runner.run(definition, parameters)
-    _summary(config, execution, time.monotonic() - started, console, resources.store)
-    return _verdict(execution, console)
 
 
 def _check_endpoint_port(config: Config, resources: Any) -> None:

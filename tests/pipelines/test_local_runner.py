@@ -487,3 +487,75 @@ def test_the_executions_command_lists_describes_and_retries(local_config, capsys
     assert code == 1 and "attempt 2" in out
     assert executions.main([*state, "describe", "nope"]) == 2
     assert "no execution nope" in capsys.readouterr().err
+
+
+RUNNER_SCRIPT = (
+    "import json, sys\n"
+    "from pipelines.local_runner import LocalRunner\n"
+    "from stack.config import load_config\n"
+    "from stack.resources import build_resources\n"
+    "config = load_config('local', {'state_dir': sys.argv[1]}, environ={})\n"
+    "LocalRunner(build_resources(config)).run(json.loads(sys.argv[2]))\n"
+)
+
+
+def test_a_runner_killed_mid_step_leaves_a_failed_execution_that_retries(
+    local_config,
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.local_runner import Execution
+    from tests.conftest import PROJECT_ROOT
+
+    state = local_config.state_dir
+    flag = state / "flag"
+    spec = definition()
+    # Consume sleeps until it is killed with its runner; the retry finds the flag
+    sleep_unless_flag = (
+        "import pathlib, sys, time\n"
+        "if not pathlib.Path(sys.argv[1]).exists(): time.sleep(60)\n"
+    )
+    spec["Steps"][1] = processing(
+        "Consume",
+        sleep_unless_flag,
+        args=[str(flag)],
+        inputs=spec["Steps"][1]["Arguments"]["ProcessingInputs"],
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUNNER_SCRIPT, str(state), json.dumps(spec)],
+        cwd=PROJECT_ROOT,
+    )
+    deadline = time.monotonic() + 90
+    while not list(state.glob("executions/*/steps/Consume/algo-1/job.log")):
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    time.sleep(0.5)
+    # its job died with it
+    assert not [c for c in _command_lines() if b"time.sleep(60)" in c]
+    (directory,) = [p.parent for p in state.glob("executions/*/execution.json")]
+    died = Execution.load(directory)
+    assert died.status == "Failed"
+    assert died.failed_step.name == "Consume"
+    assert died.failed_step.failure_reason.startswith("runner died (pid ")
+    assert died.step("Produce").status == "Succeeded"
+    flag.touch()
+    runner = LocalRunner(build_resources(local_config))
+    retried = runner.retry(died.execution_id)
+    assert retried.status == "Succeeded" and retried.attempts == 2
+
+
+def test_a_second_runner_on_the_same_state_is_refused(runner):
+    from pipelines.local_runner import StateBusy
+
+    other = LocalRunner(runner.resources)
+    busy = pytest.raises(StateBusy, match=r"pid \d+ is executing a pipeline in")
+    with runner.exclusive(), runner.exclusive(), busy:  # re-entrant for its holder
+        other.run(definition())
+    assert other.run(definition()).status == "Succeeded"  # free once released
