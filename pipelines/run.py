@@ -413,6 +413,7 @@ def run_local(
         raise UsageError(
             f"the {config.env} environment runs on SageMaker: use --upsert [--start]"
         )
+    from features import SchemaError, load_feature_set
     from pipelines.definition import build_definition
     from pipelines.local_runner import (
         DefinitionError,
@@ -426,7 +427,8 @@ def run_local(
     definition = build_definition(config)
     try:
         bound = bind_parameters(definition, parameters)  # fail before any work
-    except DefinitionError as exc:
+        load_feature_set(config.features.feature_set, config.features.directory)
+    except (DefinitionError, SchemaError) as exc:
         raise UsageError(str(exc)) from None
     resources = build_resources(config)
     if bound.get("ModelApprovalStatus") == "Approved":

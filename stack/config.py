@@ -568,6 +568,13 @@ class Config(_Section):
     snowflake_objects: SnowflakeObjectsConfig = SnowflakeObjectsConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
 
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a folder")
+        return value
+
     @model_validator(mode="after")
     def _isolation_allows_tracking(self) -> Config:
         if self.security.network_isolation and self.mlflow.tracking_uri:

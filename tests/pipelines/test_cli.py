@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT, free_port, run_cli
 
 
@@ -66,6 +68,28 @@ def test_bad_parameters_fail_before_any_work(tmp_path):
     assert contradiction.returncode == 2
     assert "contradicts" in one_line_error(contradiction)
     assert not (tmp_path / "state" / "snowflake").exists()
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"MLOPS_FEATURES__FEATURE_SET": "nope"}, "no feature set named 'nope'"),
+        ({"MLOPS_FEATURES__DIRECTORY": "/nonexistent"}, "under /nonexistent"),
+        ({"MLOPS_AWS__PREFIX": "../elsewhere"}, "aws.prefix"),
+    ],
+)
+def test_configuration_that_names_what_is_not_there_exits_2_before_work(
+    tmp_path, environment, message
+):
+    result = run_cli("--state-dir", str(tmp_path / "state"), env=environment)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in one_line_error(result)
+    assert not (tmp_path / "state" / "snowflake").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    not_a_folder = run_cli("--state-dir", str(a_file))
+    assert not_a_folder.returncode == 2
+    assert "exists and is not a folder" in one_line_error(not_a_folder)
 
 
 def test_a_dev_run_without_upsert_is_refused():
