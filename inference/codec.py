@@ -108,7 +108,9 @@ def _arrow_csv(body: bytes, schema: FeatureSchema) -> np.ndarray | None:
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowCancelled):
+        # ArrowCancelled: a signal interrupted the read where Arrow's signal handling
+        # is on (the worker turns it off); the row-by-row parse gives the same answer
         return None
     if table.num_rows == 0:
         return None

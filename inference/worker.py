@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inference.capture import CaptureWriter
+    from inference.model import LoadedModel
 
 # Measured: XGBoost's default OpenMP threading in each of several workers oversubscribes
 # a small host 10-30x; set before the OpenMP runtime loads.
@@ -54,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from inference.app import ScoringApp
     from inference.model import ModelLoadError, load_model
 
+    _no_signal_cancels_parsing()
     try:
         model = load_model(Path(args.model_dir), threads=1)
+        _score_one_row(model)  # proves it answers before it reports ready
     except ModelLoadError as exc:
         print(f"worker {os.getpid()}: {exc}", file=sys.stderr)
         return 3
@@ -67,6 +70,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if capture is not None:
             capture.close()  # already closed on a graceful stop; a no-op then
+
+
+def _score_one_row(model: LoadedModel) -> None:
+    """Score a row of zeros: a model that loads but cannot score never serves."""
+    import numpy as np
+
+    from inference.model import ModelLoadError
+
+    try:
+        model.predict(np.zeros((1, len(model.schema.features)), dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 - any failure means it cannot serve
+        raise ModelLoadError(f"the model loads but cannot score: {exc}") from exc
+
+
+def _no_signal_cancels_parsing() -> None:
+    """Keep Arrow from cancelling a CSV read on SIGTERM.
+
+    pyarrow (25) installs its own SIGINT/SIGTERM handler for the length of a read and
+    cancels the read when one arrives (``ArrowCancelled: ... received signal 15``): the
+    SIGTERM that starts a drain failed the request being parsed with a 500. The worker
+    handles SIGTERM itself (stop accepting, finish what it holds), so Arrow must not.
+    """
+    import pyarrow as pa
+
+    pa.enable_signal_handlers(False)
 
 
 def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:

@@ -234,3 +234,67 @@ def test_a_relative_state_folder_serves(tmp_path, monkeypatch):
         assert ping(report.endpoint.url) == 200
     finally:
         endpoints.stop("ep")
+
+
+def _large_csv(megabytes=4):
+    """A CSV body of about ``megabytes`` MB: above 16 KB, so Arrow's reader parses it."""
+    rng = np.random.default_rng(1)
+    rows = int(megabytes * 1024 * 1024 / 16)
+    values = rng.normal(size=(rows, 2))
+    return "".join(f"{a:.5f},{b:.5f}\n" for a, b in values).encode()
+
+
+def test_swaps_under_load_with_large_and_small_bodies_answer_every_request(
+    deployer, tmp_path
+):
+    """Issue 21, item 1: several swaps while clients send ~4 MB CSV bodies (Arrow's
+    reader, which a SIGTERM used to cancel: 500 "ArrowCancelled ... signal 15") and
+    small ones on fresh and keep-alive connections: every request is answered 200.
+    """
+    packages = [
+        register(deployer, model_archive(tmp_path, "a")),
+        register(deployer, model_archive(tmp_path, "b", sign=-1)),
+    ]
+    info = deploy(deployer, packages[0], "c0")
+    port = int(info.url.rsplit(":", 1)[1])
+    large = _large_csv()
+    assert len(large) > 3_500_000
+    stop = threading.Event()
+    statuses: list[tuple[int, int]] = []
+    errors: list[str] = []
+
+    def hammer(body, keep_alive):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while not stop.is_set():
+            try:
+                conn.request("POST", "/invocations", body, {"Content-Type": "text/csv"})
+                response = conn.getresponse()
+                response.read()
+                statuses.append((len(body), response.status))
+                if response.status != 200:
+                    errors.append(f"{response.status} for a {len(body)}-byte body")
+                if not keep_alive or response.will_close:
+                    conn.close()
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(repr(exc))
+                conn.close()
+        conn.close()
+
+    loads = [(large, True), (large, False), (b"2,0\n", True), (b"2,0\n-1,1\n", False)]
+    threads = [threading.Thread(target=hammer, args=load) for load in loads]
+    for thread in threads:
+        thread.start()
+    swaps = 4
+    try:
+        for i in range(1, swaps + 1):
+            time.sleep(0.5)
+            deploy(deployer, packages[i % 2], f"c{i}")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    big = sum(size == len(large) for size, _ in statuses)
+    print(f"{len(statuses)} requests ({big} of 4 MB) over {swaps} swaps: {errors}")
+    assert errors == []
+    assert big > 20 and len(statuses) > 100
