@@ -575,7 +575,9 @@ def _summary(
             f"Predictions: {written['rows_scored']:,} new or changed rows scored "
             f"into {table} as of {written['as_of']} ({written['rows_inserted']:,} "
             f"inserted, {written['rows_updated']:,} updated, "
-            f"{written['rows_unchanged']:,} unchanged)",
+            f"{written['rows_unchanged']:,} unchanged, "
+            f"{written.get('rows_deleted', 0):,} deleted: customers the data no "
+            "longer has)",
             **{**written, "table": table},
         )
     say(
