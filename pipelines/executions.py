@@ -92,6 +92,7 @@ def _local(config: Config, args: argparse.Namespace, console: Console) -> int:
                 seconds_between(execution.started_at, execution.ended_at),
                 failed.name if failed else None,
                 execution.attempts,
+                failed.failure_reason if failed else execution.failure_reason,
             )
         if not records:
             console.note(f"no executions in {root}")
@@ -124,10 +125,14 @@ def _show_summary(
     duration: float | None,
     failed_step: str | None,
     attempts: int = 1,
+    reason: str | None = None,
 ) -> None:
-    """One line per execution: id, status, start, duration and the step that failed."""
+    """One line per execution: id, status, start, duration, the step that failed and
+    why (its first 60 characters)."""
     shown = f"{duration:7.1f}s" if duration is not None else " " * 8
     failed = f"  failed at {failed_step}" if failed_step else ""
+    if reason:
+        failed += f": {reason[:60]}{'...' * (len(reason) > 60)}"
     retried = f"  (attempt {attempts})" if attempts > 1 else ""
     console.event(
         "execution",
@@ -137,6 +142,7 @@ def _show_summary(
         started_at=started,
         duration_seconds=duration,
         failed_step=failed_step,
+        failure_reason=reason,
         attempts=attempts,
     )
 
