@@ -78,7 +78,13 @@ class Supervisor:
         self._signals: list[int] = []
 
     def run(self) -> int:
-        sock = _listen(self.host, self.port)
+        try:
+            sock = _listen(self.host, self.port)
+        except OSError as exc:
+            reason = f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            log.error("%s", reason)
+            self._write_status(self._read_control() or self.initial, "failed", reason)
+            return 1
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)

@@ -28,7 +28,7 @@ from pipelines.console import (
 from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
 from stack.config import ConfigError, load_config
-from stack.endpoints import EndpointError
+from stack.endpoints import EndpointError, LocalEndpoints
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
 from stack.resources import Resources, build_resources
 
@@ -104,19 +104,12 @@ def deploy_version(resources: Resources, group: str, version: int) -> str:
             "Containers": [{"ModelPackageName": package.arn}],
         }
     )
+    # the config every deploy path builds: variant, instances, data capture
     config_name = endpoints.create_endpoint_config(
-        {
-            "EndpointConfigName": name,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": model,
-                    "InitialInstanceCount": sm.endpoint_instance_count,
-                    "InstanceType": sm.endpoint_instance_type,
-                }
-            ],
-        }
+        endpoints.endpoint_config_request(name, model)
     )
+    if isinstance(endpoints, LocalEndpoints):
+        endpoints.use_serving_port(sm.endpoint_name)
     info = endpoints.create_or_update_endpoint(
         {"EndpointName": sm.endpoint_name, "EndpointConfigName": config_name}
     )

@@ -77,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"{name}: {info.status} {info.url or ''} pid={info.pid} "
                     f"model={info.model_name}"
+                    + (
+                        " (its server process is gone; the next deploy restarts it "
+                        "on this port)"
+                        if info.status == "Failed"
+                        else ""
+                    )
                 )
     return 0
 
@@ -89,6 +95,8 @@ def _deploy(resources: Resources, endpoint_name: str, package_arn: str | None) -
             print(f"error: no Approved model package in {group}", file=sys.stderr)
             return 1
         package_arn = package.arn
+    if isinstance(resources.endpoints, LocalEndpoints):
+        resources.endpoints.use_serving_port(endpoint_name)
     try:
         report = resources.endpoints.deploy_package(package_arn, endpoint_name)
     except EndpointError as exc:

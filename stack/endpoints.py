@@ -35,6 +35,9 @@ from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError
 from stack.registry import ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# How long the workers of a server that died may hold its port: they notice within
+# a second and drain what they hold (inference.worker), well within SageMaker's 30 s.
+_ORPHAN_SECONDS = 30.0
 
 
 class EndpointError(Exception):
@@ -73,6 +76,12 @@ class EndpointDeployer(ABC):
     @abstractmethod
     def create_endpoint_config(self, request: dict[str, Any]) -> str:
         """``CreateEndpointConfig``; returns the config name."""
+
+    @abstractmethod
+    def endpoint_config_request(self, name: str, model_name: str) -> dict[str, Any]:
+        """The ``CreateEndpointConfig`` request every deploy path sends (one variant,
+        data capture when configured), built by ``endpoint_config_request``.
+        """
 
     @abstractmethod
     def create_or_update_endpoint(self, request: dict[str, Any]) -> EndpointInfo:
@@ -203,6 +212,11 @@ class LocalEndpoints(EndpointDeployer):
         self._write("endpoint-configs", name, request)
         return name
 
+    def endpoint_config_request(self, name: str, model_name: str) -> dict[str, Any]:
+        return endpoint_config_request(
+            name, model_name, "AllTraffic", self.data_capture
+        )
+
     def create_or_update_endpoint(self, request: dict[str, Any]) -> EndpointInfo:
         name = request["EndpointName"]
         config_name = request["EndpointConfigName"]
@@ -213,11 +227,18 @@ class LocalEndpoints(EndpointDeployer):
         capture = self._capture_spec(config)
         model_dir, digest = self._stage_model(model_name, model["ModelDataUrl"])
         current = self.describe(name)
+        # a server that died leaves workers that drain what they hold, then exit
+        died_here = (
+            current is not None
+            and current.status == "Failed"
+            and current.port == self.port
+        )
         if current is not None and current.status != "InService":
             current = None
         if (
             current is not None
             and current.model_digest == digest
+            and current.port == self.port
             and self._serving_capture(name) == capture
         ):
             # these model bytes already serve: no reload, but the endpoint now runs
@@ -235,23 +256,16 @@ class LocalEndpoints(EndpointDeployer):
             "request": uuid.uuid4().hex,
             **capture,
         }
+        previous = self._control_text(name)
         self._write_control(name, spec)
-        url = f"http://{self.host}:{self.port}"
-        if current is not None and current.port != self.port:
-            self.stop(name)  # moved to another port: a new address, so a new server
-            current = None
-        if current is not None and current.pid:
-            pid = current.pid  # the serving process swaps workers; the port stays open
-            os.kill(pid, signal.SIGHUP)
-        else:
-            _ensure_port_free(self.host, self.port)
-            pid = self._start_server(name)
         try:
-            self._wait_until_serving(name, spec["request"], pid)
+            pid, port = self._switch(
+                name, spec["request"], current, _ORPHAN_SECONDS if died_here else 0
+            )
         except EndpointError:
-            if current is None or current.pid != pid:
-                _terminate(pid)
+            self._restore_control(name, previous)  # what serves is what it names
             raise
+        url = f"http://{self.host}:{port}"
         info = EndpointInfo(
             name=name,
             config_name=config_name,
@@ -259,7 +273,7 @@ class LocalEndpoints(EndpointDeployer):
             status="InService",
             url=url,
             pid=pid,
-            port=self.port,
+            port=port,
             model_dir=str(model_dir),
             updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             model_digest=digest,
@@ -267,6 +281,67 @@ class LocalEndpoints(EndpointDeployer):
         )
         self._write("endpoints", name, asdict(info))
         return info
+
+    def _switch(
+        self,
+        name: str,
+        request_id: str,
+        current: EndpointInfo | None,
+        port_wait: float = 0,
+    ) -> tuple[int, int]:
+        """Make the model of the control file serve; returns (pid, port).
+
+        Atomic: on any failure (a model that cannot load, a port taken, a server that
+        dies) the old model still serves where it served, and EndpointError says why.
+        On the port it serves, the serving process loads the new model in new workers
+        and retires the old ones only once those accept (SIGHUP). On another port (or
+        with nothing serving) a new server starts, answers /ping, and only then is the
+        old one stopped.
+        """
+        if current is not None and current.pid and current.port == self.port:
+            try:
+                os.kill(current.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                raise EndpointError(
+                    f"the endpoint's server (pid {current.pid}) is gone; deploy again "
+                    "to start a new one"
+                ) from None
+            self._wait_until_serving(name, request_id, current.pid)
+            return current.pid, self.port
+        _ensure_port_free(self.host, self.port, port_wait)
+        pid = self._start_server(name)
+        try:
+            self._wait_until_serving(name, request_id, pid)
+            _ping(self.host, self.port)
+        except EndpointError:
+            _terminate(pid)
+            raise
+        if current is not None and current.pid:
+            _terminate(current.pid)  # moved: the old address closes only now
+        return pid, self.port
+
+    def use_serving_port(self, endpoint_name: str) -> None:
+        """Deploy ``endpoint_name`` on the port it has (serving, or its server died),
+        not the configured one: a deploy swaps the model where clients reach it and
+        never moves the endpoint. Only an endpoint stopped on purpose (``stop``) or
+        never deployed starts on the configured port.
+        """
+        info = self.describe(endpoint_name)
+        if info is not None and info.port and info.status != "Stopped":
+            self.port = info.port
+
+    def _control_text(self, name: str) -> str | None:
+        path = self._server_file(name, "control")
+        return path.read_text() if path.exists() else None
+
+    def _restore_control(self, name: str, text: str | None) -> None:
+        path = self._server_file(name, "control")
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_suffix(".partial")
+            tmp.write_text(text)
+            tmp.replace(path)
 
     def _capture_spec(self, config: dict[str, Any]) -> dict[str, Any]:
         """The control file's data capture keys for an endpoint config: its
@@ -326,16 +401,17 @@ class LocalEndpoints(EndpointDeployer):
         status_path = self._server_file(name, "status")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
+            alive = _alive(pid)  # first: a server writes its outcome, then exits
             with contextlib.suppress(OSError, ValueError):
                 status = json.loads(status_path.read_text())
                 if status.get("request") == request_id:
                     if status["state"] == "serving":
                         return
                     raise EndpointError(
-                        f"the endpoint could not load the model: {status['error']} "
+                        f"the endpoint could not serve the model: {status['error']} "
                         f"(log: {self._log_path(name)})"
                     )
-            if not _alive(pid):
+            if not alive:
                 raise EndpointError(
                     "the endpoint server exited during start-up "
                     f"(log: {self._log_path(name)})"
@@ -410,15 +486,18 @@ class LocalEndpoints(EndpointDeployer):
         current = self.describe(endpoint_name)
         if current and current.status == "InService" and current.port == self.port:
             return
-        _ensure_port_free(self.host, self.port)
+        died_here = current and current.status == "Failed" and current.port == self.port
+        _ensure_port_free(self.host, self.port, _ORPHAN_SECONDS if died_here else 0)
 
     def describe(self, endpoint_name: str) -> EndpointInfo | None:
         path = self._record("endpoints", endpoint_name)
         if not path.exists():
             return None
         info = EndpointInfo(**json.loads(path.read_text()))
-        if info.pid is None or not _alive(info.pid):
-            return EndpointInfo(**{**asdict(info), "status": "Stopped"})
+        if info.status == "InService" and (info.pid is None or not _alive(info.pid)):
+            # the server died (killed, the machine rebooted): Failed until a deploy
+            # starts it again on its port
+            return replace(info, status="Failed")
         return info
 
     def list_endpoints(self) -> list[EndpointInfo]:
@@ -460,15 +539,9 @@ class LocalEndpoints(EndpointDeployer):
         model_name = self.create_model(
             {"Containers": [{"ModelPackageName": package_arn}]}
         )
-        config_request: dict[str, Any] = {
-            "EndpointConfigName": f"{model_name}-config",
-            "ProductionVariants": [
-                {"VariantName": "AllTraffic", "ModelName": model_name}
-            ],
-        }
-        if self.data_capture:
-            config_request["DataCaptureConfig"] = self.data_capture
-        config_name = self.create_endpoint_config(config_request)
+        config_name = self.create_endpoint_config(
+            self.endpoint_config_request(f"{model_name}-config", model_name)
+        )
         info = self.create_or_update_endpoint(
             {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
         )
@@ -575,24 +648,13 @@ class SageMakerEndpoints(EndpointDeployer):
         return config
 
     def endpoint_config_request(self, name: str, model_name: str) -> dict[str, Any]:
-        """``CreateEndpointConfig`` for one variant, with data capture if configured."""
-        settings = self.deployment
-        request: dict[str, Any] = {
-            "EndpointConfigName": name,
-            "ProductionVariants": [
-                {
-                    "VariantName": settings.variant_name,
-                    "ModelName": model_name,
-                    "InstanceType": self.instance_type,
-                    "InitialInstanceCount": self.instance_count,
-                    "InitialVariantWeight": 1.0,
-                }
-            ],
-        }
-        capture = data_capture_config(settings)
-        if capture:
-            request["DataCaptureConfig"] = capture
-        return request
+        return endpoint_config_request(
+            name,
+            model_name,
+            self.deployment.variant_name,
+            data_capture_config(self.deployment),
+            instance=(self.instance_type, self.instance_count),
+        )
 
     def deploy_package(self, package_arn: str, endpoint_name: str) -> DeploymentReport:
         request = {"PrimaryContainer": {"ModelPackageName": package_arn}}
@@ -754,16 +816,65 @@ def _terminate(pid: int, grace_seconds: float = 30.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _ensure_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            raise EndpointError(
-                f"port {port} on {host} is in use by another program "
-                "(set MLOPS_LOCAL_ENDPOINT__PORT or local_endpoint.port)"
-            ) from None
+def _ping(host: str, port: int) -> None:
+    """/ping answers 200 at ``host:port``, else EndpointError."""
+    import urllib.request
+
+    url = f"http://{host}:{port}/ping"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - ours
+            if response.status == 200:
+                return
+            raise EndpointError(f"{url} answered {response.status}")
+    except OSError as exc:
+        raise EndpointError(f"{url} did not answer: {exc}") from None
+
+
+def _ensure_port_free(host: str, port: int, wait: float = 0) -> None:
+    """EndpointError unless ``port`` is free, within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+        time.sleep(0.1)
+    raise EndpointError(
+        f"port {port} on {host} is in use by another program "
+        "(set MLOPS_LOCAL_ENDPOINT__PORT or local_endpoint.port)"
+    )
+
+
+def endpoint_config_request(
+    name: str,
+    model_name: str,
+    variant_name: str,
+    data_capture: dict[str, Any] | None,
+    instance: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """``CreateEndpointConfig`` for one variant serving ``model_name``, with
+    ``DataCaptureConfig`` when given: the one builder of every deploy path (the
+    deployers' ``deploy_package``, ``pipelines.approve deploy``). ``instance`` is
+    (type, count), which SageMaker needs and the local server ignores.
+    """
+    variant: dict[str, Any] = {"VariantName": variant_name, "ModelName": model_name}
+    if instance is not None:
+        variant |= {
+            "InstanceType": instance[0],
+            "InitialInstanceCount": instance[1],
+            "InitialVariantWeight": 1.0,
+        }
+    request: dict[str, Any] = {
+        "EndpointConfigName": name,
+        "ProductionVariants": [variant],
+    }
+    if data_capture:
+        request["DataCaptureConfig"] = data_capture
+    return request
 
 
 def data_capture_config(settings: DeploymentConfig) -> dict[str, Any] | None:

@@ -298,3 +298,60 @@ def test_swaps_under_load_with_large_and_small_bodies_answer_every_request(
     print(f"{len(statuses)} requests ({big} of 4 MB) over {swaps} swaps: {errors}")
     assert errors == []
     assert big > 20 and len(statuses) > 100
+
+
+def test_a_move_to_a_taken_port_leaves_the_old_model_serving(deployer, tmp_path):
+    """Issue 21, item 2: a deploy that cannot start where it was asked to serve (a port
+    taken) fails naming the cause, and the old server, model and port are untouched.
+    """
+    import socket
+
+    old = deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
+    before = score(old.url)
+    new_package = register(deployer, model_archive(tmp_path, "b", sign=-1))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        deployer.port = squatter.getsockname()[1]
+        with pytest.raises(EndpointError, match=f"port {deployer.port} .* in use"):
+            deploy(deployer, new_package, "c2")
+    assert ping(old.url) == 200 and score(old.url) == pytest.approx(before)
+    assert deployer.describe("ep") == old
+    # the control file still names the serving model: a restart serves it again
+    control = orjson.loads(deployer._server_file("ep", "control").read_bytes())
+    assert control["model_dir"] == old.model_dir
+
+
+def test_a_move_to_a_free_port_starts_there_before_the_old_port_closes(
+    deployer, tmp_path
+):
+    old = deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
+    deployer.port = free_port()
+    moved = deploy(deployer, register(deployer, model_archive(tmp_path, "b")), "c2")
+    assert moved.port == deployer.port != old.port and ping(moved.url) == 200
+    with pytest.raises(OSError):
+        ping(old.url)
+
+
+def test_a_dead_server_reads_failed_and_the_next_deploy_restarts_it_on_its_port(
+    deployer, tmp_path
+):
+    """The supervisor killed: ``describe`` (and ``pipelines.endpoint status``) says
+    Failed, the orphaned workers exit, and the next deploy starts a server on the
+    port the endpoint had, even when the configured port has changed since.
+    """
+    import os
+    import signal
+
+    package = register(deployer, model_archive(tmp_path, "a"))
+    first = deployer.deploy_package(package.arn, "ep").endpoint
+    os.kill(first.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while deployer.describe("ep").status != "Failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert deployer.describe("ep").status == "Failed"
+    deployer.port = free_port()  # the configuration moved on; the endpoint did not
+    deployer.use_serving_port("ep")
+    again = deployer.deploy_package(package.arn, "ep")
+    assert again.changed and again.endpoint.port == first.port
+    assert again.endpoint.pid != first.pid and ping(again.endpoint.url) == 200
