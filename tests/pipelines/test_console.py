@@ -92,14 +92,15 @@ def state(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_executions_list_shows_duration_and_the_failed_step(
+def test_executions_list_shows_duration_and_the_failed_step_and_why(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert executions.main(["list", "--env", "local", "--state-dir", str(state)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
         "good  Succeeded   2026-11-24T09:03:00+00:00     42.5s",
-        "bad  Failed      2026-11-24T09:02:00+00:00     42.5s  failed at CheckAuc",
+        "bad  Failed      2026-11-24T09:02:00+00:00     42.5s  failed at CheckAuc: "
+        "test AUC 0.61 < threshold 0.70",
     ]
 
 
