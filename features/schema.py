@@ -88,11 +88,18 @@ class FeatureSchema:
         if not self.features:
             raise SchemaError("the feature schema lists no features")
 
-    def check_frame(self, frame: pd.DataFrame, require_label: bool = True) -> None:
+    def check_frame(
+        self,
+        frame: pd.DataFrame,
+        require_label: bool = True,
+        subset: bool = False,
+    ) -> None:
         """Raise SchemaError unless ``frame`` has every column with a usable type.
 
         An empty frame, a missing column, a non-numeric feature, nulls in a
-        non-nullable feature or a feature that is entirely null are all refused.
+        non-nullable feature or a feature that is entirely null are all refused;
+        ``subset`` (a few rows to score, not a data set) allows a nullable feature
+        that happens to be null in all of them.
         """
         if frame.empty:
             raise SchemaError("the feature query returned no rows")
@@ -106,6 +113,8 @@ class FeatureSchema:
             column = frame[feature.name]
             nulls = int(column.isna().sum())
             if nulls == len(column):
+                if subset and feature.nullable:
+                    continue
                 raise SchemaError(f"feature {feature.name} is null in every row")
             if not (
                 pd.api.types.is_numeric_dtype(column)

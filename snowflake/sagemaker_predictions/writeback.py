@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pa_types
 
-from features import FeatureSchema, FeatureSet
+from features import FeatureSchema, FeatureSet, SchemaError
 from inference.client import EndpointClient, EndpointInvokeError
 from snowflake.sagemaker_predictions.templates import (
     PAYLOAD_LIMIT_BYTES,
@@ -226,8 +226,11 @@ def write_back(
         scores, batches = np.empty(0), 0
         if result.num_rows:
             frame = _features_frame(result, schema)
-            schema.coerce(frame)
-            schema.check_frame(frame, require_label=False)
+            try:
+                schema.coerce(frame)
+                schema.check_frame(frame, require_label=False, subset=True)
+            except SchemaError as exc:
+                raise WritebackError(f"the rows to score: {exc}") from exc
             scores, batches = _score(score, schema.feature_matrix(frame))
         scored = _scored_frame(
             result, entity, schema.entity_id, as_of, scores, model_package_arn,

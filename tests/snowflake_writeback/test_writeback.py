@@ -355,3 +355,27 @@ def test_rows_of_entities_the_data_no_longer_has_are_deleted_for_that_date_only(
     assert table_rows(warehouse)[0] == 2 * first.rows_scored - 2
     # and a rerun deletes nothing more
     assert run(warehouse, fake_scorer([]), execution_id="exec-3").rows_deleted == 0
+
+
+def test_one_changed_customer_with_a_null_feature_is_scored(warehouse):
+    """A nullable feature null in every row to score is fine when those rows are a
+    few changed customers, not a data set."""
+    from processing.extract import query_features
+
+    run(warehouse, fake_scorer([]))
+    feature_set = load_feature_set("churn")
+    with warehouse.connect() as conn:
+        features = query_features(
+            conn, feature_set.sql, {"as_of": AS_OF.isoformat(), "label_window_days": 90}
+        )
+        nullable = [f.name for f in feature_set.schema.features if f.nullable]
+        quiet = features[features[nullable].isna().any(axis=1)]
+        assert len(quiet), "the demo data has customers with a null feature"
+        customer = int(quiet["customer_id"].iloc[0])
+        conn.cursor().execute(
+            "UPDATE customers SET monthly_fee = monthly_fee + 1 WHERE customer_id = %s",
+            (customer,),
+        )
+    calls = []
+    result = run(warehouse, fake_scorer(calls), execution_id="exec-2")
+    assert (result.rows_scored, result.rows_updated, len(calls)) == (1, 1, 1)
