@@ -21,6 +21,7 @@ from inference.capture import CaptureWriter
 from inference.codec import (
     MAX_PAYLOAD_BYTES,
     RequestError,
+    decode_body,
     encode_response,
     parse_request,
 )
@@ -94,7 +95,7 @@ class ScoringApp:
     async def _invoke(
         self, scope: Scope, receive: Receive, send: Send, runtime_api: bool
     ) -> None:
-        content_type = accept = ""
+        content_type = accept = encoding = ""
         inference_id = None
         declared = 0
         for key, value in scope["headers"]:
@@ -108,6 +109,8 @@ class ScoringApp:
                     declared = int(value)
                 except ValueError:
                     declared = -1
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-inference-id":
                 inference_id = value.decode("latin-1")
         fail = _model_error if runtime_api else _error
@@ -122,6 +125,8 @@ class ScoringApp:
             await fail(send, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
             return
         try:
+            if encoding:  # captured decoded: the drift check reads what was scored
+                body = decode_body(body, encoding)
             parsed = parse_request(body, content_type, self.model.schema)
             scores = self.model.predict(parsed.matrix)
             payload, media_type = encode_response(scores, accept, parsed.row_numbers)

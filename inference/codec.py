@@ -5,7 +5,11 @@ Accepted bodies (each row holds the features in schema order unless keyed by nam
   application/json records   [{"tenure_days": 120, ...}, ...]
                    instances {"instances": [[...], ...]} or {"instances": [{...}, ...]}
                    columns   {"columns": [...], "data": [[...], ...]}
-                   Snowflake {"data": [[row_number, f1, f2, ...], ...]}
+                   Snowflake {"data": [[row_number, f1, f2, ...], ...]}; row numbers
+                             are integers from 0 to 2**63 - 1
+  application/jsonlines      one record ({...}) or row ([...]) per line
+A UTF-8 byte order mark is skipped, whatever the size and type of the body;
+``Content-Encoding: gzip`` is decoded (``decode_body``), any other coding refused (415).
 Errors name the row (0-based) and the column, and become HTTP 4xx.
 
 Well-formed bodies take a vectorised path (numpy converts the whole batch at once and
@@ -21,6 +25,7 @@ import io
 import math
 import operator
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +38,10 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker InvokeEndpoint's limit
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # features are scored as float32
 _ARROW_CSV_BYTES = 16 * 1024  # below this, Python's split is as fast
 JSON = "application/json"
+JSON_LINES = "application/jsonlines"
 CSV = "text/csv"
+_BOM = b"\xef\xbb\xbf"
+_MAX_ROW_NUMBER = 2**63 - 1  # Snowflake's row numbers: a NUMBER that fits 64 bits
 
 
 class RequestError(Exception):
@@ -55,17 +63,74 @@ def parse_request(
     body: bytes, content_type: str, schema: FeatureSchema
 ) -> ParsedRequest:
     media_type = content_type.split(";")[0].strip().lower()
-    if not body:
-        raise RequestError("the request body is empty")
     if len(body) > MAX_PAYLOAD_BYTES:
         raise RequestError(f"the body exceeds {MAX_PAYLOAD_BYTES} bytes", status=413)
+    body = body.removeprefix(_BOM)  # one behaviour on every path (Arrow skips it)
+    if not body:
+        raise RequestError("the request body is empty")
     if media_type in (CSV, "text/plain"):
         return ParsedRequest(_parse_csv(body, schema))
-    if media_type in (JSON, "application/jsonlines") or media_type == "":
+    if media_type in (JSON, ""):
         return _parse_json(body, schema)
+    if media_type == JSON_LINES:
+        return ParsedRequest(_rows(_json_lines(body), schema))
     raise RequestError(
-        f"unsupported content type {content_type!r} (use {CSV} or {JSON})", status=415
+        f"unsupported content type {content_type!r} (use {CSV}, {JSON} or "
+        f"{JSON_LINES})",
+        status=415,
     )
+
+
+def decode_body(body: bytes, content_encoding: str) -> bytes:
+    """The body with its ``Content-Encoding`` undone: gzip (Snowflake's external
+    functions and API Gateway may send it) within MAX_PAYLOAD_BYTES once decoded;
+    any other coding is refused with 415.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    for coding in reversed(codings):  # the last applied is listed last
+        if coding in ("gzip", "x-gzip"):
+            body = _gunzip(body)
+        elif coding != "identity":
+            raise RequestError(
+                f"unsupported Content-Encoding {coding!r} (send gzip or none)",
+                status=415,
+            )
+    return body
+
+
+def _gunzip(body: bytes) -> bytes:
+    out, rest = [], body
+    size = 0
+    while rest:
+        decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            chunk = decoder.decompress(rest, MAX_PAYLOAD_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise RequestError(f"the gzip body cannot be decoded: {exc}") from None
+        size += len(chunk)
+        if size > MAX_PAYLOAD_BYTES:
+            raise RequestError(
+                f"the body exceeds {MAX_PAYLOAD_BYTES} bytes once decoded", status=413
+            )
+        if not decoder.eof:
+            raise RequestError("the gzip body is truncated")
+        out.append(chunk)
+        rest = decoder.unused_data  # a further gzip member, as RFC 1952 allows
+    return b"".join(out)
+
+
+def _json_lines(body: bytes) -> list[Any]:
+    rows = []
+    for i, line in enumerate(body.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"line {i}: not valid JSON: {exc}") from None
+    if not rows:
+        raise RequestError("the JSON Lines body holds no records")
+    return rows
 
 
 def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
@@ -78,8 +143,9 @@ def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
         if fast is not None:
             return fast
     if '"' not in text:  # no quoting: splitting on commas is what csv.reader would do
-        lines = (line.rstrip("\r") for line in text.split("\n"))
-        rows = [line.split(",") for line in lines if line]
+        if "\r" in text:  # CR LF or a lone CR ends a line, as for Arrow and csv
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        rows = [line.split(",") for line in text.split("\n") if line]
     else:
         rows = _csv_rows(text)
     if rows and [c.strip().lower() for c in rows[0]] == schema.feature_names:
@@ -161,14 +227,32 @@ def _parse_snowflake(rows: Any, schema: FeatureSchema) -> ParsedRequest:
         raise RequestError("'data' must be a non-empty list of rows")
     fast = _fast_matrix(rows, schema, skip_first=True)
     if fast is not None:
-        return ParsedRequest(fast, row_numbers=[row[0] for row in rows])
+        return ParsedRequest(fast, row_numbers=_row_numbers(rows))
     numbers, features = [], []
     for i, row in enumerate(rows):
         if not isinstance(row, list) or not row:
             raise RequestError(f"row {i}: each row must be [row_number, feature, ...]")
-        numbers.append(row[0])
+        numbers.append(_row_number(row[0], i))
         features.append(row[1:])
     return ParsedRequest(_to_matrix(features, schema), row_numbers=numbers)
+
+
+def _row_numbers(rows: list[Any]) -> list[int]:
+    numbers = [row[0] for row in rows]
+    # the common case in one pass; anything else is checked (and named) row by row
+    if all(type(n) is int and 0 <= n <= _MAX_ROW_NUMBER for n in numbers):
+        return numbers
+    return [_row_number(n, i) for i, n in enumerate(numbers)]
+
+
+def _row_number(value: Any, row: int) -> int:
+    """A Snowflake row number: an integer (not a bool, not a float) in range."""
+    if type(value) is not int or not 0 <= value <= _MAX_ROW_NUMBER:
+        raise RequestError(
+            f"row {row}: the row number must be an integer from 0 to "
+            f"{_MAX_ROW_NUMBER}, got {orjson.dumps(value).decode()[:40]}"
+        )
+    return value
 
 
 def _rows(rows: Any, schema: FeatureSchema) -> np.ndarray:

@@ -254,7 +254,7 @@ def test_a_local_endpoint_captures_what_it_serves_as_sagemaker_does(
     snowflake_type, snowflake_scores = post(
         info.url, snowflake_body, "application/json"
     )
-    lines_body = b'{"instances": [[1, 2]]}'
+    lines_body = b'{"x1": 1, "x2": 2}\n{"x1": 3, "x2": 4}\n'  # a record a line
     lines_type, lines_scores = post(info.url, lines_body, "application/jsonlines")
 
     assert events(folder) == []  # queued in the workers

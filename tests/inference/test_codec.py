@@ -6,6 +6,7 @@ from features import FeatureSchema
 from inference.codec import (
     MAX_PAYLOAD_BYTES,
     RequestError,
+    decode_body,
     encode_response,
     parse_request,
 )
@@ -104,3 +105,88 @@ def test_large_csv_bodies_parse_like_small_ones():
     ragged = body.replace(b"\n5.0,-5.0\n", b"\n5.0,-5.0,1\n")
     with pytest.raises(RequestError, match="row 5: expected 2 features, got 3"):
         parse_request(ragged, "text/csv", SCHEMA)
+
+
+# Issue 21, item 4: one behaviour whatever the size; the other inputs closed.
+
+
+@pytest.mark.parametrize("rows", [2, 3000])  # under and over 16 KB (Arrow's reader)
+def test_a_utf8_bom_is_skipped_on_every_path(rows):
+    body = "".join(f"{i},{-i}\n" for i in range(rows)).encode()
+    plain = parse_request(body, "text/csv", SCHEMA).matrix
+    np.testing.assert_array_equal(
+        parse_request(b"\xef\xbb\xbf" + body, "text/csv", SCHEMA).matrix, plain
+    )
+    np.testing.assert_array_equal(
+        parse_request(b"\xef\xbb\xbfa,b\n" + body, "text/csv", SCHEMA).matrix, plain
+    )
+    as_json = orjson.dumps({"instances": [[i, -i] for i in range(rows)]})
+    np.testing.assert_array_equal(
+        parse_request(b"\xef\xbb\xbf" + as_json, "application/json", SCHEMA).matrix,
+        plain,
+    )
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["null", '"abc"', '"1"', "[1]", "true", "false", "1.0", "-1", '{"n": 1}']
+    + [str(2**63), str(2**64), str(2**70)],
+)
+def test_snowflake_row_numbers_must_be_integers_in_range(number):
+    body = b'{"data": [[0, 1, 2], [%s, 3, 4]]}' % number.encode()
+    with pytest.raises(RequestError, match="row 1: the row number must be an integer"):
+        parse_request(body, "application/json", SCHEMA)
+    with pytest.raises(RequestError) as error:  # the slow path names it too
+        parse_request(body.replace(b"3, 4", b'"x", 4'), "application/json", SCHEMA)
+    assert "row 1" in str(error.value)
+
+
+def test_snowflake_row_numbers_up_to_2_63_minus_1_are_echoed_as_integers():
+    top = 2**63 - 1
+    parsed = parse_request(
+        b'{"data": [[%d, 1, 2], [0, 3, 4]]}' % top, "application/json", SCHEMA
+    )
+    assert parsed.row_numbers == [top, 0]
+    body, _ = encode_response(np.array([0.5, 0.5]), "", parsed.row_numbers)
+    assert orjson.loads(body)["data"][0][0] == top
+
+
+def test_json_lines_hold_one_record_or_row_per_line():
+    body = b'{"a": 1, "b": 2}\n\n{"a": 3, "b": null}\r\n'
+    parsed = parse_request(body, "application/jsonlines", SCHEMA)
+    assert parsed.matrix[0].tolist() == [1.0, 2.0] and np.isnan(parsed.matrix[1, 1])
+    rows = parse_request(b"[1, 2]\n[3, null]", "application/jsonlines", SCHEMA)
+    np.testing.assert_array_equal(rows.matrix, parsed.matrix)
+    with pytest.raises(RequestError, match="line 1: not valid JSON"):
+        parse_request(b'{"a": 1, "b": 2}\n{"a": 3,', "application/jsonlines", SCHEMA)
+    with pytest.raises(RequestError, match="row 1: missing feature"):
+        parse_request(b'{"a": 1, "b": 2}\n{"b": 3}', "application/jsonlines", SCHEMA)
+    with pytest.raises(RequestError, match="no records"):
+        parse_request(b"\n \n", "application/jsonlines", SCHEMA)
+
+
+def test_gzip_bodies_are_decoded_and_other_codings_refused():
+    import gzip
+
+    body = b"1,2\n3,\n"
+    assert decode_body(gzip.compress(body), "gzip") == body
+    assert (
+        decode_body(gzip.compress(body[:4]) + gzip.compress(body[4:]), "gzip") == body
+    )
+    assert decode_body(body, "identity") == body
+    for coding, status, message in [
+        ("br", 415, "unsupported Content-Encoding 'br'"),
+        ("deflate", 415, "unsupported Content-Encoding 'deflate'"),
+    ]:
+        with pytest.raises(RequestError, match=message) as error:
+            decode_body(body, coding)
+        assert error.value.status == status
+    with pytest.raises(RequestError, match="cannot be decoded") as error:
+        decode_body(body, "gzip")
+    assert error.value.status == 400
+    with pytest.raises(RequestError, match="truncated"):
+        decode_body(gzip.compress(body)[:-12], "gzip")
+    bomb = gzip.compress(b"0" * (MAX_PAYLOAD_BYTES + 1))
+    with pytest.raises(RequestError, match="exceeds .* once decoded") as error:
+        decode_body(bomb, "gzip")
+    assert error.value.status == 413
