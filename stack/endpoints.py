@@ -460,11 +460,7 @@ class LocalEndpoints(EndpointDeployer):
             argv, env = self.server_launcher(command)
         else:
             argv = [sys.executable, *command[1:]]
-            env = dict(os.environ)
-            env["OMP_NUM_THREADS"] = "1"
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
-            )
+            env = _server_environment()
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 argv,
@@ -778,6 +774,20 @@ def local_runtime_client(url: str) -> Any:
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106
     )
+
+
+# What the server takes from the deployer's environment: where programs are, the
+# locale and time zone. Nothing else (Snowflake or AWS credentials, MLOPS_*): the
+# server reads its model and settings from its arguments and control file.
+_SERVER_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+def _server_environment() -> dict[str, str]:
+    """The environment of a server started from this interpreter and source tree."""
+    env = {k: os.environ[k] for k in _SERVER_VARIABLES if k in os.environ}
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    return env
 
 
 def _check_loads(model_dir: Path) -> None:

@@ -355,3 +355,24 @@ def test_a_dead_server_reads_failed_and_the_next_deploy_restarts_it_on_its_port(
     again = deployer.deploy_package(package.arn, "ep")
     assert again.changed and again.endpoint.port == first.port
     assert again.endpoint.pid != first.pid and ping(again.endpoint.url) == 200
+
+
+def test_the_server_holds_none_of_the_deployers_secrets(
+    deployer, tmp_path, monkeypatch
+):
+    """Issue 21, item 5: the supervisor and its workers get only the variables they
+    need, read from /proc/<pid>/environ; the deployer's Snowflake password is not one.
+    """
+    monkeypatch.setenv("MLOPS_SNOWFLAKE__PASSWORD", "sentinel-password")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-key")
+    info = deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
+    status = orjson.loads(deployer._server_file("ep", "status").read_bytes())
+    pids = [info.pid, *status["worker_pids"]]
+    assert len(pids) == 1 + deployer.workers
+    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "OMP_NUM_THREADS"}
+    allowed |= {"PYTHONPATH"}
+    for pid in pids:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0")}
+        assert names - {""} <= allowed, (pid, names - allowed)
+        assert b"sentinel" not in environ
