@@ -87,7 +87,7 @@ def bench_write(warehouse: Any, rows: int) -> dict[str, Any]:
         start = time.perf_counter()
         cursor.execute("CREATE TEMPORARY TABLE PRED_STAGE LIKE PRED_WRITE")
         warehouse.write_pandas(conn, frame, "PRED_STAGE", use_logical_type=True)
-        inserted, _ = _merge(
+        inserted, _, _ = _merge(
             cursor,
             merge_statements("PRED_WRITE", "PRED_STAGE", "CUSTOMER_ID", True),
         )
