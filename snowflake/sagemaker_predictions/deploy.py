@@ -5,6 +5,12 @@ whose rendered SQL matches the ledger and which still exists is left alone
 (``unchanged``); a missing one is ``created``; a replaceable one whose SQL moved is
 applied again (``changed``). PREDICTIONS itself is never replaced: it is created when
 missing and otherwise left alone (a change of its shape is a new versioned file).
+
+Grants survive a replaced object twice over: every ``CREATE OR REPLACE`` of an
+object with grants says ``COPY GRANTS``, and the grants that name an object
+(``SqlObject.grants_on``) are applied again in the same deploy whenever that object
+is created or changed, so a grant lost any other way (an object dropped and made
+again by hand, a template without ``COPY GRANTS``) comes back too.
 On fakesnow (``warehouse.emulated``) only the objects it can run are applied; the
 others are reported as existing only in real Snowflake.
 """
@@ -16,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from snowflake.sagemaker_predictions.templates import SqlObject
+from snowflake.sagemaker_predictions.templates import UTC_NOW_SQL, SqlObject
 from stack.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -62,19 +68,27 @@ def deploy(warehouse: Warehouse, objects: list[SqlObject]) -> list[Outcome]:
         cursor = conn.cursor()
         _run(cursor, _LEDGER_DDL, None, "the deployment ledger")
         ledger = _read_ledger(cursor)
+        applied: set[tuple[str, str]] = set()  # created or changed in this deploy
         for obj in objects:
             if warehouse.emulated and not obj.embedded:
                 outcomes.append(Outcome(obj, "real Snowflake only"))
                 continue
             previous = ledger.get((obj.kind, obj.name))
-            outcome = _apply(cursor, obj, previous)
+            replaced = [f"{k} {n}" for k, n in obj.grants_on if (k, n) in applied]
+            outcome = _apply(cursor, obj, previous, replaced)
             if outcome.status != "unchanged":
+                applied.add((obj.kind, obj.name))
                 _record(cursor, obj)
             outcomes.append(outcome)
     return outcomes
 
 
-def _apply(cursor: Any, obj: SqlObject, previous: str | None) -> Outcome:
+def _apply(
+    cursor: Any, obj: SqlObject, previous: str | None, replaced: list[str]
+) -> Outcome:
+    """Apply ``obj`` unless it exists as the ledger recorded it and none of the
+    objects it grants on (``replaced``) was created or changed in this deploy.
+    """
     exists = _exists(cursor, obj, previous)
     current = digest(obj)
     if obj.kind == "table" and exists:
@@ -84,11 +98,16 @@ def _apply(cursor: Any, obj: SqlObject, previous: str | None) -> Outcome:
             else "exists with an older definition: change it with a new versioned file"
         )
         return Outcome(obj, "unchanged", note)
-    if exists and previous == current:
+    if exists and previous == current and not replaced:
         return Outcome(obj, "unchanged")
     for statement in obj.statements:
         _run(cursor, statement, None, f"{obj.kind} {obj.name} ({obj.version})")
-    return Outcome(obj, "changed" if exists else "created")
+    note = (
+        f"applied again: {', '.join(replaced)} was created or replaced"
+        if exists and previous == current
+        else ""
+    )
+    return Outcome(obj, "changed" if exists else "created", note)
 
 
 def _exists(cursor: Any, obj: SqlObject, previous: str | None) -> bool:
@@ -132,7 +151,7 @@ def _record(cursor: Any, obj: SqlObject) -> None:
     )
     _run(
         cursor,
-        f"INSERT INTO {LEDGER} VALUES (%s, %s, %s, %s, CURRENT_TIMESTAMP())",
+        f"INSERT INTO {LEDGER} VALUES (%s, %s, %s, %s, {UTC_NOW_SQL})",
         (*key, obj.version, digest(obj)),
         where,
     )

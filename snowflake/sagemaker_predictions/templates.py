@@ -23,6 +23,10 @@ PAYLOAD_LIMIT_BYTES = 5 * 1024 * 1024  # under InvokeEndpoint's 6 MB, with headr
 _MAX_VALUE_BYTES = 25
 _ROW_OVERHEAD_BYTES = 10
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# The current UTC time and date whatever the session's TIMEZONE: CURRENT_TIMESTAMP()
+# and CURRENT_DATE() are in the session's time zone (an account default).
+UTC_NOW_SQL = "CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ"
+UTC_TODAY_SQL = "CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::DATE"
 _FILE = re.compile(r"^V(\d{3})__(\w+)\.sql$")
 
 
@@ -38,6 +42,9 @@ class SqlObject:
     # The embedded Snowflake (fakesnow 0.12) cannot parse CREATE API INTEGRATION,
     # EXTERNAL FUNCTION, PROCEDURE or TASK: those exist only in real Snowflake.
     embedded: bool
+    # (kind, name) of the objects whose grants this one holds: applied again whenever
+    # one of them is created or replaced, whatever the ledger says of this one
+    grants_on: tuple[tuple[str, str], ...] = ()
 
 
 # template file -> (kind, runs on the embedded Snowflake)
@@ -112,8 +119,20 @@ def render(
         if kind == "grants" and not config.snowflake_objects.grant_role:
             continue
         statements = tuple(split_statements(_fill(path.read_text(), values, path)))
+        grants_on = (
+            (("table", values["table"]), ("external_function", values["function"]))
+            if kind == "grants"
+            else ()
+        )
         objects.append(
-            SqlObject(path.name, kind, values[_NAME_KEY[kind]], statements, embedded)
+            SqlObject(
+                path.name,
+                kind,
+                values[_NAME_KEY[kind]],
+                statements,
+                embedded,
+                grants_on,
+            )
         )
     return objects
 
@@ -186,6 +205,8 @@ def _values(config: Config, feature_set: FeatureSet, placeholders: bool) -> dict
         ),
         "schedule": sql_literal(objects.schedule),
         "grant_role": objects.grant_role or "",
+        "utc_now": UTC_NOW_SQL,
+        "utc_today": UTC_TODAY_SQL,
     }
 
 

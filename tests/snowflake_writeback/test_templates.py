@@ -1,4 +1,5 @@
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlglot
@@ -7,6 +8,8 @@ from sqlglot import exp
 from features import load_feature_set
 from snowflake.sagemaker_predictions.templates import (
     PAYLOAD_LIMIT_BYTES,
+    UTC_NOW_SQL,
+    UTC_TODAY_SQL,
     max_batch_rows,
     render,
     split_statements,
@@ -161,3 +164,36 @@ def test_the_score_column_says_it_is_a_calibrated_probability():
         "ALTER TABLE PREDICTIONS ALTER COLUMN SCORE COMMENT 'Calibrated probability"
     )
     assert "within 90 days after AS_OF_DATE" in statement
+
+
+def test_the_task_and_the_sql_procedure_use_utc_whatever_the_session_time_zone():
+    objects = {o.kind: o for o in rendered()}
+    task = objects["task"].statements[0]
+    assert "TIMEZONE = 'UTC'" in task
+    assert task.rstrip().endswith(f"CALL SCORE_NEW_PREDICTIONS({UTC_TODAY_SQL})")
+    assert f"{UTC_NOW_SQL} AS SCORED_AT" in objects["procedure"].statements[0]
+    # nothing we ship reads the clock in the session's time zone
+    for obj in objects.values():
+        for statement in obj.statements:
+            bare = statement.replace(UTC_NOW_SQL, "").replace(UTC_TODAY_SQL, "")
+            assert "CURRENT_TIMESTAMP" not in bare and "CURRENT_DATE" not in bare
+
+
+def test_the_utc_expressions_are_utc_in_a_session_fourteen_hours_ahead():
+    """Executed, not only parsed: transpiled to DuckDB (fakesnow ignores session
+    time zones) in a session whose TimeZone is UTC+14. The bare expressions are
+    shown to differ there, so this test can tell them apart.
+    """
+    import duckdb
+
+    def run(snowflake_sql):
+        duck = sqlglot.transpile(f"SELECT {snowflake_sql}", "snowflake", "duckdb")[0]
+        return conn.execute(duck).fetchone()[0]
+
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'Pacific/Kiritimati'")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    assert abs(run(UTC_NOW_SQL) - now) < timedelta(minutes=1)
+    assert run(UTC_TODAY_SQL) in {now.date(), (now + timedelta(minutes=1)).date()}
+    local = run("CURRENT_TIMESTAMP()::TIMESTAMP_NTZ")
+    assert abs(local - now - timedelta(hours=14)) < timedelta(minutes=1)

@@ -1,7 +1,7 @@
 import io
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import orjson
@@ -379,3 +379,21 @@ def test_one_changed_customer_with_a_null_feature_is_scored(warehouse):
     calls = []
     result = run(warehouse, fake_scorer(calls), execution_id="exec-2")
     assert (result.rows_scored, result.rows_updated, len(calls)) == (1, 1, 1)
+
+
+def test_scored_at_is_naive_utc_whatever_the_machines_time_zone(warehouse, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        run(warehouse, fake_scorer([]))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with warehouse.connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT MIN(SCORED_AT), MAX(SCORED_AT) FROM PREDICTIONS")
+        lowest, highest = cursor.fetchone()
+    assert now - timedelta(minutes=2) < lowest <= highest <= now

@@ -1,8 +1,10 @@
 -- Scores the entities that are new or whose features changed since they were last
 -- scored for the as-of date, and MERGEs them into PREDICTIONS (one statement, so one
 -- transaction). Feature query: the feature set's own SQL, with the scripting variables
--- AS_OF and LABEL_WINDOW_DAYS in place of its bound parameters.
+-- AS_OF and LABEL_WINDOW_DAYS in place of its bound parameters. SCORED_AT is the UTC
+-- time as TIMESTAMP_NTZ, whatever the session's TIMEZONE (as the batch job writes it).
 CREATE OR REPLACE PROCEDURE {{procedure}}(AS_OF DATE)
+COPY GRANTS
 RETURNS VARCHAR
 LANGUAGE SQL
 EXECUTE AS OWNER
@@ -18,7 +20,7 @@ BEGIN
                CAST(NULL AS VARCHAR) AS MODEL_PACKAGE_ARN,
                'task:{{task}}' AS PIPELINE_EXECUTION_ID,
                f.FEATURES_HASH,
-               CAST(CURRENT_TIMESTAMP() AS TIMESTAMP_NTZ) AS SCORED_AT
+               {{utc_now}} AS SCORED_AT
         FROM (
             SELECT q.*, {{features_hash}} AS FEATURES_HASH
             FROM (
