@@ -60,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=None,
+        help="seconds a client has to send a whole request (default 30)",
+    )
+    parser.add_argument(
         "--data-capture-config",
         default=None,
         help="capture requests and responses: a DataCaptureConfig as JSON",
@@ -107,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         control_file=args.control_file,
         status_file=args.status_file,
         startup_timeout=args.startup_timeout,
+        read_timeout=args.read_timeout,
     )
     return supervisor.run()
 

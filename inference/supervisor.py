@@ -67,8 +67,10 @@ class Supervisor:
         control_file: Path | None = None,
         status_file: Path | None = None,
         startup_timeout: float = 120.0,
+        read_timeout: float | None = None,
     ) -> None:
         self.host, self.port, self.workers = host, port, workers
+        self.read_timeout = read_timeout  # the workers' default when None
         self.initial = initial
         self.control_file = control_file
         self.status_file = status_file
@@ -144,7 +146,7 @@ class Supervisor:
         workers = _Workers(spec)
         pipes = []
         for _ in range(self.workers):
-            process, ready = _spawn(sock, spec)
+            process, ready = _spawn(sock, spec, self.read_timeout)
             workers.processes.append(process)
             pipes.append(ready)
         error = _wait_ready(pipes, self.startup_timeout)
@@ -187,7 +189,7 @@ class Supervisor:
                 process.pid,
                 process.returncode,
             )
-            replacement, ready = _spawn(sock, current.spec)
+            replacement, ready = _spawn(sock, current.spec, self.read_timeout)
             error = _wait_ready([ready], self.startup_timeout)
             ready.close()
             if error:
@@ -238,7 +240,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _spawn(
-    sock: socket.socket, spec: Generation
+    sock: socket.socket, spec: Generation, read_timeout: float | None = None
 ) -> tuple[subprocess.Popen[bytes], Any]:
     ready_r, ready_w = os.pipe()
     command = [
@@ -258,6 +260,8 @@ def _spawn(
     ]
     if spec.endpoint_name:
         command += ["--endpoint-name", spec.endpoint_name]
+    if read_timeout is not None:
+        command += ["--read-timeout", str(read_timeout)]
     if spec.data_capture_config and spec.data_capture_dir:
         command += [
             "--data-capture-config",

@@ -33,6 +33,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # How long open connections get to send one more request (answered with "Connection:
 # close") before the rest are closed; well under SageMaker's 30 s.
 _DRAIN_SECONDS = 2.0
+# How long a client has to deliver a whole request (headers and body) once it has
+# connected or had its previous answer: a slow or stalled client is disconnected then.
+# uvicorn (0.54) times out only idle keep-alive connections, and only after an answer.
+_READ_TIMEOUT = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoint-name", default=None)
     parser.add_argument("--variant-name", default="AllTraffic")
     parser.add_argument("--grace", type=int, default=25)
+    parser.add_argument("--read-timeout", type=float, default=_READ_TIMEOUT)
     parser.add_argument(
         "--data-capture-config", default=None, help="DataCaptureConfig as JSON"
     )
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = ScoringApp(model, args.endpoint_name, args.variant_name, capture)
     sock = socket.socket(fileno=args.fd)
     try:
-        return _serve(app, sock, args.ready_fd, args.grace)
+        return _serve(app, sock, args.ready_fd, args.grace, args.read_timeout)
     finally:
         if capture is not None:
             capture.close()  # already closed on a graceful stop; a no-op then
@@ -97,6 +102,49 @@ def _no_signal_cancels_parsing() -> None:
     pa.enable_signal_handlers(False)
 
 
+def _protocol_with_read_timeout(seconds: float) -> type:
+    """uvicorn's httptools protocol, closing a connection whose request is not whole
+    ``seconds`` after the connection opened or its previous answer was sent.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ReadTimeoutProtocol(HttpToolsProtocol):
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _too_slow(self) -> None:
+            self._read_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_complete(self) -> None:
+            self._disarm()  # the request is in: the app has its own clock
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.pipeline and not self.transport.is_closing():
+                self._arm()  # the next request, if any, has as long
+
+    return ReadTimeoutProtocol
+
+
 def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
     """The data capture writer the worker's generation asks for, if any."""
     if not args.data_capture_config or not args.data_capture_dir:
@@ -116,7 +164,13 @@ def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
     ).start()
 
 
-def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int:
+def _serve(
+    app: object,
+    sock: socket.socket,
+    ready_fd: int,
+    grace: float,
+    read_timeout: float = _READ_TIMEOUT,
+) -> int:
     import uvicorn
     import uvloop
 
@@ -145,7 +199,7 @@ def _serve(app: object, sock: socket.socket, ready_fd: int, grace: float) -> int
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="none",  # the loop is ours (uvloop, below)
-        http="httptools",
+        http=_protocol_with_read_timeout(read_timeout),
         lifespan="off",
         access_log=False,
         log_level="warning",

@@ -137,3 +137,26 @@ def _alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_client_that_stalls_is_disconnected_and_the_server_keeps_serving(model_dir):
+    """Issue 21, item 6: headers sent, then nothing (and a connection that never
+    sends a byte): both closed once the read timeout passes; others are answered
+    meanwhile.
+    """
+    from tests.inference.servers import running_server
+
+    with running_server(model_dir, extra=("--read-timeout", "1")) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            b"Content-Length: 100\r\n\r\n2,0"
+        )
+        started = time.monotonic()
+        assert score(server.url) > 0  # served while those two wait
+        for conn in (stalled, silent):
+            with conn:
+                assert conn.recv(65536) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        assert score(server.url) > 0
