@@ -98,7 +98,9 @@ def test_captured_requests_come_back_as_the_rows_and_scores_sent(tmp_path):
     recorder.record(t2, body, "application/json", out, "application/json")
     # records as BASE64 (a JSON type the config does not list), in the next hour
     t3 = T0 + timedelta(hours=1, minutes=20)
-    body = orjson.dumps([dict(zip(NAMES, r, strict=True)) for r in json_values(c)])
+    body = b"\n".join(
+        orjson.dumps(dict(zip(NAMES, r, strict=True))) for r in json_values(c)
+    )  # JSON Lines: one record per line
     out = orjson.dumps({"predictions": sc.tolist()})
     recorder.record(t3, body, "application/jsonlines", out, "application/json")
     # {"columns", "data"} in, predictions out
@@ -148,7 +150,8 @@ def test_captured_requests_come_back_as_the_rows_and_scores_sent(tmp_path):
     first = orjson.loads(next(hour_11).read_bytes().splitlines()[0])
     captured = first["captureData"]["endpointInput"]
     assert captured["encoding"] == "BASE64"
-    assert orjson.loads(base64.b64decode(captured["data"]))[0]["tenure_days"] == c[0, 0]
+    first_line = base64.b64decode(captured["data"]).splitlines()[0]
+    assert orjson.loads(first_line)["tenure_days"] == c[0, 0]
 
 
 def test_a_window_without_capture_is_an_empty_frame_with_the_columns(tmp_path):
