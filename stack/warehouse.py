@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stack.config import SnowflakeConfig
@@ -44,6 +45,11 @@ class Warehouse(ABC):
     # EXTERNAL FUNCTION / GRANT, and no MERGE inside BEGIN ... COMMIT; the callers
     # that care (snowflake/sagemaker_predictions) ask this, nothing else.
     emulated: bool
+    # Whether ``write_pandas`` can bulk-load (the connector's PUT of Parquet files to
+    # a stage, then COPY INTO). A fakesnow server cannot (fakesnow 0.12): there
+    # ``write_pandas`` sends bound multi-row INSERTs instead, which any Snowflake
+    # runs, only slower.
+    bulk_load: bool
 
     @abstractmethod
     @contextlib.contextmanager
@@ -73,6 +79,7 @@ class EmbeddedWarehouse(Warehouse):
 
     time_travel = False
     emulated = True
+    bulk_load = True  # fakesnow's in-process write_pandas: a DuckDB insert
 
     def __init__(
         self, root: Path, database: str, schema: str, lock_timeout: float = 300.0
@@ -141,6 +148,8 @@ class ConnectorWarehouse(Warehouse):
         self.time_travel = config.time_travel
         # the documented way to reach a fakesnow server is account="fakesnow"
         self.emulated = config.account == "fakesnow"
+        # fakesnow's server answers neither the PUT nor the COPY INTO of write_pandas
+        self.bulk_load = not self.emulated
         self.database = config.database
         self.schema = config.schema_name
 
@@ -210,10 +219,65 @@ class ConnectorWarehouse(Warehouse):
     def write_pandas(
         self, conn: Any, frame: pd.DataFrame, table: str, **kwargs: Any
     ) -> int:
+        if not self.bulk_load:
+            return insert_rows(conn, frame, table)
         from snowflake.connector.pandas_tools import write_pandas
 
         _, _, rows, _ = write_pandas(conn, frame, table, **kwargs)
         return int(rows)
+
+
+INSERT_CHUNK_ROWS = 1000
+
+
+def insert_rows(
+    conn: Any, frame: pd.DataFrame, table: str, chunk_rows: int = INSERT_CHUNK_ROWS
+) -> int:
+    """Insert ``frame`` into ``table`` (an existing table, columns by name) with
+    one bound multi-row ``INSERT ... VALUES (%s, ...), ...`` per ``chunk_rows``
+    rows; the number of rows inserted.
+
+    The values are bound, never formatted into the SQL: the connector's client-side
+    (pyformat) binding quotes each by its Python type, so they are made plain
+    Python values first (numpy scalars, pandas Timestamps and missing values are
+    not among its types).
+    """
+    from stack.config import validate_identifier
+
+    validate_identifier(table, "table")
+    columns = [validate_identifier(str(c), "column") for c in frame.columns]
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    values = [_plain_column(frame[c]) for c in frame.columns]
+    rows = list(zip(*values, strict=True))
+    cursor = conn.cursor()
+    for start in range(0, len(rows), chunk_rows):
+        chunk = rows[start : start + chunk_rows]
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+            + ", ".join([row] * len(chunk)),
+            [value for r in chunk for value in r],
+        )
+    return len(rows)
+
+
+def _plain_column(column: pd.Series) -> list[Any]:
+    """The column's values as Python objects the connector can bind."""
+    return [_plain(v) for v in column]
+
+
+def _plain(value: Any) -> Any:
+    if _missing(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or an array is not missing
+        return False
 
 
 def secrets_manager_resolver(client: Any) -> Callable[[str], dict[str, Any]]:

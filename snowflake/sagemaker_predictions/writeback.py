@@ -46,6 +46,7 @@ __all__ = [
     "WritebackResult",
     "endpoint_scorer",
     "merge_statements",
+    "refuse_duplicate_keys",
     "predictions_ddl",
     "write_back",
 ]
@@ -69,6 +70,7 @@ _UPDATED = ("SCORE", "MODEL_PACKAGE_ARN", "PIPELINE_EXECUTION_ID", "FEATURES_HAS
 
 
 GONE_ID = "GONE_ID"  # changed_entities_sql's column of entities no longer returned
+ENTITY_ROWS = "ENTITY_ROWS"  # ... and of the rows the query returns per entity
 
 
 class WritebackError(Exception):
@@ -162,7 +164,9 @@ def changed_entities_sql(
 ) -> str:
     """The feature query narrowed to entities new or changed since the last run, and
     the entities ``table`` has for the date that the query no longer returns (their
-    feature columns null, their id in ``GONE_ID``).
+    feature columns null, their id in ``GONE_ID``), and every row of an entity the
+    query returns more than once (``ENTITY_ROWS`` > 1), changed or not, for
+    ``refuse_duplicate_keys`` to name.
 
     Bound parameters: the feature query's own, plus ``%(model_package_arn)s``.
     """
@@ -172,7 +176,8 @@ def changed_entities_sql(
     return (
         f"SELECT f.*, IFF(f.{entity_column} IS NULL, p.{entity_column}, NULL)"
         f" AS {GONE_ID} FROM (\n"
-        f"    SELECT q.*, {features_hash_sql(features, 'q')} AS FEATURES_HASH\n"
+        f"    SELECT q.*, {features_hash_sql(features, 'q')} AS FEATURES_HASH,\n"
+        f"        COUNT(*) OVER (PARTITION BY q.{entity_column}) AS {ENTITY_ROWS}\n"
         f"    FROM (\n{body}\n    ) AS q\n) AS f\n"
         f"FULL OUTER JOIN (\n"
         f"    SELECT {entity_column}, FEATURES_HASH, MODEL_PACKAGE_ARN FROM {table}\n"
@@ -180,6 +185,7 @@ def changed_entities_sql(
         f") AS p ON p.{entity_column} = f.{entity_column}\n"
         f"WHERE f.{entity_column} IS NULL OR p.{entity_column} IS NULL"
         " OR p.FEATURES_HASH IS DISTINCT FROM f.FEATURES_HASH"
+        f" OR f.{ENTITY_ROWS} > 1"
         " OR p.MODEL_PACKAGE_ARN IS DISTINCT FROM %(model_package_arn)s"
     )
 
@@ -220,6 +226,7 @@ def write_back(
         returned = result.column(schema.entity_id).is_valid()
         gone_ids = result.filter(pc.invert(returned)).column(GONE_ID.lower())
         result = result.filter(returned)
+        refuse_duplicate_keys(result.column(schema.entity_id), entity)
         if result.num_rows == 0 and len(gone_ids) == 0:
             log.info("nothing new or changed to score in %s as of %s", table, as_of)
             return WritebackResult(table, as_of, 0, 0, 0, 0, before)
@@ -279,6 +286,28 @@ def write_back(
     return WritebackResult(
         table, as_of, len(scored), inserted, updated, batches, unchanged, deleted
     )
+
+
+def refuse_duplicate_keys(ids: pa.ChunkedArray, entity: str, shown: int = 5) -> None:
+    """Raise WritebackError if an id repeats among the rows to merge.
+
+    Snowflake refuses a MERGE whose source has two rows for one target row
+    (ERROR_ON_NONDETERMINISTIC_MERGE, "Duplicate row detected during DML action");
+    the embedded branch (UPDATE ... FROM) would take one silently. Checked before
+    anything is scored or written, so both branches refuse it alike.
+    """
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        named = ", ".join(
+            f"{v['values']} ({v['counts']} rows)" for v in repeated.to_pylist()[:shown]
+        )
+        raise WritebackError(
+            f"the feature query returns {len(repeated)} {entity} value(s) more than "
+            f"once for the as-of date: {named}. A MERGE takes one source row per "
+            "entity and as-of date (Snowflake: 'Duplicate row detected during DML "
+            "action'); fix the query. Nothing was scored or written"
+        )
 
 
 def _score(score: Scorer, matrix: np.ndarray) -> tuple[np.ndarray, int]:

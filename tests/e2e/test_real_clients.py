@@ -3,8 +3,10 @@ SageMaker model registry, Secrets Manager) and the Snowflake connector against a
 fakesnow server. The Extract job finds its Snowflake settings in its definition and
 reads the password from the secret the definition names, as it would on SageMaker.
 
-Write-back is left out here: fakesnow's server cannot run ``write_pandas``
-(see docs/architecture.md); the embedded loop covers it.
+WriteBack runs too, through the connector: fakesnow's server cannot run
+``write_pandas`` (its PUT and COPY INTO), so the connector warehouse stages the
+scores with bound multi-row INSERTs there (``Warehouse.bulk_load`` false), then
+merges them as on the embedded Snowflake.
 """
 
 import json
@@ -54,7 +56,7 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
         "MLOPS_DEMO__CUSTOMERS": str(SMALL_CUSTOMERS),
     }
     try:
-        result = run_cli("--env", "test", "--no-writeback", env=env)
+        result = run_cli("--env", "test", env=env)
     finally:
         subprocess.run(
             [
@@ -88,6 +90,34 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
     summaries = packages["ModelPackageSummaryList"]
     assert [p["ModelApprovalStatus"] for p in summaries] == ["Approved"]
     assert summaries[0]["ModelPackageArn"] in result.stdout
+
+    # the scores written back through the connector, one per customer, by this model
+    (predictions,) = [
+        line for line in result.stdout.splitlines() if line.startswith("Predictions:")
+    ]
+    assert " 0 inserted" not in predictions, predictions
+    import snowflake.connector
+
+    with snowflake.connector.connect(
+        account="fakesnow",
+        host="127.0.0.1",
+        port=fakesnow_server,
+        protocol="http",
+        database="MLOPS",
+        schema="CHURN",
+        login_timeout=10,
+        network_timeout=30,
+        **SNOWFLAKE_LOGIN,
+    ) as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT CUSTOMER_ID), MIN(SCORE), MAX(SCORE), "
+            "COUNT(DISTINCT MODEL_PACKAGE_ARN), MAX(MODEL_PACKAGE_ARN) FROM PREDICTIONS"
+        )
+        rows, customers, lowest, highest, models, model = cursor.fetchone()
+    assert rows == customers > 0 and 0 <= lowest <= highest <= 1
+    assert (models, model) == (1, summaries[0]["ModelPackageArn"])
+    assert f"{rows:,} new or changed rows scored" in predictions
 
 
 def test_extract_needs_its_definition_not_the_callers_shell(
