@@ -27,6 +27,7 @@ from processing.extract_sql import DATA_VERSION_PARAM
 # A prime well below 2**31: the per-row residues sum exactly in a double or a NUMBER
 # for up to ~4e9 rows per table.
 _MODULUS = 1_000_003
+_FOLD = 2**62
 
 
 def quoted(identifier: str) -> str:
@@ -41,7 +42,9 @@ def table_fingerprint_sql(table: str, columns: Sequence[str], pinned: bool) -> s
     """
     if not columns:
         raise ValueError(f"table {table} has no columns to fingerprint")
-    row_hash = f"HASH({', '.join(quoted(c) for c in columns)})"
+    # folded into 62 bits: DuckDB's HASH is an unsigned 64-bit integer, which a
+    # client reading the result as a signed BIGINT (Arrow, the connector) cannot hold
+    row_hash = f"MOD(HASH({', '.join(quoted(c) for c in columns)}), {_FOLD})"
     return (
         f"SELECT COUNT(*), BITXOR_AGG(h), SUM(MOD(h, {_MODULUS}))\n"
         f"FROM (SELECT {row_hash} AS h FROM {table}{_at(pinned)}) AS rows_hashed"
