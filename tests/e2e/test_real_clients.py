@@ -56,7 +56,7 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
         "MLOPS_DEMO__CUSTOMERS": str(SMALL_CUSTOMERS),
     }
     try:
-        result = run_cli("--env", "test", env=env)
+        result = run_cli("--env", "test", "--param", "WriteBack=true", env=env)
     finally:
         subprocess.run(
             [
@@ -126,7 +126,7 @@ def test_extract_needs_its_definition_not_the_callers_shell(
     """On SageMaker a job sees only its request: a setting only the caller's shell has
     fails the job here too, and passes once the definition carries it.
     """
-    from pipelines.definition import EXTRACT, build_definition
+    from pipelines.definition import EXTRACT, PREFLIGHT, build_definition
     from pipelines.local_runner import LocalRunner
     from stack.config import load_config
     from stack.resources import build_resources
@@ -149,19 +149,20 @@ def test_extract_needs_its_definition_not_the_callers_shell(
         environ={},
     )
     definition = build_definition(config)
-    (extract,) = [s for s in definition["Steps"] if s["Name"] == EXTRACT]
-    only_extract = {**definition, "Steps": [extract]}
+    steps = [s for s in definition["Steps"] if s["Name"] in (PREFLIGHT, EXTRACT)]
+    only_extract = {**definition, "Steps": steps}
     runner = LocalRunner(build_resources(config))
 
     # the account only in the caller's shell, as on the machine that upserts
     monkeypatch.setenv("MLOPS_SNOWFLAKE__ACCOUNT", "fakesnow")
-    environment = extract["Arguments"]["Environment"]
-    account = environment.pop("MLOPS_SNOWFLAKE__ACCOUNT")
+    environments = [step["Arguments"]["Environment"] for step in steps]
+    accounts = [e.pop("MLOPS_SNOWFLAKE__ACCOUNT") for e in environments]
     failed = runner.run(only_extract)
-    assert failed.status == "Failed"
-    assert "snowflake.account is not set" in failed.step(EXTRACT).failure_reason
+    assert failed.status == "Failed"  # at the first job that reads Snowflake
+    assert "snowflake.account is not set" in failed.step(PREFLIGHT).failure_reason
 
-    environment["MLOPS_SNOWFLAKE__ACCOUNT"] = account  # as build_definition made it
+    for environment, account in zip(environments, accounts, strict=True):
+        environment["MLOPS_SNOWFLAKE__ACCOUNT"] = account  # as build_definition made it
     passed = runner.run(only_extract)
     assert passed.status == "Succeeded", passed.step(EXTRACT).failure_reason
     assert "fake-password-in-moto" not in json.dumps(definition)
