@@ -177,7 +177,7 @@ class StateLock:
     """
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "executions" / ".runner.lock"
+        self.path = state_dir / ".runner.lock"
         self._held = 0
         self._file: Any = None
         self._guard = threading.Lock()
@@ -208,7 +208,7 @@ class StateLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise StateBusy(
-                f"{holder} is executing a pipeline in {self.path.parent.parent}: "
+                f"{holder} is executing a pipeline in {self.path.parent}: "
                 "wait for it to end, or use another --state-dir"
             ) from None
         handle.seek(0)

@@ -158,7 +158,7 @@ def register_versions(
                 "ModelApprovalStatus": status,
                 "InferenceSpecification": {
                     "Containers": [
-                        {"Image": "local/churn:1", "ModelDataUrl": "s3://b/m"}
+                        {"Image": "local/churn:1", "ModelDataUrl": "s3://bkt/m"}
                     ]
                 },
                 "ModelMetrics": {

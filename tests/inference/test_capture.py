@@ -320,7 +320,7 @@ def test_capture_on_a_local_endpoint_needs_the_local_object_store(tmp_path):
         port=free_port(),
     )
     deployer.create_model(
-        {"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": "s3://b/m.tar.gz"}}
+        {"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": "s3://bkt/m.tar.gz"}}
     )
     with pytest.raises(EndpointError, match="deployment.data_capture_s3_uri"):
         deploy(deployer, "c", CONFIG)

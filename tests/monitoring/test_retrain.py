@@ -42,7 +42,7 @@ SETTINGS = MonitoringConfig(labels_through=date(2026, 6, 30), retrain_every_days
 
 def drift(hours_after_registration: float, violations: int) -> DriftReport:
     checked_at = REGISTERED + timedelta(hours=hours_after_registration)
-    return DriftReport("s3://b/monitoring/e/t/drift.json", checked_at, violations)
+    return DriftReport("s3://bkt/monitoring/e/t/drift.json", checked_at, violations)
 
 
 # --- the decision ---------------------------------------------------------------------
@@ -135,7 +135,7 @@ def package(version=1, status="Approved", **metadata):
         version=version,
         approval_status=status,
         image_uri="img",
-        model_data_url="s3://b/m.tar.gz",
+        model_data_url="s3://bkt/m.tar.gz",
         created_at="2026-07-02T08:00:00+00:00",
         customer_metadata=metadata,
     )
@@ -173,7 +173,7 @@ def test_the_served_package_wins_over_the_newest_approved_one():
 
 def test_the_newest_check_is_read_and_nested_or_other_files_are_not(tmp_path):
     store = LocalObjectStore(tmp_path)
-    prefix = "s3://b/churn/monitoring/ep"
+    prefix = "s3://bkt/churn/monitoring/ep"
     for stamp, violations in (("2026-07-01T05-00-00Z", 4), ("2026-07-02T05-00-00Z", 0)):
         report = {"checked_at": stamp[:10] + "T05:00:00Z", "violations": violations}
         store.write_bytes(f"{prefix}/{stamp}/drift.json", json.dumps(report).encode())
@@ -182,7 +182,7 @@ def test_the_newest_check_is_read_and_nested_or_other_files_are_not(tmp_path):
     newest = retrain.newest_drift(store, prefix)
     assert newest.violations == 0
     assert newest.checked_at == datetime(2026, 7, 2, 5, tzinfo=UTC)
-    assert retrain.newest_drift(store, "s3://b/churn/monitoring/other") is None
+    assert retrain.newest_drift(store, "s3://bkt/churn/monitoring/other") is None
 
 
 # --- the command on the embedded stack ------------------------------------------------
@@ -513,20 +513,18 @@ def test_a_violation_starts_a_local_execution_with_the_window_moved(
 
 
 @pytest.mark.e2e
-def test_a_started_execution_that_fails_exits_1_naming_the_step(
+def test_a_start_whose_feature_set_is_not_there_exits_2_before_any_work(
     state, seeded_snowflake_dir, tmp_path, capsys, monkeypatch
 ):
-    # the Preflight step (the first to read it) finds no feature set in the folder
-    # configured for it
+    # the configuration names a feature folder that does not exist: refused before
+    # an execution starts (a failing execution's exit 1 is the whole loop's test)
     monkeypatch.setenv("MLOPS_FEATURES__DIRECTORY", str(tmp_path / "no-features"))
     shutil.copytree(seeded_snowflake_dir, state / "snowflake")
     model = register_model(state)
     write_drift(state, after(model, 1), violations=1)
     code, out, err = cli(capsys, "--state-dir", str(state), "--no-writeback", "--start")
-    assert code == 1, out + err
-    assert "Failed: step Preflight:" in out
-    (directory,) = (state / "executions").iterdir()
-    assert (
-        json.loads((directory / "execution.json").read_text())["parameters"]["AsOfDate"]
-        == "2026-04-01"
+    assert code == 2, out + err
+    assert "no feature set named 'churn' under" in out + err
+    assert not (state / "executions").exists() or not any(
+        (state / "executions").glob("*/execution.json")
     )

@@ -17,12 +17,12 @@ def context():
             "Extract": {
                 "ProcessingOutputConfig": {
                     "Outputs": [
-                        {"OutputName": "train", "S3Output": {"S3Uri": "s3://b/train"}},
-                        {"OutputName": "test", "S3Output": {"S3Uri": "s3://b/test"}},
+                        {"OutputName": "train", "S3Output": {"S3Uri": "s3://bkt/train"}},
+                        {"OutputName": "test", "S3Output": {"S3Uri": "s3://bkt/test"}},
                     ]
                 }
             },
-            "Train": {"ModelArtifacts": {"S3ModelArtifacts": "s3://b/model.tar.gz"}},
+            "Train": {"ModelArtifacts": {"S3ModelArtifacts": "s3://bkt/model.tar.gz"}},
         },
         property_files={
             "Evaluate": {
@@ -70,9 +70,9 @@ def test_gets_joins_and_json_gets(context):
         "plain": [1, "x", {"k": {"Get": "Parameters.AucThreshold"}}],
     }
     assert resolve(value, context) == {
-        "uri": "s3://b/test",
-        "model": "s3://b/model.tar.gz",
-        "path": "s3://b/abc123/2026-03-31",
+        "uri": "s3://bkt/test",
+        "model": "s3://bkt/model.tar.gz",
+        "path": "s3://bkt/abc123/2026-03-31",
         "auc": 0.81,
         "indexed": 2,
         "plain": [1, "x", {"k": 0.7}],

@@ -258,7 +258,7 @@ def test_a_container_argument_over_the_maximum():
         "x" * 300
     )
     [problem] = problems_of(definition, "Gate")
-    assert "AppSpecification.ContainerArguments[6] is 300 characters" in problem
+    assert "AppSpecification.ContainerArguments[8] is 300 characters" in problem
     assert "at most 256 (CreateProcessingJob ContainerArgument)" in problem
 
 

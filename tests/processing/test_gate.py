@@ -93,7 +93,7 @@ def _approve_champion(tmp_path, folder):
             {
                 "ModelPackageGroupName": GROUP,
                 "InferenceSpecification": {
-                    "Containers": [{"Image": "img:1", "ModelDataUrl": "s3://b/x"}]
+                    "Containers": [{"Image": "img:1", "ModelDataUrl": "s3://bkt/x"}]
                 },
                 "ModelApprovalStatus": status,
             }

@@ -9,7 +9,7 @@ def package_request(status="Approved", group="churn-models"):
     return {
         "ModelPackageGroupName": group,
         "InferenceSpecification": {
-            "Containers": [{"Image": "img:1", "ModelDataUrl": "s3://b/model.tar.gz"}],
+            "Containers": [{"Image": "img:1", "ModelDataUrl": "s3://bkt/model.tar.gz"}],
             "SupportedContentTypes": ["text/csv"],
             "SupportedResponseMIMETypes": ["application/json"],
         },
@@ -18,7 +18,7 @@ def package_request(status="Approved", group="churn-models"):
             "ModelQuality": {
                 "Statistics": {
                     "ContentType": "application/json",
-                    "S3Uri": "s3://b/evaluation.json",
+                    "S3Uri": "s3://bkt/evaluation.json",
                 }
             }
         },
@@ -38,8 +38,8 @@ def test_versions_approval_and_latest_approved(registry):
     first = registry.register(package_request("Approved"))
     second = registry.register(package_request("PendingManualApproval"))
     assert (first.version, second.version) == (1, 2)
-    assert second.model_data_url == "s3://b/model.tar.gz"
-    assert second.metrics_uri == "s3://b/evaluation.json"
+    assert second.model_data_url == "s3://bkt/model.tar.gz"
+    assert second.metrics_uri == "s3://bkt/evaluation.json"
     assert registry.latest_approved("churn-models").arn == first.arn
     updated = registry.set_approval(second.arn, "Approved", "looked good")
     assert updated.approval_status == "Approved"

@@ -69,7 +69,7 @@ def register(endpoints, status="Approved", version=1):
             "ModelApprovalStatus": status,
             "InferenceSpecification": {
                 "Containers": [
-                    {"Image": "img:1", "ModelDataUrl": f"s3://b/m{version}.tar.gz"}
+                    {"Image": "img:1", "ModelDataUrl": f"s3://bkt/m{version}.tar.gz"}
                 ],
                 "SupportedContentTypes": ["text/csv"],
                 "SupportedResponseMIMETypes": ["application/json"],
