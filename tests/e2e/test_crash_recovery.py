@@ -18,8 +18,9 @@ from tests.e2e.test_whole_loop import state  # noqa: F401
 pytestmark = pytest.mark.e2e
 
 
-def cli(module, *args):
+def cli(module, *args, **variables):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update(variables)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=PROJECT_ROOT,
@@ -34,9 +35,10 @@ def test_a_runner_killed_in_train_fails_its_execution_and_a_retry_completes_it(
     state,  # noqa: F811
 ):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    port = str(free_port())  # the retry deploys where the run would have
     runner = subprocess.Popen(
         [sys.executable, "-m", "pipelines.run", "--state-dir", str(state),
-         "--customers", str(SMALL_CUSTOMERS), "--port", str(free_port())],
+         "--customers", str(SMALL_CUSTOMERS), "--port", port],
         cwd=PROJECT_ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -60,7 +62,10 @@ def test_a_runner_killed_in_train_fails_its_execution_and_a_retry_completes_it(
     (line,) = [x for x in listed.stdout.splitlines() if x.startswith(execution)]
     assert "Failed" in line and "failed at Train: runner died (pid " in line
 
-    retried = cli("pipelines.executions", "retry", execution, "--state-dir", str(state))
+    retried = cli(
+        "pipelines.executions", "retry", execution, "--state-dir", str(state),
+        MLOPS_LOCAL_ENDPOINT__PORT=port,
+    )  # fmt: skip
     assert retried.returncode == 0, retried.stdout + retried.stderr
     versions = LocalModelRegistry(state / "registry", "us-east-1").list_versions(
         "churn-models"
