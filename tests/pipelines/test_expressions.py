@@ -45,7 +45,7 @@ def test_gets_joins_and_json_gets(context):
             "Std:Join": {
                 "On": "/",
                 "Values": [
-                    "s3://b",
+                    "s3://bkt",
                     {"Get": "Execution.PipelineExecutionId"},
                     {"Get": "Parameters.AsOfDate"},
                 ],
