@@ -160,6 +160,18 @@ def get_pipeline(config: Config, session: Any) -> Any:
     def under(*parts: str) -> Any:
         return sdk.Join(on="/", values=[base, *parts])
 
+    def output(name: str, local_path: str, *folder: str) -> Any:
+        """A job's output uploaded at its end to this execution's ``folder`` (by
+        default the output's name)."""
+        return sdk.ProcessingOutput(
+            output_name=name,
+            s3_output=sdk.ProcessingS3Output(
+                s3_uri=under(*(folder or (name,))),
+                local_path=local_path,
+                s3_upload_mode="EndOfJob",
+            ),
+        )
+
     def step_env(step: str) -> dict[str, str]:
         return job_environment(config, JOB_SECTIONS.get(step, ()))
 
@@ -197,16 +209,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         name=PREFLIGHT,
         retry_policies=job_policies["retry_policies"],
         step_args=preflight_processor.run(
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="preflight",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("preflight"),
-                        local_path=PREFLIGHT_OUTPUT,
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
+            outputs=[output("preflight", PREFLIGHT_OUTPUT)],
             arguments=[
                 "--feature-set",
                 config.features.feature_set,
@@ -234,14 +237,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         **job_policies,
         step_args=extract_processor.run(
             outputs=[
-                sdk.ProcessingOutput(
-                    output_name=split,
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("features", split),
-                        local_path=f"/opt/ml/processing/output/{split}",
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
+                output(split, f"/opt/ml/processing/output/{split}", "features", split)
                 for split in SPLITS
             ],
             arguments=[
@@ -364,16 +360,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 _s3_input(sdk, "train", split_uri("train"), "/opt/ml/processing/train"),
                 _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
             ],
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="baseline",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("baseline"),
-                        local_path="/opt/ml/processing/baseline",
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
+            outputs=[output("baseline", "/opt/ml/processing/baseline")],
         ),
     )
     baseline_prefix = baseline.properties.ProcessingOutputConfig.Outputs[
@@ -402,16 +389,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 model_input,
                 _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
             ],
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="evaluation",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("evaluation"),
-                        local_path="/opt/ml/processing/evaluation",
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
+            outputs=[output("evaluation", "/opt/ml/processing/evaluation")],
         ),
         property_files=[report],
     )
@@ -439,16 +417,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
                 ),
                 _s3_input(sdk, "test", split_uri("test"), "/opt/ml/processing/test"),
             ],
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="gate",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("gate"),
-                        local_path="/opt/ml/processing/gate",
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
+            outputs=[output("gate", "/opt/ml/processing/gate")],
             arguments=[
                 "--auc-threshold",
                 p_threshold.to_string(),
@@ -544,16 +513,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         name=WRITEBACK,
         retry_policies=job_policies["retry_policies"],
         step_args=writeback_processor.run(
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="writeback",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=under("writeback"),
-                        local_path=WRITEBACK_OUTPUT,
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
+            outputs=[output("writeback", WRITEBACK_OUTPUT)],
             arguments=[
                 "--endpoint",
                 sm.endpoint_name,
