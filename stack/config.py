@@ -34,9 +34,13 @@ from pydantic import (
     model_validator,
 )
 
+# re-exported: every configuration check raises ConfigError
+from stack.identifiers import IDENTIFIER as _IDENTIFIER
+from stack.identifiers import ConfigError as ConfigError
+from stack.identifiers import validate_identifier as validate_identifier
+
 ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
 ENV_PREFIX = "MLOPS_"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9_=.-]{1,200}")
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -51,26 +55,6 @@ _KMS_KEY = re.compile(
 ISO8601_DURATION = re.compile(
     r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$"
 )
-
-
-class ConfigError(Exception):
-    """The configuration is missing something or holds a bad value; nothing has run
-    yet.
-    """
-
-
-def validate_identifier(value: str, what: str) -> str:
-    """Return ``value`` if it is a plain Snowflake identifier, else raise ConfigError.
-
-    Identifiers from configuration end up in SQL text (values are always bound), so
-    they are restricted to letters, digits, ``_`` and ``$``.
-    """
-    if not _IDENTIFIER.fullmatch(value or ""):
-        raise ConfigError(
-            f"{what} {value!r} is not a valid identifier "
-            "(letters, digits, _ and $; must not start with a digit)"
-        )
-    return value
 
 
 class _Section(BaseModel):
