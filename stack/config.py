@@ -405,6 +405,8 @@ class SnowflakeObjectsConfig(_Section):
     api_aws_role_arn: str | None = None
     function: str = "PREDICT_CHURN"
     procedure: str = "SCORE_NEW_PREDICTIONS"
+    # The internal stage holding the procedure's code, one folder per release
+    code_stage: str = "SAGEMAKER_PREDICTIONS_CODE"
     task: str = "SCORE_PREDICTIONS"
     schedule: str = "USING CRON 0 6 * * * UTC"
     # The role the readers of PREDICTIONS (BI, analysts) use; None: no grants.
@@ -412,7 +414,9 @@ class SnowflakeObjectsConfig(_Section):
     # None: the largest batch whose JSON stays under the payload limit
     max_batch_rows: int | None = Field(None, ge=1, le=100_000)
 
-    @field_validator("api_integration", "function", "procedure", "task", "grant_role")
+    @field_validator(
+        "api_integration", "function", "procedure", "code_stage", "task", "grant_role"
+    )
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
         if value == "":  # MLOPS_SNOWFLAKE_OBJECTS__GRANT_ROLE= turns grants off
