@@ -340,6 +340,13 @@ class DeploymentConfig(_Section):
     # Data capture of requests and responses; None: off.
     data_capture_s3_uri: str | None = None
     data_capture_percent: int = Field(100, ge=1, le=100)
+    # What the capture keeps: a total size of the endpoint's capture prefix (MB) and
+    # an age (hours since a file's last record). Always bounded: no value turns a
+    # bound off. The local endpoint sweeps both (inference/capture.py); on AWS the age
+    # is the S3 lifecycle rule on the prefix (infra/platform.yaml, whole days rounded
+    # up) and S3 has no size bound.
+    data_capture_max_mb: int = Field(1024, ge=1, le=1024 * 1024)
+    data_capture_retention_hours: int = Field(168, ge=1, le=24 * 3650)
     variant_name: str = "AllTraffic"
     wait_timeout_seconds: int = Field(3600, ge=60, le=28800)
 
@@ -354,6 +361,11 @@ class DeploymentConfig(_Section):
             except ObjectStoreError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @property
+    def data_capture_retention_days(self) -> int:
+        """The age bound in whole days, rounded up: an S3 lifecycle rule's unit."""
+        return -(-self.data_capture_retention_hours // 24)
 
 
 _ENTITY_TYPE = re.compile(r"^(NUMBER\(\d{1,2},0\)|INTEGER|VARCHAR(\(\d{1,8}\))?)$")
