@@ -25,6 +25,20 @@ sooner once about 1 MB is waiting) and on shutdown, to one file per worker and h
 Lines are appended whole, so a reader sees complete lines (and at most one unfinished
 last line, which it ignores). Capture never fails or delays a prediction: a failure to
 write is logged once and counted, and those events are dropped.
+
+What capture keeps is bounded (``CaptureBounds``: a total size and an age; the
+deployment section's ``data_capture_max_mb`` and ``data_capture_retention_hours``). A
+file rolls once it holds 1/64 of the size bound. The writer thread (never the request
+path) sweeps the endpoint's folder after a write that rolled a file, every minute and
+on close: files whose last record is older than the retention go, then the oldest
+files until the folder holds at most 3/4 of the size bound. A sweep never deletes a
+file a writer holds open: each writer holds a shared ``flock`` on its open files, and
+a sweep deletes a file only under an exclusive one. The workers' sweeps of one folder
+take turns (a flock on the folder), and a file already deleted is no error. Between
+its sweeps a worker adds at most one file (1/64 of the bound) or one write (about
+1 MB), whichever is more, so with up to 16 workers the folder stays within the bound.
+SageMaker bounds nothing itself: on AWS the age bound is an S3 lifecycle rule on the
+capture prefix (infra/platform.yaml), and S3 has no size bound.
 """
 
 from __future__ import annotations
@@ -32,7 +46,9 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import fcntl
 import logging
+import math
 import os
 import random
 import threading
@@ -53,6 +69,146 @@ FLUSH_BYTES = 1 << 20  # wake the writer early once this much body data waits
 # new events are dropped and counted, so capture cannot exhaust a worker's memory;
 # SageMaker likewise stops capturing when its disk fills.
 MAX_BACKLOG_BYTES = 64 << 20
+# What capture keeps, unless told (the defaults of the deployment section's
+# data_capture_max_mb and data_capture_retention_hours, stack/config.py).
+DEFAULT_MAX_MB = 1024
+DEFAULT_RETENTION_HOURS = 168  # 7 days
+SWEEP_SECONDS = 60.0  # the age sweep's period when no file rolls
+# A file rolls at 1/FILE_SHARE of the size bound and a sweep leaves at most
+# SWEEP_TARGET of it: room for 16 workers' unswept files before the bound is reached.
+FILE_SHARE = 64
+SWEEP_TARGET = 0.75
+
+
+@dataclass(frozen=True)
+class CaptureBounds:
+    """How much of one endpoint's capture is kept: a total size and an age."""
+
+    max_bytes: int = DEFAULT_MAX_MB << 20
+    retention_seconds: float = DEFAULT_RETENTION_HOURS * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or not self.retention_seconds > 0:
+            raise ValueError(
+                f"capture bounds must be positive: max_bytes={self.max_bytes}, "
+                f"retention_seconds={self.retention_seconds}"
+            )
+
+    @classmethod
+    def from_settings(cls, max_mb: float, retention_hours: float) -> CaptureBounds:
+        """Bounds from the configuration's units (MB of 2**20 bytes, hours)."""
+        return cls(int(max_mb * (1 << 20)), retention_hours * 3600.0)
+
+    @property
+    def file_bytes(self) -> int:
+        """The size at which a capture file rolls."""
+        return max(1, self.max_bytes // FILE_SHARE)
+
+    @property
+    def target_bytes(self) -> int:
+        """What a sweep leaves at most (files in use aside)."""
+        return math.floor(self.max_bytes * SWEEP_TARGET)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    deleted: int = 0  # files
+    freed: int = 0  # bytes
+    kept_bytes: int = 0  # what the folder held afterwards
+    in_use: int = 0  # files that had to go but a writer holds open
+
+
+def sweep_capture(
+    folder: Path,
+    bounds: CaptureBounds,
+    now: float,
+    keep: frozenset[Path] = frozenset(),
+) -> SweepResult:
+    """Delete the capture files under ``folder`` past ``bounds``: those whose last
+    write is older than the retention, then the oldest until at most
+    ``bounds.target_bytes`` remain. Files in ``keep`` or locked by a writer stay.
+
+    Safe to run from several processes at once: sweeps of one folder take turns (an
+    exclusive flock on the folder itself, held for the few milliseconds a sweep
+    takes), and a file that vanished meanwhile counts as deleted. Empty hour folders
+    are removed.
+    """
+    try:
+        lock = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        return SweepResult()  # nothing captured yet
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _sweep_locked(folder, bounds, now, keep)
+    finally:
+        os.close(lock)
+
+
+def _sweep_locked(
+    folder: Path, bounds: CaptureBounds, now: float, keep: frozenset[Path]
+) -> SweepResult:
+    files = sorted(_capture_files(folder), key=lambda f: (f[1], f[0]))
+    expired_before = now - bounds.retention_seconds
+    total = sum(size for _, _, size in files)
+    deleted = freed = in_use = 0
+    for path, mtime, size in files:
+        expired = mtime <= expired_before
+        if not expired and total <= bounds.target_bytes:
+            break  # sorted by age: nothing younger has to go
+        if path in keep or not _delete_unless_in_use(path):
+            in_use += 1
+            continue
+        deleted += 1
+        freed += size
+        total -= size
+    if deleted:
+        _remove_empty_folders(folder)
+    return SweepResult(deleted, freed, total, in_use)
+
+
+def _capture_files(folder: Path) -> list[tuple[Path, float, int]]:
+    """``(path, mtime, size)`` of each ``.jsonl`` file under ``folder``."""
+    found = []
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            if not name.endswith(".jsonl"):
+                continue
+            path = Path(root) / name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # another worker's sweep deleted it
+            found.append((path, stat.st_mtime, stat.st_size))
+    return found
+
+
+def _delete_unless_in_use(path: Path) -> bool:
+    """Delete ``path`` unless a writer holds it (its shared flock); True if it is
+    gone, whoever deleted it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove the empty folders below ``folder``, deepest first. A writer that
+    creates a file in one at the same moment retries (``CaptureWriter._open``).
+    """
+    for root, _dirs, _names in os.walk(folder, topdown=False):
+        if Path(root) != folder:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                os.rmdir(root)
 
 
 @dataclass(frozen=True)
@@ -171,14 +327,23 @@ def capture_line(
 
 # (inference time, input body, input type, output body, output type, inference id)
 _Event = tuple[float, bytes, str, bytes, str, "str | None"]
+_Hour = tuple[int, int, int, int]
+
+
+@dataclass
+class _OpenFile:
+    path: Path
+    handle: BinaryIO
+    size: int = 0
 
 
 class CaptureWriter:
     """Captures a sample of one worker's invocations into hourly JSON Lines files.
 
     ``record`` is what the request path calls: it samples, then queues references to
-    the bodies (no encoding, no I/O). A daemon thread writes them out. ``close`` (on
-    graceful shutdown) writes what is left.
+    the bodies (no encoding, no I/O). A daemon thread writes them out and keeps the
+    endpoint's folder within ``bounds`` (``sweep_capture``). ``close`` (on graceful
+    shutdown) writes what is left.
     """
 
     def __init__(
@@ -189,8 +354,12 @@ class CaptureWriter:
         max_backlog_bytes: int = MAX_BACKLOG_BYTES,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] | None = None,
+        bounds: CaptureBounds | None = None,
+        sweep_seconds: float = SWEEP_SECONDS,
     ) -> None:
         self.settings = settings
+        self.bounds = bounds or CaptureBounds()
+        self.sweep_seconds = sweep_seconds
         self.flush_seconds = flush_seconds
         self.flush_bytes = flush_bytes
         self._clock = clock
@@ -206,8 +375,11 @@ class CaptureWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_lock = threading.Lock()
-        self._files: dict[tuple[int, int, int, int], BinaryIO] = {}
+        self._files: dict[_Hour, _OpenFile] = {}
+        self._rolled = False  # a file filled up since the last sweep
+        self._last_sweep = time.monotonic()
         self.captured = 0  # events written
+        self.swept = 0  # files the sweeps deleted
         self.failed = 0  # events lost to a write failure
         self.dropped = 0  # events not queued: the backlog was full
         self._warned = False
@@ -216,8 +388,12 @@ class CaptureWriter:
     @property
     def folder(self) -> Path:
         """``<destination>/<EndpointName>/<VariantName>``."""
-        s = self.settings
-        return s.directory / s.endpoint_name / s.variant_name
+        return self.endpoint_folder / self.settings.variant_name
+
+    @property
+    def endpoint_folder(self) -> Path:
+        """``<destination>/<EndpointName>``: what ``bounds`` bound."""
+        return self.settings.directory / self.settings.endpoint_name
 
     def start(self) -> CaptureWriter:
         if self._thread is None:
@@ -286,7 +462,21 @@ class CaptureWriter:
                 self._close_files()
                 return 0
             self.captured += written
+            if self._rolled:
+                self._sweep()
             return written
+
+    def sweep(self) -> SweepResult:
+        """Close this writer's files of hours that are over (no event goes there any
+        more, and an open file is never deleted), then bring the endpoint's folder
+        within ``bounds`` (``sweep_capture``). Never raises.
+        """
+        with self._flush_lock:
+            with contextlib.suppress(Exception):
+                current = _hour_of(self._clock())
+                for hour in [h for h in self._files if h < current]:
+                    self._files.pop(hour).handle.close()
+            return self._sweep()
 
     def close(self) -> None:
         """Stop the writer thread, write what is queued and close the files (once;
@@ -302,6 +492,7 @@ class CaptureWriter:
         self.flush()
         with self._flush_lock:
             self._close_files()
+            self._sweep()
         if self.failed or self.dropped:
             log.warning(
                 "data capture: %d event(s) written, %d lost to write failures, "
@@ -316,37 +507,103 @@ class CaptureWriter:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             self.flush()
+            if time.monotonic() - self._last_sweep >= self.sweep_seconds:
+                self.sweep()
 
     def _write(self, events: list[_Event]) -> int:
-        by_hour: dict[tuple[int, int, int, int], list[bytes]] = {}
+        by_hour: dict[_Hour, list[tuple[float, bytes]]] = {}
         for event in events:
-            when = time.gmtime(event[0])
-            hour = (when.tm_year, when.tm_mon, when.tm_mday, when.tm_hour)
-            lines = by_hour.setdefault(hour, [])
-            if not lines and hour not in self._files:
-                self._files[hour] = self._open(hour, event[0])
-            lines.append(capture_line(self.settings, *event))
+            line = capture_line(self.settings, *event)
+            by_hour.setdefault(_hour_of(event[0]), []).append((event[0], line))
         for hour, lines in by_hour.items():
-            _write_all(self._files[hour], b"".join(lines))
+            self._append(hour, lines)
         newest = max(by_hour)
         for hour in [h for h in self._files if h < newest]:
-            self._files.pop(hour).close()  # rotate: that hour is over
+            self._files.pop(hour).handle.close()  # rotate: that hour is over
         return len(events)
 
-    def _open(self, hour: tuple[int, int, int, int], first: float) -> BinaryIO:
+    def _append(self, hour: _Hour, lines: list[tuple[float, bytes]]) -> None:
+        """Append ``lines`` to the hour's file, rolling to a new file whenever one
+        reaches ``bounds.file_bytes`` (so a sweep has whole files to delete).
+        """
+        limit = self.bounds.file_bytes
+        pending: list[bytes] = []
+        pending_size = 0
+        current = self._files.get(hour)
+        for when, line in lines:
+            if current is None:
+                current = self._files[hour] = self._open(hour, when)
+            elif pending and current.size + pending_size + len(line) > limit:
+                self._write_lines(current, pending)
+                pending, pending_size = [], 0
+            if not pending and current.size and current.size + len(line) > limit:
+                current.handle.close()  # full: the next line starts a new file
+                self._rolled = True
+                current = self._files[hour] = self._open(hour, when)
+            pending.append(line)
+            pending_size += len(line)
+        if current is not None and pending:
+            self._write_lines(current, pending)
+
+    def _write_lines(self, file: _OpenFile, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        _write_all(file.handle, data)
+        file.size += len(data)
+
+    def _open(self, hour: _Hour, first: float) -> _OpenFile:
+        """A new file for ``hour``, named for its first event, held under a shared
+        flock so that no sweep deletes it while it is written.
+        """
         year, month, day, hh = hour
         folder = self.folder / f"{year:04d}" / f"{month:02d}" / f"{day:02d}"
         folder = folder / f"{hh:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
         when = time.gmtime(first)
         millis = int((first % 1) * 1000)
         name = f"{when.tm_min:02d}-{when.tm_sec:02d}-{millis:03d}-{uuid.uuid4()}.jsonl"
-        return open(folder / name, "ab", buffering=0)  # noqa: SIM115 - kept open
+        for attempt in (1, 2):  # a sweep may remove the empty folder in between
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                handle = open(folder / name, "ab", buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            if os.fstat(handle.fileno()).st_nlink:
+                return _OpenFile(folder / name, handle)
+            handle.close()  # a sweep deleted it before the lock: open another
+        raise OSError(f"cannot keep a capture file in {folder}")
+
+    def _sweep(self) -> SweepResult:
+        """The sweep, with ``_flush_lock`` held. Ages are file modification times,
+        so they are measured on the wall clock, not the events' ``clock``.
+        """
+        self._last_sweep = time.monotonic()
+        self._rolled = False
+        try:
+            result = sweep_capture(
+                self.endpoint_folder,
+                self.bounds,
+                time.time(),
+                keep=frozenset(f.path for f in self._files.values()),
+            )
+        except Exception as exc:  # noqa: BLE001 - capture must never fail serving
+            self._failed(0, f"sweeping the capture folder failed: {exc}")
+            return SweepResult()
+        self.swept += result.deleted
+        if result.deleted:
+            log.debug(
+                "data capture: deleted %d file(s), %d bytes; %d bytes kept",
+                result.deleted,
+                result.freed,
+                result.kept_bytes,
+            )
+        return result
 
     def _close_files(self) -> None:
-        for handle in self._files.values():
+        for file in self._files.values():
             with contextlib.suppress(OSError):
-                handle.close()
+                file.handle.close()
         self._files.clear()
 
     def _failed(self, count: int, message: str) -> None:
@@ -359,6 +616,11 @@ class CaptureWriter:
                 os.getpid(),
                 message,
             )
+
+
+def _hour_of(moment: float) -> _Hour:
+    when = time.gmtime(moment)
+    return (when.tm_year, when.tm_mon, when.tm_mday, when.tm_hour)
 
 
 def _write_all(handle: BinaryIO, data: bytes) -> None:

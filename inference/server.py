@@ -82,9 +82,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1.0,
         help="how often each worker writes what it captured (and on shutdown)",
     )
+    parser.add_argument(
+        "--data-capture-max-mb",
+        type=float,
+        default=None,
+        help="the most the endpoint's capture folder keeps (default 1024)",
+    )
+    parser.add_argument(
+        "--data-capture-retention-hours",
+        type=float,
+        default=None,
+        help="how long a capture file is kept after its last record (default 168)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    for bound in ("max_mb", "retention_hours"):
+        value = getattr(args, f"data_capture_{bound}")
+        if value is not None and not value > 0:
+            parser.error(f"--data-capture-{bound.replace('_', '-')} must be positive")
     capture_config = None
     if args.data_capture_config:
         if args.data_capture_dir is None:
@@ -109,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if capture_config is not None
             else None,
             data_capture_flush_seconds=args.data_capture_flush_seconds,
+            data_capture_max_mb=args.data_capture_max_mb,
+            data_capture_retention_hours=args.data_capture_retention_hours,
         ),
         control_file=args.control_file,
         status_file=args.status_file,

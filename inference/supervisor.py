@@ -49,6 +49,9 @@ class Generation:
     data_capture_config: dict[str, Any] | None = None
     data_capture_dir: str | None = None
     data_capture_flush_seconds: float = 1.0
+    # what the capture keeps (MB, hours); None: inference.capture's defaults
+    data_capture_max_mb: float | None = None
+    data_capture_retention_hours: float | None = None
 
 
 @dataclass
@@ -137,6 +140,8 @@ class Supervisor:
             data_capture_config=data.get("data_capture_config"),
             data_capture_dir=data.get("data_capture_dir"),
             data_capture_flush_seconds=data.get("data_capture_flush_seconds", 1.0),
+            data_capture_max_mb=data.get("data_capture_max_mb"),
+            data_capture_retention_hours=data.get("data_capture_retention_hours"),
         )
 
     def _start(self, sock: socket.socket, spec: Generation) -> _Workers | None:
@@ -271,6 +276,13 @@ def _spawn(
             "--data-capture-flush-seconds",
             str(spec.data_capture_flush_seconds),
         ]
+        if spec.data_capture_max_mb is not None:
+            command += ["--data-capture-max-mb", str(spec.data_capture_max_mb)]
+        if spec.data_capture_retention_hours is not None:
+            command += [
+                "--data-capture-retention-hours",
+                str(spec.data_capture_retention_hours),
+            ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         process = subprocess.Popen(

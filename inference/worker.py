@@ -55,6 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-capture-dir", default=None, help="the folder of DestinationS3Uri"
     )
     parser.add_argument("--data-capture-flush-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--data-capture-max-mb", type=float, default=None, help="capture size bound"
+    )
+    parser.add_argument(
+        "--data-capture-retention-hours",
+        type=float,
+        default=None,
+        help="capture age bound",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from inference.app import ScoringApp
@@ -149,7 +158,13 @@ def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
     """The data capture writer the worker's generation asks for, if any."""
     if not args.data_capture_config or not args.data_capture_dir:
         return None
-    from inference.capture import CaptureSettings, CaptureWriter
+    from inference.capture import (
+        DEFAULT_MAX_MB,
+        DEFAULT_RETENTION_HOURS,
+        CaptureBounds,
+        CaptureSettings,
+        CaptureWriter,
+    )
 
     settings = CaptureSettings.from_config(
         json.loads(args.data_capture_config),
@@ -159,8 +174,12 @@ def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
     )
     if settings is None:
         return None
+    bounds = CaptureBounds.from_settings(
+        args.data_capture_max_mb or DEFAULT_MAX_MB,
+        args.data_capture_retention_hours or DEFAULT_RETENTION_HOURS,
+    )
     return CaptureWriter(
-        settings, flush_seconds=args.data_capture_flush_seconds
+        settings, flush_seconds=args.data_capture_flush_seconds, bounds=bounds
     ).start()
 
 
