@@ -299,3 +299,54 @@ def test_the_bounds_reach_each_workers_writer(tmp_path, monkeypatch):
     worker_args = command[command.index("--fd") :]
     assert worker_main(worker_args) == 0
     assert made[0].bounds == CaptureBounds(2 << 20, 5 * 3600.0)
+
+
+# --- on AWS: the age bound is an S3 lifecycle rule ------------------------------------
+
+
+def _platform_template() -> dict:
+    from tests.monitoring.test_infra import template
+
+    return template("platform.yaml")
+
+
+def test_the_artifacts_bucket_expires_the_capture_prefix():
+    platform = _platform_template()
+    rules = platform["Resources"]["ArtifactsBucket"]["Properties"][
+        "LifecycleConfiguration"
+    ]["Rules"]
+    (rule,) = [r for r in rules if r["Id"] == "expire-data-capture"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == {"Ref": "DataCapturePrefix"}
+    assert rule["ExpirationInDays"] == {"Ref": "DataCaptureRetentionDays"}
+    # the bucket is versioned: an expired capture file's version goes too
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    parameters = platform["Parameters"]
+    default = CaptureBounds().retention_seconds / 3600 / 24
+    assert parameters["DataCaptureRetentionDays"]["Default"] == default == 7
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_each_environment_s_lifecycle_matches_its_capture_settings(env):
+    """The rule's days are data_capture_retention_hours rounded up to days, and its
+    prefix is the configured capture URI's (when the environment captures).
+    """
+    from stack.objectstore import split_uri
+    from tests.conftest import PROJECT_ROOT
+
+    declared = _platform_template()["Parameters"]
+    given = orjson.loads((PROJECT_ROOT / f"infra/parameters/{env}.json").read_bytes())[
+        "Parameters"
+    ]
+
+    def value(name: str) -> str:
+        return str(given.get(name, declared[name]["Default"]))
+
+    config = load_config(env)
+    days = config.deployment.data_capture_retention_days
+    assert int(value("DataCaptureRetentionDays")) == days
+    assert days * 24 >= config.deployment.data_capture_retention_hours > (days - 1) * 24
+    if config.deployment.data_capture_s3_uri:
+        bucket, key = split_uri(config.deployment.data_capture_s3_uri)
+        assert bucket == config.aws.bucket == value("BucketName")
+        assert value("DataCapturePrefix") == key.rstrip("/") + "/"
