@@ -13,9 +13,11 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from stack.config import ENVIRONMENTS, Config, ConfigError, load_config
@@ -87,26 +89,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _deploy(config: Config, dry_run: bool) -> int:
     from features import load_feature_set
+    from snowflake.sagemaker_predictions.procedure import ProcedureSettings
+    from snowflake.sagemaker_predictions.procedure_code import build_procedure_code
+
+    feature_set = load_feature_set(
+        config.features.feature_set, config.features.directory
+    )
+    settings = ProcedureSettings.from_config(config, feature_set)
+    with tempfile.TemporaryDirectory(prefix="sagemaker-predictions-") as directory:
+        code = build_procedure_code(settings, Path(directory))
+        if dry_run:
+            return _print_deployment(config, feature_set, code)
+        return _apply(config, feature_set, code)
+
+
+def _print_deployment(config: Config, feature_set: Any, code: Any) -> int:
+    from snowflake.sagemaker_predictions.templates import render
+
+    objects = render(config, feature_set, code, placeholders=True)
+    print(f"-- deploy --env {config.env} --dry-run: nothing was applied")
+    print(
+        f"-- the procedure's code: {code.description}; the files the PUTs name are "
+        "built again by a deploy"
+    )
+    for obj in objects:
+        where = "" if obj.embedded else " (real Snowflake only)"
+        print(f"\n-- {obj.version}: {obj.kind} {obj.name}{where}")
+        for statement in obj.statements:
+            print(f"{statement};")
+    return EXIT_OK
+
+
+def _apply(config: Config, feature_set: Any, code: Any) -> int:
     from snowflake.sagemaker_predictions.deploy import DeployError, deploy
     from snowflake.sagemaker_predictions.templates import render
     from stack.resources import build_resources
     from stack.warehouse import WarehouseUnavailable
 
-    feature_set = load_feature_set(
-        config.features.feature_set, config.features.directory
-    )
-    if dry_run:
-        objects = render(config, feature_set, placeholders=True)
-        print(f"-- deploy --env {config.env} --dry-run: nothing was applied")
-        for obj in objects:
-            where = "" if obj.embedded else " (real Snowflake only)"
-            print(f"\n-- {obj.version}: {obj.kind} {obj.name}{where}")
-            for statement in obj.statements:
-                print(f"{statement};")
-        return EXIT_OK
     warehouse = build_resources(config).warehouse
     # fakesnow runs none of the objects that need account values: placeholders do
-    objects = render(config, feature_set, placeholders=warehouse.emulated)
+    objects = render(config, feature_set, code, placeholders=warehouse.emulated)
     try:
         outcomes = deploy(warehouse, objects)
     except (DeployError, WarehouseUnavailable) as exc:

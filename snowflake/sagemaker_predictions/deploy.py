@@ -4,7 +4,10 @@ A ledger table records the SHA-256 of what was last applied per object. An objec
 whose rendered SQL matches the ledger and which still exists is left alone
 (``unchanged``); a missing one is ``created``; a replaceable one whose SQL moved is
 applied again (``changed``). PREDICTIONS itself is never replaced: it is created when
-missing and otherwise left alone (a change of its shape is a new versioned file).
+missing and otherwise left alone (a change of its shape is a new versioned file); so
+is the code stage. The procedure's code is uploaded (PUT) when the ledger does not
+record those exact files or LIST does not show them; the procedure names its release
+and settings digests, so a new release replaces it and redeploying one does nothing.
 
 Grants survive a replaced object twice over: every ``CREATE OR REPLACE`` of an
 object with grants says ``COPY GRANTS``, and the grants that name an object
@@ -36,12 +39,17 @@ _LEDGER_DDL = (
 _SHOW = {
     "api_integration": "SHOW INTEGRATIONS LIKE %s",
     "external_function": "SHOW EXTERNAL FUNCTIONS LIKE %s",
+    "stage": "SHOW STAGES LIKE %s",
     "procedure": "SHOW PROCEDURES LIKE %s",
     "task": "SHOW TASKS LIKE %s",
 }
 # Snowflake's "Insufficient privileges to operate on ..." and "does not exist or not
 # authorized" errors
 _PRIVILEGE_ERRNOS = {3001, 2003}
+
+# Made when missing, never replaced: a changed PREDICTIONS is a new versioned file; a
+# replaced stage would lose every release's code
+_CREATED_ONCE = ("table", "stage")
 
 Status = Literal["created", "changed", "unchanged", "real Snowflake only"]
 
@@ -58,7 +66,9 @@ class Outcome:
 
 
 def digest(obj: SqlObject) -> str:
-    return hashlib.sha256("\n;\n".join(obj.statements).encode()).hexdigest()
+    """What the ledger records of ``obj``: its statements, or its fingerprint."""
+    text = obj.fingerprint or "\n;\n".join(obj.statements)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def deploy(warehouse: Warehouse, objects: list[SqlObject]) -> list[Outcome]:
@@ -91,7 +101,7 @@ def _apply(
     """
     exists = _exists(cursor, obj, previous)
     current = digest(obj)
-    if obj.kind == "table" and exists:
+    if obj.kind in _CREATED_ONCE and exists:
         note = (
             ""
             if previous in (None, current)
@@ -125,8 +135,22 @@ def _exists(cursor: Any, obj: SqlObject, previous: str | None) -> bool:
     if obj.kind in _SHOW:
         _run(cursor, _SHOW[obj.kind], (obj.name,), f"looking up {obj.name}")
         return bool(cursor.fetchall())
+    if obj.kind == "stage_files":
+        return _staged(cursor, obj)
     # grants, comments: applying them again is harmless; the ledger says
     return previous is not None
+
+
+def _staged(cursor: Any, obj: SqlObject) -> bool:
+    """Whether every file ``obj`` uploads is on its stage (``LIST @stage``); its
+    fingerprint has a line ``<path on the stage> <sha256>`` per file.
+    """
+    stage = obj.name.split("/", 1)[0]
+    wanted = {line.split()[0] for line in obj.fingerprint.splitlines()}
+    _run(cursor, f"LIST @{stage}", None, f"listing @{stage}")
+    # LIST names each file <stage in lower case>/<path on the stage>
+    listed = {str(row[0]).split("/", 1)[-1] for row in cursor.fetchall()}
+    return wanted <= listed
 
 
 def _read_ledger(cursor: Any) -> dict[tuple[str, str], str]:

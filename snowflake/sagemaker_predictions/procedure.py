@@ -1,26 +1,27 @@
 """The scoring procedure's logic: what Snowflake runs on the task's schedule
 (through ``handler.run``).
 
-What the SQL procedure (``sql/V004__score_procedure.sql``) does, with the Snowpark
-DataFrame API: the feature set's rows for the as-of date, each with its fingerprint
-(``templates.features_hash_sql``, the definition the batch job shares); only the
-entities that are new or whose fingerprint changed, scored through the external
-function (``snowflake_objects.function``, PREDICT_CHURN); the rows of that date whose
-entity the feature query no longer returns, deleted (as the batch job does); all of it
-in one ``Table.merge`` into PREDICTIONS, keyed by (entity id, AS_OF_DATE), so one
-statement and one transaction. The as-of date defaults to today in UTC and SCORED_AT
-is the UTC time as TIMESTAMP_NTZ, whatever the session's TIMEZONE, as the batch job
-writes them.
+With the Snowpark DataFrame API: the feature set's rows for the as-of date, each with
+its fingerprint (``features_hash.features_hash_sql``, the definition the batch job
+shares); only the entities that are new or whose fingerprint changed, scored through the
+external function (``snowflake_objects.function``, PREDICT_CHURN); the rows of that date
+whose entity the feature query no longer returns, deleted (as the batch job does); all
+of it in one ``Table.merge`` into PREDICTIONS, keyed by (entity id, AS_OF_DATE), so one
+statement and one transaction. The as-of date defaults to today in UTC and SCORED_AT is
+the UTC time as TIMESTAMP_NTZ, whatever the session's TIMEZONE, as the batch job writes
+them.
 
 The feature query is the feature set's own SQL text (the one definition training,
-extraction and the batch job run) with the fingerprint around it, as V004 and the
-batch job run it, sent with ``session.sql``; everything after it is DataFrame
+extraction and the batch job run) with the fingerprint around it, as the batch job
+runs it, sent with ``session.sql``; everything after it is DataFrame
 operations. Snowpark's local testing cannot run SQL text, so tests answer that one
 call from the embedded Snowflake (docs/local-vs-aws.md).
 
 The steps are plain functions over a Snowpark session and DataFrames, runnable on a
 laptop with a local-testing session or a real one. Snowpark is imported inside them:
-Snowflake's runtime provides it, our image does not install it.
+Snowflake's runtime provides it, our image does not install it. Inside Snowflake this
+module and what it imports come from the release's archive
+(``procedure_code``), beside the standard library and Snowpark only.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snowflake.sagemaker_predictions.templates import features_hash_sql
-from stack.config import ConfigError, validate_identifier
+from snowflake.sagemaker_predictions.features_hash import features_hash_sql
+from stack.identifiers import ConfigError, validate_identifier
 
 if TYPE_CHECKING:
     from snowflake.snowpark import DataFrame, Session, Table
@@ -57,7 +58,7 @@ class ProcedureError(Exception):
 @dataclass(frozen=True)
 class ProcedureSettings:
     """What the procedure needs from the configuration, fixed when it is deployed
-    (V004 renders the same values into its SQL).
+    (``SETTINGS_FILE``, uploaded beside the release's archive).
 
     ``feature_sql`` is the feature set's query with its ``%(as_of)s`` and
     ``%(label_window_days)s`` parameters; ``features`` are the model's input columns in
@@ -70,7 +71,7 @@ class ProcedureSettings:
     features: tuple[str, ...]
     feature_sql: str
     label_window_days: int
-    execution_id: str  # recorded with each score, as V004's 'task:<task>'
+    execution_id: str  # recorded with each score: 'task:<task>'
 
     def __post_init__(self) -> None:
         validate_identifier(self.table, "writeback.table")
@@ -167,7 +168,7 @@ def load_settings(import_directory: Path | None = None) -> ProcedureSettings:
 
 def feature_query(settings: ProcedureSettings, as_of: date) -> str:
     """The feature set's query for ``as_of``, each row with its fingerprint
-    (FEATURES_HASH), as V004 and the batch job compute it.
+    (FEATURES_HASH), as the batch job computes it.
 
     The two parameters are filled in as the connector's default (pyformat) binding
     fills them for the batch job, on the client: ``%`` formatting with each value

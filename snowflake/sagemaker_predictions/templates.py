@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features import FeatureSet
+from snowflake.sagemaker_predictions.procedure_code import (
+    HANDLER,
+    PACKAGES,
+    RUNTIME_VERSION,
+    ProcedureCode,
+)
 from stack.config import Config, ConfigError, validate_identifier
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -35,16 +41,21 @@ class SqlObject:
     """One Snowflake object (or set of grants) as rendered statements."""
 
     version: str  # the template file, e.g. V001__predictions_table.sql
-    # table, api_integration, external_function, procedure, task, grants, comment
+    # table, api_integration, external_function, stage, stage_files, procedure, task,
+    # grants, comment
     kind: str
     name: str
     statements: tuple[str, ...]
     # The embedded Snowflake (fakesnow 0.12) cannot parse CREATE API INTEGRATION,
-    # EXTERNAL FUNCTION, PROCEDURE or TASK: those exist only in real Snowflake.
+    # EXTERNAL FUNCTION, PROCEDURE or TASK: those exist only in real Snowflake (and
+    # so does the procedure's code stage, see _KINDS).
     embedded: bool
     # (kind, name) of the objects whose grants this one holds: applied again whenever
     # one of them is created or replaced, whatever the ledger says of this one
     grants_on: tuple[tuple[str, str], ...] = ()
+    # What the ledger records when the statements alone do not say what was applied
+    # (uploads name a file on this machine; the fingerprint names its content)
+    fingerprint: str = ""
 
 
 # template file -> (kind, runs on the embedded Snowflake)
@@ -52,6 +63,10 @@ _KINDS = {
     "predictions_table": ("table", True),
     "api_integration": ("api_integration", False),
     "external_function": ("external_function", False),
+    # fakesnow runs CREATE STAGE, PUT and LIST, but keeps no stage from one session to
+    # the next: the code stage exists only in real Snowflake, as the procedure does
+    "code_stage": ("stage", False),
+    "procedure_code": ("stage_files", False),
     "score_procedure": ("procedure", False),
     "task": ("task", False),
     "grants": ("grants", False),
@@ -62,25 +77,6 @@ _KINDS = {
 def max_batch_rows(feature_count: int, limit: int = PAYLOAD_LIMIT_BYTES) -> int:
     """The most rows whose external-function JSON surely fits in ``limit`` bytes."""
     return limit // (_ROW_OVERHEAD_BYTES + feature_count * _MAX_VALUE_BYTES)
-
-
-def features_hash_sql(columns: list[str], alias: str) -> str:
-    """A SQL expression fingerprinting an entity's features (NULLs included), the one
-    definition of "changed" that the procedure and the batch job share.
-
-    ``HASH`` over the columns themselves: a 64-bit hash that never returns NULL, even
-    for NULL inputs (Snowflake documents this); a test checks on the embedded
-    Snowflake that a NULL, a zero and a swap of two values all change it. The earlier
-    MD5 of the values as text spent most of its time turning 19 numbers per row into
-    strings (0.4 s of a 0.85 s query for 136k rows on DuckDB), and changes are all
-    it has to detect. Stored as text. The engine that stored a value computes the
-    next one, so values only have to agree with themselves; were a new engine version
-    to hash differently, every entity would look changed once and be rescored, not
-    missed (short of a 64-bit collision).
-    """
-    validate_identifier(alias, "table alias")
-    parts = ", ".join(f"{alias}.{validate_identifier(c, 'feature')}" for c in columns)
-    return f"TO_VARCHAR(HASH({parts}))"
 
 
 def sql_literal(value: str) -> str:
@@ -101,15 +97,26 @@ def predictions_ddl(table: str, entity_column: str, entity_type: str) -> str:
 
 
 def render(
-    config: Config, feature_set: FeatureSet, *, placeholders: bool = False
+    config: Config,
+    feature_set: FeatureSet,
+    code: ProcedureCode,
+    *,
+    placeholders: bool = False,
 ) -> list[SqlObject]:
-    """Every object in dependency order (the file versions order them).
+    """Every object in dependency order (the file numbers order them; each file is
+    the object's desired state, applied again when its text changes, not a migration
+    run once).
 
     Args:
+        code: the scoring procedure's code and settings, built on this machine
+            (``procedure_code.build_procedure_code``).
         placeholders: render unset account values (API URL, role ARN) as visible
             placeholders, for ``--dry-run``; otherwise they are a ConfigError.
     """
-    values = _values(config, feature_set, placeholders)
+    values = {
+        **_values(config, feature_set, placeholders),
+        **_code_values(config, code),
+    }
     objects = []
     for path in sorted(SQL_DIR.glob("V*.sql")):
         match = _FILE.match(path.name)
@@ -132,6 +139,7 @@ def render(
                 statements,
                 embedded,
                 grants_on,
+                code.fingerprint if kind == "stage_files" else "",
             )
         )
     return objects
@@ -141,6 +149,8 @@ _NAME_KEY = {
     "table": "table",
     "api_integration": "api_integration",
     "external_function": "function",
+    "stage": "code_stage",
+    "stage_files": "code_files",
     "procedure": "procedure",
     "task": "task",
     "grants": "grant_role",
@@ -174,7 +184,6 @@ def _values(config: Config, feature_set: FeatureSet, placeholders: bool) -> dict
     prefixes = objects.api_allowed_prefixes or [
         account_value(None, "api_allowed_prefixes")
     ]
-    feature_sql = _scripting_sql(feature_set.sql)
     warehouse = config.snowflake.warehouse
     return {
         "table": validate_identifier(config.writeback.table, "writeback.table"),
@@ -191,9 +200,6 @@ def _values(config: Config, feature_set: FeatureSet, placeholders: bool) -> dict
         "function": objects.function,
         "function_arguments": ", ".join(f"{f} FLOAT" for f in features),
         "function_types": ", ".join("FLOAT" for _ in features),
-        "feature_arguments": ", ".join(f"f.{f}" for f in features),
-        "features_hash": features_hash_sql(features, "q"),
-        "features_sql": feature_sql,
         "label_window_days": str(int(config.features.label_window_days)),
         "max_batch_rows": str(batch),
         "procedure": objects.procedure,
@@ -205,25 +211,26 @@ def _values(config: Config, feature_set: FeatureSet, placeholders: bool) -> dict
         ),
         "schedule": sql_literal(objects.schedule),
         "grant_role": objects.grant_role or "",
-        "utc_now": UTC_NOW_SQL,
         "utc_today": UTC_TODAY_SQL,
     }
 
 
-def _scripting_sql(sql: str) -> str:
-    """The feature query with Snowflake Scripting variables for its bound
-    parameters, to embed in the procedure body.
-    """
-    body = sql.strip().rstrip(";")
-    body = body.replace("%(as_of)s", ":AS_OF").replace(
-        "%(label_window_days)s", ":LABEL_WINDOW_DAYS"
-    )
-    if "%(" in body or "$$" in body:
-        raise ConfigError(
-            "the feature query can only take %(as_of)s and %(label_window_days)s "
-            "and must not contain $$ to be embedded in the scoring procedure"
-        )
-    return body
+def _code_values(config: Config, code: ProcedureCode) -> dict:
+    """The code stage, the upload and the procedure's Python clauses."""
+    stage = config.snowflake_objects.code_stage
+    archive, settings = code.staged(stage)
+    return {
+        "code_stage": stage,
+        "code_folder": code.folder,
+        "code_files": f"{stage}/{code.folder}",
+        "archive_uri": sql_literal(code.archive.resolve().as_uri()),
+        "settings_uri": sql_literal(code.settings.resolve().as_uri()),
+        "runtime_version": sql_literal(RUNTIME_VERSION),
+        "procedure_packages": ", ".join(sql_literal(p) for p in PACKAGES),
+        "procedure_imports": f"{sql_literal(archive)}, {sql_literal(settings)}",
+        "handler": sql_literal(HANDLER),
+        "procedure_comment": sql_literal(code.description),
+    }
 
 
 def _fill(text: str, values: dict, path: Path) -> str:

@@ -1,7 +1,7 @@
 """Score new or changed entities through the endpoint and MERGE them into PREDICTIONS.
 
 The job reads the feature query the pipeline trains on (as of a date) together with a
-fingerprint of each entity's features (``templates.features_hash_sql``, the same
+fingerprint of each entity's features (``features_hash.features_hash_sql``, the same
 definition the scheduled procedure uses), and keeps only the entities that have no
 score for that date yet, whose features changed, or that another model scored, and
 the entities PREDICTIONS has for that date that the query no longer returns (deleted,
@@ -31,9 +31,9 @@ import pyarrow.types as pa_types
 
 from features import FeatureSchema, FeatureSet, SchemaError
 from inference.client import EndpointClient, EndpointInvokeError
+from snowflake.sagemaker_predictions.features_hash import features_hash_sql
 from snowflake.sagemaker_predictions.templates import (
     PAYLOAD_LIMIT_BYTES,
-    features_hash_sql,
     predictions_ddl,
 )
 from stack.config import validate_identifier

@@ -1,12 +1,20 @@
 import contextlib
+import re
 import subprocess
 import sys
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
 from features import load_feature_set
 from snowflake.sagemaker_predictions.deploy import LEDGER, DeployError, deploy
-from snowflake.sagemaker_predictions.templates import SqlObject, render
+from snowflake.sagemaker_predictions.procedure_code import _path_safe
+from snowflake.sagemaker_predictions.templates import (
+    SqlObject,
+    render,
+    split_statements,
+)
 from tests.conftest import PROJECT_ROOT
 
 
@@ -26,16 +34,17 @@ def statuses(outcomes):
 
 
 def test_deploy_on_the_embedded_snowflake_creates_once_then_changes_nothing(
-    warehouse, local_config
+    warehouse, local_config, procedure_code
 ):
-    objects = render(local_config, load_feature_set("churn"), placeholders=True)
+    objects = render(
+        local_config, load_feature_set("churn"), procedure_code, placeholders=True
+    )
+    embedded = ("table", "comment")
     first = statuses(deploy(warehouse, objects))
-    assert first["table"] == first["comment"] == "created"
-    assert {first[k] for k in first if k not in ("table", "comment")} == {
-        "real Snowflake only"
-    }
+    assert {first[k] for k in embedded} == {"created"}
+    assert {first[k] for k in first if k not in embedded} == {"real Snowflake only"}
     again = statuses(deploy(warehouse, objects))
-    assert again["table"] == again["comment"] == "unchanged"
+    assert {again[k] for k in embedded} == {"unchanged"}
     with warehouse.connect() as conn:
         cursor = conn.cursor()
         cursor.execute(f"SELECT OBJECT_KIND, OBJECT_NAME FROM {LEDGER} ORDER BY 1")
@@ -85,26 +94,58 @@ class _NoPrivilegeWarehouse:
         yield Conn()
 
 
-def test_a_missing_privilege_is_named_plainly(local_config):
-    objects = render(local_config, load_feature_set("churn"), placeholders=True)
+def test_a_missing_privilege_is_named_plainly(local_config, procedure_code):
+    objects = render(
+        local_config, load_feature_set("churn"), procedure_code, placeholders=True
+    )
     with pytest.raises(DeployError, match="the role lacks a privilege"):
         deploy(_NoPrivilegeWarehouse(), objects)
 
 
-def test_dry_run_prints_every_statement_and_connects_to_nothing():
+def test_dry_run_shows_every_statement_and_all_of_it_parses_as_snowflake_sql():
+    """The whole text, as a reviewer reads it in the CD log: each statement parses
+    with sqlglot's Snowflake dialect, and only the statements sqlglot has no grammar
+    for (API integration, task) are kept as opaque commands.
+    """
     result = cli("deploy", "--env", "dev", "--dry-run")
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert "nothing was applied" in out
+    version = re.search(r"snowflake-sagemaker-mlops (\S+) \(archive", out).group(1)
+    folder = f"@SAGEMAKER_PREDICTIONS_CODE/sagemaker_predictions/{_path_safe(version)}"
     for needle in (
         "CREATE TABLE IF NOT EXISTS PREDICTIONS",
-        "CREATE API INTEGRATION IF NOT EXISTS SAGEMAKER_PREDICTIONS_API",
         "CREATE OR REPLACE EXTERNAL FUNCTION PREDICT_CHURN(",
-        "CREATE OR REPLACE PROCEDURE SCORE_NEW_PREDICTIONS(AS_OF DATE)",
+        "CREATE STAGE IF NOT EXISTS SAGEMAKER_PREDICTIONS_CODE",
+        f"{folder}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE",
+        "CREATE OR REPLACE PROCEDURE SCORE_NEW_PREDICTIONS(AS_OF VARCHAR DEFAULT NULL)"
+        "\nCOPY GRANTS\nRETURNS VARIANT\nLANGUAGE PYTHON",
+        f"IMPORTS = ('{folder}/snowflake_sagemaker_mlops-{_path_safe(version)}.zip', "
+        f"'{folder}/sagemaker_predictions_procedure.json')",
+        "HANDLER = 'snowflake.sagemaker_predictions.handler.run'",
+        "EXECUTE AS OWNER",
         "CREATE OR REPLACE TASK SCORE_PREDICTIONS",
+        "TIMEZONE = 'UTC'",
         "GRANT SELECT ON TABLE PREDICTIONS TO ROLE PREDICTIONS_READER",
     ):
-        assert needle in out
-    assert "nothing was applied" in out
+        assert needle in out, needle
+    statements = split_statements(out)
+    puts = [s for s in statements if s.startswith("PUT ")]
+    assert len(puts) == 2
+    commands = []
+    for statement in statements:
+        parsed = sqlglot.parse_one(statement, read="snowflake")
+        assert parsed is not None, statement
+        if isinstance(parsed, exp.Command):
+            commands.append(" ".join(statement.split()[:4]))
+        if statement.startswith("CREATE OR REPLACE") and "TASK" not in statement:
+            assert "COPY GRANTS" in statement, statement
+    assert sorted(commands) == [
+        "ALTER API INTEGRATION SAGEMAKER_PREDICTIONS_API",
+        "ALTER TASK SCORE_PREDICTIONS RESUME",
+        "CREATE API INTEGRATION IF",
+        "CREATE OR REPLACE TASK",
+    ]
 
 
 def test_deploy_command_on_the_embedded_snowflake_and_bad_config(tmp_path):

@@ -9,6 +9,7 @@ every statement, so a test can tell which mechanism kept them.
 """
 
 import contextlib
+import dataclasses
 import re
 
 from features import load_feature_set
@@ -104,36 +105,43 @@ class _Cursor:
         return self._cursor.fetchone()
 
 
-def objects(**overrides):
+def objects(code, **overrides):
     config = load_config("dev", overrides={**ACCOUNT, **overrides})
-    return render(config, load_feature_set("churn"))
+    return render(config, load_feature_set("churn"), code)
 
 
 def statuses(outcomes):
     return {o.obj.kind: (o.status, o.note) for o in outcomes}
 
 
-def test_every_create_or_replace_of_a_granted_object_copies_its_grants():
-    for obj in objects():
+def test_every_create_or_replace_of_a_granted_object_copies_its_grants(
+    procedure_code,
+):
+    for obj in objects(procedure_code):
         for statement in obj.statements:
             if statement.startswith("CREATE OR REPLACE") and obj.kind != "task":
                 assert "COPY GRANTS" in statement, statement
     # the task holds no grants (none of ours names it)
-    (grants,) = [o for o in objects() if o.kind == "grants"]
+    (grants,) = [o for o in objects(procedure_code) if o.kind == "grants"]
     assert ("external_function", "PREDICT_CHURN") in grants.grants_on
     assert not any("TASK" in s for s in grants.statements)
 
 
-def test_a_new_url_replaces_the_function_and_the_reader_keeps_its_usage(warehouse):
+def test_a_new_url_replaces_the_function_and_the_reader_keeps_its_usage(
+    warehouse, procedure_code
+):
     snowflake = GrantTrackingWarehouse(warehouse)
     usage = ("USAGE", "PREDICT_CHURN", "PREDICTIONS_READER")
-    first = statuses(deploy(snowflake, objects()))
+    first = statuses(deploy(snowflake, objects(procedure_code)))
     assert first["external_function"][0] == first["grants"][0] == "created"
     assert usage in snowflake.model.grants
-    assert statuses(deploy(snowflake, objects()))["grants"] == ("unchanged", "")
+    assert statuses(deploy(snowflake, objects(procedure_code)))["grants"] == (
+        "unchanged",
+        "",
+    )
 
     snowflake.model.log.clear()
-    moved = objects(**{"snowflake_objects.api_url": URL + "v2/predict"})
+    moved = objects(procedure_code, **{"snowflake_objects.api_url": URL + "v2/predict"})
     again = statuses(deploy(snowflake, moved))
     assert again["external_function"] == ("changed", "")
     assert again["grants"] == (
@@ -153,30 +161,30 @@ def test_a_new_url_replaces_the_function_and_the_reader_keeps_its_usage(warehous
     )
 
 
-def test_without_copy_grants_the_reapplied_grants_still_restore_usage(warehouse):
+def test_without_copy_grants_the_reapplied_grants_still_restore_usage(
+    warehouse, procedure_code
+):
     """The re-apply alone is enough: a replace that drops the grants (a template
     without COPY GRANTS, as V003 was) is followed by the grants statements.
     """
     snowflake = GrantTrackingWarehouse(warehouse)
     usage = ("USAGE", "PREDICT_CHURN", "PREDICTIONS_READER")
-    deploy(snowflake, objects())
+    deploy(snowflake, objects(procedure_code))
 
     def without_copy_grants(objs):
         return [
-            o.__class__(
-                o.version,
-                o.kind,
-                o.name,
-                tuple(s.replace("COPY GRANTS", "") for s in o.statements),
-                o.embedded,
-                o.grants_on,
+            dataclasses.replace(
+                o, statements=tuple(s.replace("COPY GRANTS", "") for s in o.statements)
             )
             for o in objs
         ]
 
     snowflake.model.log.clear()
     deploy(
-        snowflake, without_copy_grants(objects(**{"snowflake_objects.api_url": URL}))
+        snowflake,
+        without_copy_grants(
+            objects(procedure_code, **{"snowflake_objects.api_url": URL})
+        ),
     )
     replace = next(
         i

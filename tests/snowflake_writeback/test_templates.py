@@ -18,11 +18,14 @@ from snowflake.sagemaker_predictions.templates import (
 from stack.config import ConfigError, load_config
 
 ROLE = "arn:aws:iam::000000000000:role/snowflake-api"
-# sqlglot 30 has grammar for tables, external functions, procedures and grants; it
-# keeps API INTEGRATION and TASK statements as an opaque Command (tokens checked only)
+# sqlglot 30 has grammar for tables, external functions, stages, PUT, procedures and
+# grants; it keeps API INTEGRATION and TASK statements as an opaque Command (tokens
+# checked only)
 EXPECTED = {
     "table": exp.Create,
     "external_function": exp.Create,
+    "stage": exp.Create,
+    "stage_files": exp.Put,
     "procedure": exp.Create,
     "grants": exp.Grant,
     "api_integration": exp.Command,
@@ -31,9 +34,15 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _code(procedure_code):
+    global CODE
+    CODE = procedure_code
+
+
 def rendered(env="dev", **overrides):
     config = load_config(env, overrides=overrides)
-    return render(config, load_feature_set("churn"), placeholders=True)
+    return render(config, load_feature_set("churn"), CODE, placeholders=True)
 
 
 @pytest.mark.parametrize("env", ["local", "dev", "staging", "prod"])
@@ -48,8 +57,8 @@ def test_every_rendered_statement_parses_as_snowflake_sql(env):
         },
     )
     assert [o.kind for o in objects] == [
-        "table", "api_integration", "external_function", "procedure", "task", "grants",
-        "comment",
+        "table", "api_integration", "external_function", "stage", "stage_files",
+        "procedure", "task", "grants", "comment",
     ]  # fmt: skip
     for obj in objects:
         for statement in obj.statements:
@@ -58,13 +67,34 @@ def test_every_rendered_statement_parses_as_snowflake_sql(env):
             assert "{{" not in statement and "<unset" not in statement
 
 
-def test_the_procedure_body_merge_parses_too():
-    procedure = next(o for o in rendered() if o.kind == "procedure")
-    body = procedure.statements[0].split("$$")[1]
-    merge = re.search(r"(MERGE INTO .*?);\s*RETURN", body, re.S).group(1)
-    parsed = sqlglot.parse_one(merge, read="snowflake")
-    assert isinstance(parsed, exp.Merge)
-    assert "%(" not in merge and ":AS_OF" in merge and ":LABEL_WINDOW_DAYS" in merge
+def test_the_procedure_is_the_releases_python_handler_from_the_code_stage():
+    objects = {o.kind: o for o in rendered()}
+    (create,) = objects["procedure"].statements
+    archive, settings = CODE.staged("SAGEMAKER_PREDICTIONS_CODE")
+    assert archive.endswith(f"/{CODE.folder}/{CODE.archive.name}")
+    for clause in (
+        "CREATE OR REPLACE PROCEDURE SCORE_NEW_PREDICTIONS(AS_OF VARCHAR DEFAULT NULL)",
+        "COPY GRANTS",
+        "RETURNS VARIANT",
+        "LANGUAGE PYTHON",
+        "RUNTIME_VERSION = '3.11'",
+        "PACKAGES = ('snowflake-snowpark-python==1.56.0')",
+        f"IMPORTS = ('{archive}', '{settings}')",
+        "HANDLER = 'snowflake.sagemaker_predictions.handler.run'",
+        f"COMMENT = '{CODE.description}'",
+        "EXECUTE AS OWNER",
+    ):
+        assert clause in create
+    # the two files the procedure imports are the two the deploy uploads there
+    puts = objects["stage_files"].statements
+    assert [p.split()[1] for p in puts] == [
+        f"'{CODE.archive.resolve().as_uri()}'",
+        f"'{CODE.settings.resolve().as_uri()}'",
+    ]
+    for put in puts:
+        target = put.split()[2]
+        assert target == f"@SAGEMAKER_PREDICTIONS_CODE/{CODE.folder}/"
+        assert "AUTO_COMPRESS = FALSE" in put
 
 
 def test_max_batch_rows_keeps_the_worst_case_request_under_the_payload_limit():
@@ -80,7 +110,7 @@ def test_max_batch_rows_keeps_the_worst_case_request_under_the_payload_limit():
 def test_unset_account_values_fail_unless_placeholders_are_asked_for():
     config = load_config("dev")
     with pytest.raises(ConfigError, match="api_aws_role_arn is not set"):
-        render(config, load_feature_set("churn"))
+        render(config, load_feature_set("churn"), CODE)
     text = "\n".join(s for o in rendered() for s in o.statements)
     assert "'<unset: snowflake_objects.api_aws_role_arn>'" in text
 
@@ -120,20 +150,27 @@ def test_statements_split_outside_dollar_bodies_only():
 
 
 def test_the_procedure_and_the_batch_job_fingerprint_features_alike():
-    from snowflake.sagemaker_predictions.templates import features_hash_sql
+    from datetime import date
+
+    from snowflake.sagemaker_predictions.features_hash import features_hash_sql
+    from snowflake.sagemaker_predictions.procedure import (
+        ProcedureSettings,
+        feature_query,
+    )
     from snowflake.sagemaker_predictions.writeback import changed_entities_sql
 
     feature_set = load_feature_set("churn")
     features = [f.upper() for f in feature_set.schema.feature_names]
     fingerprint = features_hash_sql(features, "q")
-    procedure = next(o for o in rendered() if o.kind == "procedure")
-    assert f"SELECT q.*, {fingerprint} AS FEATURES_HASH" in procedure.statements[0]
+    settings = ProcedureSettings.from_config(load_config("dev"), feature_set)
+    procedure = feature_query(settings, date(2026, 1, 1))
+    assert f"SELECT q.*, {fingerprint} AS FEATURES_HASH" in procedure
     job = changed_entities_sql(feature_set.sql, "PREDICTIONS", "CUSTOMER_ID", features)
     assert f"SELECT q.*, {fingerprint} AS FEATURES_HASH" in job
 
 
 def test_the_fingerprint_tells_nulls_zeros_and_swapped_values_apart(warehouse):
-    from snowflake.sagemaker_predictions.templates import features_hash_sql
+    from snowflake.sagemaker_predictions.features_hash import features_hash_sql
 
     rows = [(1, 2.5, 3), (1, 2.5, 3), (1, 2.5, None), (1, 2.5, 0), (3, 2.5, 1),
             (1, 2.25, 3), (None, None, None)]  # fmt: skip
@@ -166,12 +203,13 @@ def test_the_score_column_says_it_is_a_calibrated_probability():
     assert "within 90 days after AS_OF_DATE" in statement
 
 
-def test_the_task_and_the_sql_procedure_use_utc_whatever_the_session_time_zone():
+def test_the_task_uses_utc_whatever_the_session_time_zone():
     objects = {o.kind: o for o in rendered()}
     task = objects["task"].statements[0]
     assert "TIMEZONE = 'UTC'" in task
-    assert task.rstrip().endswith(f"CALL SCORE_NEW_PREDICTIONS({UTC_TODAY_SQL})")
-    assert f"{UTC_NOW_SQL} AS SCORED_AT" in objects["procedure"].statements[0]
+    assert task.rstrip().endswith(
+        f"CALL SCORE_NEW_PREDICTIONS(TO_VARCHAR({UTC_TODAY_SQL}, 'YYYY-MM-DD'))"
+    )
     # nothing we ship reads the clock in the session's time zone
     for obj in objects.values():
         for statement in obj.statements:
