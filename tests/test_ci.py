@@ -31,7 +31,7 @@ PROJECT_PACKAGES = {
 # Shell builtins and the runner's own tools that the scripts use.
 SYSTEM_COMMANDS = {
     "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
-    "tee", "jq", "docker",
+    "tee", "jq", "docker", "curl",
 }  # fmt: skip
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
 OPERATORS = {";", "&&", "||", "|", "&", ";;"}
