@@ -7,7 +7,9 @@ it stays open while workers come and go:
 - **redeploy** (SIGHUP, with a new model named in the control file): a new generation
   of workers loads the new model and starts accepting from the same socket; only when
   every one of them is ready are the old workers sent SIGTERM, and they finish the
-  requests they hold. A model that fails to load leaves the old generation serving.
+  requests they hold. The redeploy is reported done only once every old worker has
+  stopped accepting: from then on every new connection reaches the new model. A model
+  that fails to load leaves the old generation serving.
 - **SIGTERM / SIGINT**: every worker drains its in-flight requests, then the supervisor
   exits 0 (SageMaker sends SIGKILL 30 s after SIGTERM).
 - a worker that dies unexpectedly is replaced.
@@ -58,6 +60,9 @@ class Generation:
 class _Workers:
     spec: Generation
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # each worker's pipe (same order): "ready" once it accepts, "stopped" once it no
+    # longer does, end of file when it exits
+    pipes: list[Any] = field(default_factory=list)
 
 
 class Supervisor:
@@ -102,6 +107,7 @@ class Supervisor:
             if started is None:
                 return 1
             self._current = started
+            self._write_status(spec, "serving", None, started)
             log.info(
                 "serving %s on %s:%s with %d workers",
                 spec.model_dir,
@@ -149,20 +155,17 @@ class Supervisor:
         (the others are stopped and the failure is written to the status file).
         """
         workers = _Workers(spec)
-        pipes = []
         for _ in range(self.workers):
             process, ready = _spawn(sock, spec, self.read_timeout)
             workers.processes.append(process)
-            pipes.append(ready)
-        error = _wait_ready(pipes, self.startup_timeout)
-        for ready in pipes:
-            ready.close()
+            workers.pipes.append(ready)
+        error = _wait_ready(workers.pipes, self.startup_timeout)
         if error:
             log.error("cannot serve %s: %s", spec.model_dir, error)
             _stop(workers.processes, grace=5.0)
+            _close(workers.pipes)
             self._write_status(spec, "failed", error)
             return None
-        self._write_status(spec, "serving", None, workers)
         return workers
 
     def _reload(self, sock: socket.socket) -> None:
@@ -174,11 +177,18 @@ class Supervisor:
         if started is None:
             return  # the serving generation carries on
         old, self._current = self._current, started
-        for process in old.processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)  # drains, then exits
+        retiring = time.monotonic()
+        _retire(old)
         self._draining.extend(old.processes)
-        log.info("now serving %s; the previous workers are draining", spec.model_dir)
+        # Only now: the deployer takes this as "every new connection gets the new
+        # model", which holds once no old worker accepts.
+        self._write_status(spec, "serving", None, started)
+        log.info(
+            "now serving %s; the previous workers stopped accepting within %.2f s "
+            "and are draining",
+            spec.model_dir,
+            time.monotonic() - retiring,
+        )
 
     def _reap_and_replace(self, sock: socket.socket) -> None:
         self._draining = [p for p in self._draining if p.poll() is None]
@@ -196,10 +206,11 @@ class Supervisor:
             )
             replacement, ready = _spawn(sock, current.spec, self.read_timeout)
             error = _wait_ready([ready], self.startup_timeout)
-            ready.close()
             if error:
                 log.error("the replacement worker failed: %s", error)
             current.processes[i] = replacement
+            _close(current.pipes[i : i + 1])
+            current.pipes[i] = ready
             replaced = True
         if replaced:
             self._write_status(current.spec, "serving", None, current)
@@ -312,6 +323,41 @@ def _wait_ready(pipes: list[Any], timeout: float) -> str | None:
                 else:  # end of file: the worker exited before it was ready
                     return "a worker exited while loading the model (see its log)"
     return None
+
+
+def _retire(old: _Workers, grace: float = _GRACE_SECONDS) -> None:
+    """Send the old generation SIGTERM (each drains what it holds, then exits) and
+    return once none of its workers accepts a connection any more: each says
+    ``stopped`` or exits. A worker that has not stopped accepting within ``grace``
+    seconds (its event loop is stuck) is killed.
+    """
+    for process in old.processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    waiting = list(old.pipes)
+    deadline = time.monotonic() + grace
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select(waiting, [], [], min(left, 0.5))
+            for pipe in readable:
+                said = pipe.read(64)
+                if not said or b"stopped" in said:  # end of file: it exited
+                    waiting.remove(pipe)
+    for process, pipe in zip(old.processes, old.pipes, strict=True):
+        if pipe in waiting:
+            log.error(
+                "worker %d still accepts %.0f s after SIGTERM; killing it",
+                process.pid,
+                grace,
+            )
+            process.kill()
+    _close(old.pipes)
+
+
+def _close(pipes: list[Any]) -> None:
+    for pipe in pipes:
+        pipe.close()
 
 
 def _stop(processes: list[subprocess.Popen[bytes]], grace: float) -> None:

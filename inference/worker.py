@@ -5,15 +5,17 @@ Started by ``inference.supervisor`` as ``python -m inference.worker --fd N --rea
 worker (and the next generation of workers during a redeploy) accepts from one queue:
 no connection waits in a socket that is about to close. The worker writes ``ready`` to
 ``--ready-fd`` once it accepts connections and exits non-zero if the model cannot load.
-SIGTERM stops accepting, answers further requests on open connections with
-``Connection: close`` for up to 2 s, lets in-flight requests finish (up to ``--grace``
-seconds) and exits.
+SIGTERM stops accepting and then writes ``stopped`` to ``--ready-fd`` (so the supervisor
+knows that no connection opened from then on reaches this worker), answers further
+requests on open connections with ``Connection: close`` for up to 2 s, lets in-flight
+requests finish (up to ``--grace`` seconds) and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -193,6 +195,8 @@ def _serve(
     import uvicorn
     import uvloop
 
+    supervisor_pipe = _Pipe(ready_fd)
+
     class DrainingServer(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # uvicorn closes every connection that has no request in progress at
@@ -204,6 +208,9 @@ def _serve(
             # close", and give the open connections a moment to finish that way.
             for server in self.servers:
                 server.close()
+            # Only now may the supervisor report a redeploy done: until this
+            # worker stops accepting, a new connection may still reach the old model.
+            supervisor_pipe.tell(b"stopped\n")
             app.draining = True  # type: ignore[attr-defined]
             deadline = time.monotonic() + _DRAIN_SECONDS
             while self.server_state.connections and time.monotonic() < deadline:
@@ -237,8 +244,9 @@ def _serve(
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
-            os.write(ready_fd, b"ready\n")
-        os.close(ready_fd)
+            supervisor_pipe.tell(b"ready\n", close=False)
+        else:
+            supervisor_pipe.close()
         while not serving.done():
             # Orphaned (the supervisor was killed): stop rather than linger.
             if os.getppid() != supervisor:
@@ -246,9 +254,35 @@ def _serve(
             await asyncio.wait([serving], timeout=1.0)
         serving.result()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    finally:
+        supervisor_pipe.close()
     return 0
+
+
+class _Pipe:
+    """The worker's end of its pipe to the supervisor: ``ready`` once it accepts,
+    ``stopped`` once it no longer does; closed after ``stopped`` (or at exit).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def tell(self, message: bytes, close: bool = True) -> None:
+        if self._fd is None:
+            return
+        # OSError: the supervisor is gone (or predates this message)
+        with contextlib.suppress(OSError):
+            os.write(self._fd, message)
+        if close:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 if __name__ == "__main__":

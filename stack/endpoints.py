@@ -38,6 +38,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # How long the workers of a server that died may hold its port: they notice within
 # a second and drain what they hold (inference.worker), well within SageMaker's 30 s.
 _ORPHAN_SECONDS = 30.0
+# How long a redeploy may wait, after the new workers load, for the old ones to stop
+# accepting (inference.supervisor waits up to 25 s, then kills a stuck one).
+_RETIRE_SECONDS = 30.0
 
 
 class EndpointError(Exception):
@@ -399,7 +402,7 @@ class LocalEndpoints(EndpointDeployer):
     def _wait_until_serving(self, name: str, request_id: str, pid: int) -> None:
         """Wait for the serving process to report the outcome of ``request_id``."""
         status_path = self._server_file(name, "status")
-        deadline = time.monotonic() + self.startup_timeout
+        deadline = time.monotonic() + self.startup_timeout + _RETIRE_SECONDS
         while time.monotonic() < deadline:
             alive = _alive(pid)  # first: a server writes its outcome, then exits
             with contextlib.suppress(OSError, ValueError):

@@ -52,7 +52,7 @@ def server(model_dir, tmp_path):
             process.wait()
 
 
-def wait_status(status, request, timeout=60):
+def wait_status(status, request, timeout=60, poll=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -61,7 +61,7 @@ def wait_status(status, request, timeout=60):
             data = {}
         if data.get("request") == request:
             return data
-        time.sleep(0.05)
+        time.sleep(poll)
     raise AssertionError(f"no status for {request}")
 
 
@@ -129,6 +129,53 @@ def test_a_reload_replaces_every_worker_and_a_dead_worker_is_replaced(
     else:
         raise AssertionError("the dead worker was not replaced")
     assert score(url) > 0
+
+
+def test_a_reload_is_reported_only_once_no_old_worker_accepts(
+    server, model_dir, tmp_path
+):
+    """Issue 21 (deploys are atomic): the status file reports a reload done only when
+    every old worker has stopped accepting, so from then on every new connection is
+    answered by the new model. (The old workers used to be sent SIGTERM after the
+    report and kept accepting for up to ~0.1 s: a client that connected right after
+    the deploy returned could still get the old model's answer.)
+    """
+    process, url, control, status = server
+    wait_status(status, "r1")
+    opposite = _opposite_model(tmp_path)
+    for request, model, new_is_high in [
+        ("r2", opposite, False),
+        ("r3", model_dir, True),
+    ]:
+        control.write_text(json.dumps({"model_dir": str(model), "request": request}))
+        process.send_signal(signal.SIGHUP)
+        reported = wait_status(status, request, poll=0.005)
+        assert reported["state"] == "serving"
+        answers = [score(url) > 0.5 for _ in range(40)]
+        assert answers == [new_is_high] * 40, (request, answers)
+
+
+def _opposite_model(tmp_path):
+    """A model that scores x1 = 2 low, where the shared one scores it high."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.inference.conftest import SCHEMA
+    from training.hyperparameters import DEFAULTS
+    from training.train import save_model, train_model
+
+    rng = np.random.default_rng(1)
+
+    def data(n):
+        x1, x2 = rng.normal(size=n), rng.normal(size=n)
+        return pd.DataFrame(
+            {"id": range(n), "x1": x1, "x2": x2, "y": (x1 < -0.5).astype(int)}
+        )
+
+    folder = tmp_path / "opposite"
+    params = {**DEFAULTS, "num_round": 20}
+    save_model(train_model(data(500), data(200), SCHEMA, params), folder)
+    return folder
 
 
 def _alive(pid):
