@@ -25,7 +25,7 @@ import pandas as pd
 
 from features import FeatureSchema, load_feature_set
 from inference.codec import RequestError, parse_request
-from stack.objectstore import ObjectStore, join_uri
+from stack.objectstore import ObjectNotFound, ObjectStore, join_uri
 
 log = logging.getLogger("monitoring.capture")
 
@@ -71,7 +71,14 @@ def read_capture(
     times: list[np.ndarray] = []
     events = undecodable = 0
     for uri in _files(store, base, start, end):
-        for line, complete in _lines(store.read_bytes(uri)):
+        try:
+            data = store.read_bytes(uri)
+        except ObjectNotFound:
+            # swept by the capture bound (or an S3 lifecycle rule) since the listing:
+            # only the oldest files go, so what is left of the window is still read
+            log.info("capture file %s went before it was read; skipped", uri)
+            continue
+        for line, complete in _lines(data):
             try:
                 event = orjson.loads(line)
                 when = _inference_time(event)

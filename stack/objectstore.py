@@ -19,6 +19,10 @@ class ObjectStoreError(Exception):
     """A URI is malformed or an object is missing."""
 
 
+class ObjectNotFound(ObjectStoreError):
+    """The object does not exist (or was deleted between a listing and a read)."""
+
+
 # S3's bucket naming rules (general purpose buckets): 3 to 63 characters of lowercase
 # letters, digits, dots and hyphens, a letter or digit at each end, no two dots in a
 # row, not an IP address, none of the reserved prefixes and suffixes.
@@ -180,10 +184,10 @@ class LocalObjectStore(ObjectStore):
         return sorted(found)
 
     def read_bytes(self, uri: str) -> bytes:
-        source = self.path_of(uri)
-        if not source.is_file():
-            raise ObjectStoreError(f"no such object: {uri}")
-        return source.read_bytes()
+        try:
+            return self.path_of(uri).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no such object: {uri}") from None
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         target = self.path_of(uri)
@@ -226,7 +230,7 @@ class S3ObjectStore(ObjectStore):
         try:
             return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self._client.exceptions.NoSuchKey as exc:
-            raise ObjectStoreError(f"no such object: {uri}") from exc
+            raise ObjectNotFound(f"no such object: {uri}") from exc
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = split_uri(uri)

@@ -185,3 +185,36 @@ def test_an_output_only_capture_is_counted_not_read(tmp_path):
         LocalObjectStore(tmp_path), PREFIX, "ep", T0, T0 + timedelta(hours=1)
     )
     assert frame.empty and frame.attrs["undecodable"] == 1
+
+
+class SweepingStore(LocalObjectStore):
+    """Lists, then the first listed file goes (the capture bound's sweep, or S3's
+    lifecycle rule, between the listing and the read).
+    """
+
+    swept = False
+
+    def list(self, prefix_uri):
+        found = super().list(prefix_uri)
+        if found and not self.swept:
+            self.path_of(found[0]).unlink()
+            self.swept = True
+        return found
+
+
+def test_a_file_swept_between_the_listing_and_the_read_is_skipped(tmp_path):
+    recorder = Recorder(tmp_path)
+    early, late = rows(2, 7), rows(3, 8)
+    recorder.record(
+        T0 + timedelta(minutes=5), csv(early), "text/csv", b"0.1\n0.2\n", "text/csv"
+    )
+    recorder.record(
+        T0 + timedelta(hours=1, minutes=5),
+        csv(late), "text/csv", b"0.3\n0.4\n0.5\n", "text/csv",
+    )  # fmt: skip
+    recorder.writer.close()
+    frame = read_capture(
+        SweepingStore(tmp_path), PREFIX, "ep", T0, T0 + timedelta(hours=2)
+    )
+    np.testing.assert_array_equal(frame[NAMES].to_numpy(), late)
+    np.testing.assert_allclose(frame["prediction"], [0.3, 0.4, 0.5])
