@@ -9,7 +9,9 @@ it stays open while workers come and go:
   every one of them is ready are the old workers sent SIGTERM, and they finish the
   requests they hold. The redeploy is reported done only once every old worker has
   stopped accepting: from then on every new connection reaches the new model. A model
-  that fails to load leaves the old generation serving.
+  that fails to load leaves the old generation serving. The new workers run the
+  interpreter and environment the control file names (the code the deployer serves
+  now, e.g. a newly staged image), not necessarily the supervisor's own.
 - **SIGTERM / SIGINT**: every worker drains its in-flight requests, then the supervisor
   exits 0 (SageMaker sends SIGKILL 30 s after SIGTERM).
 - a worker that dies unexpectedly is replaced.
@@ -51,6 +53,10 @@ class Generation:
     data_capture_config: dict[str, Any] | None = None
     data_capture_dir: str | None = None
     data_capture_flush_seconds: float = 1.0
+    # The interpreter and environment of the workers (the code they run); None: the
+    # supervisor's own
+    worker_python: str | None = None
+    worker_env: dict[str, str] | None = None
     # what the capture keeps (MB, hours); None: inference.capture's defaults
     data_capture_max_mb: float | None = None
     data_capture_retention_hours: float | None = None
@@ -146,6 +152,8 @@ class Supervisor:
             data_capture_config=data.get("data_capture_config"),
             data_capture_dir=data.get("data_capture_dir"),
             data_capture_flush_seconds=data.get("data_capture_flush_seconds", 1.0),
+            worker_python=data.get("worker_python"),
+            worker_env=data.get("worker_env"),
             data_capture_max_mb=data.get("data_capture_max_mb"),
             data_capture_retention_hours=data.get("data_capture_retention_hours"),
         )
@@ -260,7 +268,7 @@ def _spawn(
 ) -> tuple[subprocess.Popen[bytes], Any]:
     ready_r, ready_w = os.pipe()
     command = [
-        sys.executable,
+        spec.worker_python or sys.executable,
         "-m",
         "inference.worker",
         "--fd",
@@ -294,7 +302,8 @@ def _spawn(
                 "--data-capture-retention-hours",
                 str(spec.data_capture_retention_hours),
             ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = os.environ if spec.worker_env is None else spec.worker_env
+    env = {**base, "OMP_NUM_THREADS": "1"}
     try:
         process = subprocess.Popen(
             command,

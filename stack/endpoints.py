@@ -227,7 +227,9 @@ class LocalEndpoints(EndpointDeployer):
         variant = config["ProductionVariants"][0]
         model_name = variant["ModelName"]
         model = self._read("models", model_name)
-        capture = self._capture_spec(config)
+        # what the workers are given besides the model: capture, and the code they
+        # run (a code change reloads them even when the model is the same)
+        serving = self._capture_spec(config) | self._worker_spec()
         model_dir, digest = self._stage_model(model_name, model["ModelDataUrl"])
         current = self.describe(name)
         # a server that died leaves workers that drain what they hold, then exit
@@ -242,7 +244,7 @@ class LocalEndpoints(EndpointDeployer):
             current is not None
             and current.model_digest == digest
             and current.port == self.port
-            and self._serving_capture(name) == capture
+            and self._serving_spec(name, serving) == serving
         ):
             # these model bytes already serve: no reload, but the endpoint now runs
             # on the new config, as SageMaker's UpdateEndpoint would report
@@ -257,7 +259,7 @@ class LocalEndpoints(EndpointDeployer):
             "variant_name": variant.get("VariantName", "AllTraffic"),
             "endpoint_name": name,
             "request": uuid.uuid4().hex,
-            **capture,
+            **serving,
         }
         previous = self._control_text(name)
         self._write_control(name, spec)
@@ -375,19 +377,33 @@ class LocalEndpoints(EndpointDeployer):
             "data_capture_flush_seconds": self.capture_flush_seconds,
         }
 
-    def _serving_capture(self, name: str) -> dict[str, Any]:
-        """The data capture keys the serving process was last given."""
+    def _serving_spec(self, name: str, wanted: dict[str, Any]) -> dict[str, Any]:
+        """The values of ``wanted``'s keys the serving process was last given."""
         try:
             control = json.loads(self._server_file(name, "control").read_text())
         except (OSError, ValueError):
             control = {}
-        return {
-            "data_capture_config": control.get("data_capture_config"),
-            "data_capture_dir": control.get("data_capture_dir"),
-            "data_capture_flush_seconds": control.get(
-                "data_capture_flush_seconds", self.capture_flush_seconds
-            ),
-        }
+        defaults = {"data_capture_flush_seconds": self.capture_flush_seconds}
+        return {key: control.get(key, defaults.get(key)) for key in wanted}
+
+    def _serves_current_code(self, name: str) -> bool:
+        """The serving workers run the code a new generation would run."""
+        wanted = self._worker_spec()
+        return self._serving_spec(name, wanted) == wanted
+
+    def _worker_spec(self) -> dict[str, Any]:
+        """The interpreter and environment a new generation of workers starts with:
+        the code a server started now would run (the staged image's, when the
+        launcher says so), so that a redeploy after a code change serves the new code
+        even though the serving supervisor keeps running.
+        """
+        argv, env = self._launch(["python", "-m", "inference.worker"])
+        return {"worker_python": argv[0], "worker_env": env}
+
+    def _launch(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        if self.server_launcher is not None:
+            return self.server_launcher(command)
+        return [sys.executable, *command[1:]], _server_environment()
 
     def _server_file(self, name: str, suffix: str) -> Path:
         return self.root / "servers" / f"{name}.{suffix}.json"
@@ -459,11 +475,7 @@ class LocalEndpoints(EndpointDeployer):
             "--startup-timeout",
             str(self.startup_timeout),
         ]
-        if self.server_launcher is not None:
-            argv, env = self.server_launcher(command)
-        else:
-            argv = [sys.executable, *command[1:]]
-            env = _server_environment()
+        argv, env = self._launch(command)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 argv,
@@ -528,6 +540,7 @@ class LocalEndpoints(EndpointDeployer):
             current is not None
             and current.status == "InService"
             and self.serving_package(endpoint_name) == package_arn
+            and self._serves_current_code(endpoint_name)
         ):
             return DeploymentReport(
                 endpoint=current,

@@ -357,6 +357,50 @@ def test_a_dead_server_reads_failed_and_the_next_deploy_restarts_it_on_its_port(
     assert again.endpoint.pid != first.pid and ping(again.endpoint.url) == 200
 
 
+def test_a_redeploy_after_a_code_change_serves_the_new_code(deployer, tmp_path):
+    """Issue 21: the supervisor keeps running across redeploys, but each new
+    generation of workers runs the code a server started now would run (the
+    launcher's; the local runner's is the newly staged image), and a code change
+    reloads the workers even when the model is the same.
+    """
+    import shutil
+    import sys
+
+    from stack.endpoints import PROJECT_ROOT, _server_environment
+
+    package = register(deployer, model_archive(tmp_path, "a"))
+    first = deployer.deploy_package(package.arn, "ep").endpoint
+    assert _ping_body(first.url) == b""
+    # the new code: the inference package, its /ping saying so
+    code = tmp_path / "code"
+    shutil.copytree(
+        PROJECT_ROOT / "inference",
+        code / "inference",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    app = code / "inference" / "app.py"
+    empty_ping = 'await _respond(send, 200, b"", "text/plain")'
+    assert empty_ping in app.read_text()
+    app.write_text(
+        app.read_text().replace(empty_ping, empty_ping.replace('b""', 'b"new"'))
+    )
+
+    def new_code(command):
+        env = {**_server_environment(), "PYTHONPATH": f"{code}:{PROJECT_ROOT}"}
+        return [sys.executable, *command[1:]], env
+
+    deployer.server_launcher = new_code
+    again = deployer.deploy_package(package.arn, "ep")
+    assert again.changed and again.endpoint.pid == first.pid  # the same server
+    assert [_ping_body(first.url) for _ in range(10)] == [b"new"] * 10
+    assert not deployer.deploy_package(package.arn, "ep").changed  # now it serves
+
+
+def _ping_body(url):
+    with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:  # noqa: S310
+        return response.read()
+
+
 def test_the_server_holds_none_of_the_deployers_secrets(
     deployer, tmp_path, monkeypatch
 ):
