@@ -4,6 +4,8 @@ Snowflake into files, against a fakesnow server through the real connector.
     .venv/bin/python -m benchmarks.extract            # 200k and 2M rows
     .venv/bin/python -m benchmarks.extract --quick    # 2k and 20k rows, seconds
     .venv/bin/python -m benchmarks.extract --json out.json
+    .venv/bin/python -m benchmarks.extract --sizes 200000 --methods c d \
+        --events-per-row 10 --slice-rows 20000     # an aggregating feature query
 
 Methods:
   a  fetchall() -> DataFrame -> CSV        (what the public samples do)
@@ -14,7 +16,11 @@ Methods:
 
 The source is a table of the demo feature query's shape (customer id, the 19 churn
 features, the label: 21 columns of integers and doubles, some nullable) built on the
-server with generator(), so every size is made in seconds. Each measurement gets a fresh
+server with generator(), so every size is made in seconds. With ``--events-per-row K``
+the feature query also aggregates an events table of K rows per entity (a join on a
+GROUP BY, as a real feature query does), so running it more than once costs something;
+for every method the report counts the statements that embed the feature query (the
+query's executions). Each measurement gets a fresh
 fakesnow server (it never gives memory back) and runs the extracting code in its own
 process, which reports its own time (from connecting to the last byte written) and its
 peak RSS (``ru_maxrss``); for (d) the time spans both workers and the RSS is the larger.
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 TABLE = "BENCH_FEATURES"
+EVENTS = "BENCH_EVENTS"
 METHODS = ("a", "b", "c", "d")
 LABELS = {
     "a": "(a) fetchall -> DataFrame -> CSV",
@@ -68,7 +75,50 @@ def _select(source: str) -> str:
     return f"SELECT\n  {body}\nFROM {source}"
 
 
+def feature_query(events_per_row: int) -> str:
+    """The benchmark's feature query: the table, or the table joined to an aggregate."""
+    if not events_per_row:
+        return f"SELECT * FROM {TABLE}"
+    return (
+        f"SELECT f.* FROM {TABLE} AS f\n"
+        "JOIN (SELECT customer_id AS event_customer, COUNT(*) AS events, "
+        f"SUM(amount) AS spend\n      FROM {EVENTS} GROUP BY customer_id) AS e\n"
+        "  ON e.event_customer = f.customer_id\n"
+        "WHERE e.events > 0 AND e.spend >= 0"
+    )
+
+
 # ---------------------------------------------------------------- child processes
+
+
+class _CountingConnection:
+    """A connection that counts the statements embedding ``marker`` (the feature
+    query's text): how many times the warehouse runs the feature query."""
+
+    def __init__(self, conn: Any, marker: str) -> None:
+        self._conn = conn
+        self.marker = marker
+        self.executions = 0
+
+    def cursor(self) -> Any:
+        return _CountingCursor(self, self._conn.cursor())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class _CountingCursor:
+    def __init__(self, owner: _CountingConnection, cursor: Any) -> None:
+        self._owner = owner
+        self._cursor = cursor
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if self._owner.marker in sql:
+            self._owner.executions += 1
+        return self._cursor.execute(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 def _connect(port: int) -> Any:
@@ -89,7 +139,13 @@ def _connect(port: int) -> Any:
 
 
 def _run_method(
-    method: str, port: int, out: Path, shard: int, shards: int, slice_rows: int
+    method: str,
+    port: int,
+    out: Path,
+    shard: int,
+    shards: int,
+    slice_rows: int,
+    events_per_row: int,
 ) -> dict[str, Any]:
     import warnings
 
@@ -101,8 +157,8 @@ def _run_method(
     warnings.filterwarnings("ignore")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    conn = _connect(port)
-    sql = f"SELECT * FROM {TABLE}"
+    sql = feature_query(events_per_row)
+    conn = _CountingConnection(_connect(port), sql)
     rows = 0
     try:
         cursor = conn.cursor()
@@ -138,7 +194,13 @@ def _run_method(
         conn.close()
     ended = time.time()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"rows": rows, "start": started, "end": ended, "peak_mb": peak_kib / 1024}
+    return {
+        "rows": rows,
+        "start": started,
+        "end": ended,
+        "peak_mb": peak_kib / 1024,
+        "executions": conn.executions,
+    }
 
 
 def _run_floor(rows: int, out: Path) -> dict[str, Any]:
@@ -161,6 +223,7 @@ def _run_floor(rows: int, out: Path) -> dict[str, Any]:
         "start": started,
         "end": ended,
         "peak_mb": peak_kib / 1024,
+        "executions": 0,
     }
 
 
@@ -174,10 +237,12 @@ def _free_port() -> int:
 
 
 class _Server:
-    """A fresh fakesnow server holding the source table of ``rows`` rows."""
+    """A fresh fakesnow server holding the source table of ``rows`` rows (and
+    ``events_per_row`` events per row of it)."""
 
-    def __init__(self, rows: int) -> None:
+    def __init__(self, rows: int, events_per_row: int = 0) -> None:
         self.rows = rows
+        self.events_per_row = events_per_row
         self.port = _free_port()
 
     def __enter__(self) -> _Server:
@@ -204,6 +269,14 @@ class _Server:
             conn.cursor().execute(
                 f"CREATE OR REPLACE TABLE {TABLE} AS {_select(source)}"
             )
+            if self.events_per_row:
+                events = self.rows * self.events_per_row
+                conn.cursor().execute(
+                    f"CREATE OR REPLACE TABLE {EVENTS} AS "
+                    f"SELECT MOD(SEQ4(), {self.rows}) AS customer_id, "
+                    "MOD(SEQ4(), 997) / 10.0 AS amount "
+                    f"FROM TABLE(GENERATOR(ROWCOUNT => {events}))"
+                )
         finally:
             conn.close()
         return self
@@ -242,20 +315,23 @@ class Measurement:
     rows: int
     seconds: float
     peak_mb: float
+    executions: int = 1
 
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds else float("inf")
 
 
-def measure(method: str, rows: int, slice_rows: int, workdir: Path) -> Measurement:
+def measure(
+    method: str, rows: int, slice_rows: int, workdir: Path, events_per_row: int = 0
+) -> Measurement:
     out = workdir / f"{method}-{rows}"
     if method == "floor":
         (result,) = _collect([_child(["floor", str(rows), str(out)])])
         results = [result]
     else:
         shards = 2 if method == "d" else 1
-        with _Server(rows) as server:
+        with _Server(rows, events_per_row) as server:
             children = [
                 _child(
                     [
@@ -266,6 +342,7 @@ def measure(method: str, rows: int, slice_rows: int, workdir: Path) -> Measureme
                         str(shard),
                         str(shards),
                         str(slice_rows),
+                        str(events_per_row),
                     ]
                 )
                 for shard in range(shards)
@@ -276,13 +353,14 @@ def measure(method: str, rows: int, slice_rows: int, workdir: Path) -> Measureme
         raise RuntimeError(f"{method} wrote {written} rows, expected {rows}")
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     peak = max(r["peak_mb"] for r in results)
-    return Measurement(f"{method}@{rows}", method, rows, seconds, peak)
+    executions = sum(r["executions"] for r in results)
+    return Measurement(f"{method}@{rows}", method, rows, seconds, peak, executions)
 
 
 def _report(measurements: list[Measurement], sizes: list[int]) -> str:
     lines = [
         f"{'method':40} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak MB':>8} "
-        f"{'x speed vs (a)':>15}"
+        f"{'x speed vs (a)':>15} {'query runs':>10}"
     ]
     by = {(m.method, m.rows): m for m in measurements}
     for size in sizes:
@@ -294,7 +372,8 @@ def _report(measurements: list[Measurement], sizes: list[int]) -> str:
             ratio = m.rows_per_s / base.rows_per_s if base else float("nan")
             lines.append(
                 f"{LABELS[method]:40} {m.rows:>10,} {m.seconds:>8.2f} "
-                f"{m.rows_per_s:>10,.0f} {m.peak_mb:>8.0f} {ratio:>14.1f}x"
+                f"{m.rows_per_s:>10,.0f} {m.peak_mb:>8.0f} {ratio:>14.1f}x "
+                f"{m.executions:>10}"
             )
         lines.append("")
     small, large = min(sizes), max(sizes)
@@ -337,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slice-rows", type=int, default=None, help="ours: rows per slice"
     )
+    parser.add_argument(
+        "--events-per-row",
+        type=int,
+        default=0,
+        help="the feature query also aggregates this many events per row (0: none)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sizes = args.sizes or ([2_000, 20_000] if args.quick else [200_000, 2_000_000])
@@ -350,21 +435,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         for size in sizes:
             for method in args.methods:
-                m = measure(method, size, slice_rows, Path(tmp))
+                m = measure(method, size, slice_rows, Path(tmp), args.events_per_row)
                 print(
                     f"  {LABELS[method]:40} {size:>10,} rows  {m.seconds:7.2f} s  "
-                    f"{m.peak_mb:6.0f} MB",
+                    f"{m.peak_mb:6.0f} MB  {m.executions} query run(s)",
                     flush=True,
                 )
                 measurements.append(m)
     print()
     print(f"slice_rows for ours: {slice_rows:,}")
+    if args.events_per_row:
+        print(f"feature query aggregates {args.events_per_row} events per row")
     print(_report(measurements, sizes))
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "benchmark": "extract",
+                    "events_per_row": args.events_per_row,
                     "results": [
                         {
                             "case": m.case,
@@ -372,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                             "seconds": round(m.seconds, 4),
                             "rows_per_s": round(m.rows_per_s, 1),
                             "peak_rss_mb": round(m.peak_mb, 1),
+                            "query_executions": m.executions,
                         }
                         for m in measurements
                     ],
@@ -387,8 +476,8 @@ def _child_main(argv: list[str]) -> int:
     if method == "floor":
         result = _run_floor(rows, out)
     else:
-        port, shard, shards, slice_rows = (int(v) for v in argv[3:7])
-        result = _run_method(method, port, out, shard, shards, slice_rows)
+        port, shard, shards, slice_rows, events = (int(v) for v in argv[3:8])
+        result = _run_method(method, port, out, shard, shards, slice_rows, events)
     print(json.dumps(result))
     return 0
 
