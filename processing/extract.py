@@ -8,11 +8,13 @@ configuration of the environment named by ``MLOPS_ENV``; credentials are resolve
 the connection opens, never passed as arguments.
 
 Two routes (``extract.route``):
-  - ``connector`` (default): each worker streams its shard of the query through the
-    connector in slices into one Parquet file per split; memory stays flat.
+Either way each worker runs the feature query once, for its shard, into a temporary
+table of its session, and reads that table from then on:
+  - ``connector`` (default): each worker streams its shard through the connector in
+    slices into one Parquet file per split; memory stays flat.
   - ``copy_into``: Snowflake unloads each split of each shard as Parquet to an
-    external stage (storage integration) whose URL is the pipeline's artifact root;
-    no row passes through the worker.
+    external stage (storage integration) whose URL is the pipeline's artifact root,
+    one file set per instance; no row passes through the worker.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from processing.stream import (
     SPLITS,
     SplitWriters,
     assign_split,
+    materialized_shard,
     profile,
     stream_features,
 )
@@ -164,29 +167,33 @@ def unload_to_stage(
 ) -> dict[str, int]:
     """COPY INTO the stage, one statement per split; return the rows unloaded.
 
-    ``paths`` names each split's folder in the stage (``<execution>/features/train``),
-    so the files land where the step's outputs point and Train finds them there.
+    The feature query runs once, into the shard's temporary table; each split's unload
+    reads that table. ``paths`` names each split's folder in the stage
+    (``<execution>/features/train``), so the files land where the step's outputs point
+    and Train finds them there; ``part_name`` (``part-<host>``) prefixes this
+    instance's files, so each instance writes its own file set.
     """
     schema = feature_set.schema
-    cursor = conn.cursor()
-    profile(cursor, sql, params, schema, shard, shards)
     rows = {}
     predicates = split_predicates(schema.entity_id, validation_fraction, test_fraction)
-    for split in SPLITS:
-        statement = copy_into_statement(
-            sql,
-            schema,
-            stage,
-            [*paths[split].split("/"), part_name],
-            predicates[split],
-            shard,
-            shards,
-            max_file_bytes,
-        )
-        cursor.execute(statement, dict(params))
-        # one row per unload: rows_unloaded, input_bytes, output_bytes
-        rows[split] = sum(int(row[0]) for row in cursor.fetchall())
-        log.info("unloaded %d %s rows to @%s", rows[split], split, stage)
+    with materialized_shard(
+        conn, sql, params, schema.entity_id, shard, shards
+    ) as table:
+        cursor = conn.cursor()
+        profile(cursor, table, schema, shard, shards)
+        for split in SPLITS:
+            statement = copy_into_statement(
+                table,
+                schema,
+                stage,
+                [*paths[split].split("/"), part_name],
+                predicates[split],
+                max_file_bytes,
+            )
+            cursor.execute(statement)
+            # one row per unload: rows_unloaded, input_bytes, output_bytes
+            rows[split] = sum(int(row[0]) for row in cursor.fetchall())
+            log.info("unloaded %d %s rows to @%s", rows[split], split, stage)
     return rows
 
 

@@ -1,4 +1,5 @@
-"""SQL the Extract step sends: slices of the feature query, Time Travel, COPY INTO.
+"""SQL the Extract step sends: the shard's temporary table, its slices, Time Travel,
+COPY INTO.
 
 The feature query is the team's own text (``features/<set>/features.sql``) with named,
 bound parameters (``%(as_of)s``). Everything here wraps or rewrites it; the only text
@@ -18,6 +19,7 @@ from features import FeatureSchema
 _PARAM = re.compile(r"%\((\w+)\)s")
 _SENTINEL = re.compile(r"\b__param_(\w+)__\b")
 _PATH_PART = re.compile(r"^[A-Za-z0-9_=.-]{1,200}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 # Bound parameter that carries the pinned point in time.
 DATA_VERSION_PARAM = "data_version"
 SPLIT_BUCKETS = 10_000
@@ -56,29 +58,56 @@ def slice_predicate(
     return _bucket_predicate(entity_id, shards * slices, shard + shards * slice_)
 
 
-def sliced_query(
-    sql: str, entity_id: str, shard: int, shards: int, slice_: int = 0, slices: int = 1
+def shard_table_statement(
+    sql: str, entity_id: str, shard: int, shards: int, table: str
 ) -> str:
-    """The feature query restricted to one slice of one shard."""
-    if shards == 1 and slices == 1:
-        return _body(sql)
+    """``CREATE TEMPORARY TABLE`` of this worker's shard of the feature query.
+
+    The one statement that runs the feature query for a worker: every count, slice and
+    unload afterwards scans this table instead of aggregating the sources again. A
+    temporary table belongs to the session (Snowflake drops it when the session ends,
+    and no other session sees it), so workers never meet each other's.
+    """
+    predicate = slice_predicate(entity_id, shard, shards)
+    return (
+        f"CREATE TEMPORARY TABLE {_identifier(table)} AS\n"
+        f"SELECT * FROM (\n{_body(sql)}\n) AS features\nWHERE {predicate}"
+    )
+
+
+def drop_table_statement(table: str) -> str:
+    return f"DROP TABLE IF EXISTS {_identifier(table)}"
+
+
+def table_slice_query(
+    table: str, entity_id: str, shard: int, shards: int, slice_: int, slices: int
+) -> str:
+    """One slice of the shard held in ``table``: the same hash bucket as slicing the
+    query itself, so the slices' rows are what they were, but each is a scan of the
+    table, not a run of the feature query."""
     predicate = slice_predicate(entity_id, shard, shards, slice_, slices)
-    return f"SELECT * FROM (\n{_body(sql)}\n) AS features WHERE {predicate}"
+    return f"SELECT * FROM {_identifier(table)} WHERE {predicate}"
 
 
-def count_query(
-    sql: str, entity_id: str, shard: int, shards: int, counted: Sequence[str] = ()
-) -> str:
-    """Rows of this shard, and non-null values of each ``counted`` column.
+def table_columns_query(table: str) -> str:
+    """No rows, only the columns of ``table`` (in the cursor's description)."""
+    return f"SELECT * FROM {_identifier(table)} LIMIT 0"
+
+
+def table_count_query(table: str, counted: Sequence[str] = ()) -> str:
+    """Rows of ``table``, and non-null values of each ``counted`` column.
 
     Sizes the slices and the progress, and lets the schema contract refuse an empty
     result or a feature null everywhere before anything is written.
     """
-    predicate = slice_predicate(entity_id, shard, shards)
     counts = "".join(f", COUNT({name})" for name in counted)
-    return (
-        f"SELECT COUNT(*){counts} FROM (\n{_body(sql)}\n) AS features WHERE {predicate}"
-    )
+    return f"SELECT COUNT(*){counts} FROM {_identifier(table)}"
+
+
+def _identifier(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{name!r} is not an unquoted Snowflake identifier")
+    return name
 
 
 def pin_to_data_version(sql: str) -> str:
@@ -170,16 +199,20 @@ def _stage_path(stage: str, parts: Sequence[str]) -> str:
 
 
 def copy_into_statement(
-    sql: str,
+    table: str,
     schema: FeatureSchema,
     stage: str,
     path: Sequence[str],
     split_predicate: str,
-    shard: int,
-    shards: int,
     max_file_bytes: int,
 ) -> str:
-    """``COPY INTO @stage/path/`` of one split of one shard, as Parquet with a header.
+    """``COPY INTO @stage/path`` of one split of the shard held in ``table``, as
+    Parquet with a header.
+
+    The last part of ``path`` is a file name prefix (``part-<host>``): Snowflake names
+    the files ``part-<host>_<n>_<n>_<n>.snappy.parquet``, so each instance writes its
+    own file set under each split's folder, and several Train instances can share
+    them out by S3 key.
 
     Snowflake writes NUMBER columns to Parquet as DECIMAL, which pandas reads as Python
     ``Decimal`` objects (slow, and not numeric to the schema check), so every feature
@@ -188,12 +221,11 @@ def copy_into_statement(
     columns = [schema.entity_id]
     for name in [*schema.feature_names, schema.label]:
         columns.append(f"CAST({name} AS FLOAT) AS {name}")
-    shard_filter = slice_predicate(schema.entity_id, shard, shards)
     select = ",\n       ".join(columns)
     return (
         f"COPY INTO {_stage_path(stage, path)}\n"
-        f"FROM (\nSELECT {select}\nFROM (\n{_body(sql)}\n) AS features\n"
-        f"WHERE {shard_filter} AND {split_predicate}\n)\n"
+        f"FROM (\nSELECT {select}\nFROM {_identifier(table)}\n"
+        f"WHERE {split_predicate}\n)\n"
         "FILE_FORMAT = (TYPE = PARQUET)\n"
         "HEADER = TRUE\n"
         f"MAX_FILE_SIZE = {int(max_file_bytes)}\n"

@@ -1,19 +1,24 @@
 """Stream the feature query from Snowflake into Parquet, one slice at a time.
 
-Each worker reads its shard of the entities in slices (hash buckets of the entity id,
-``processing.extract_sql``), so no process ever holds more than one slice: each slice
-is fetched as Arrow, checked and cast against the feature schema, split by a hash of
-the entity id and appended to one Parquet file per split with bounded row groups.
-Slicing the query itself bounds memory on every server: Snowflake splits a large result
-into chunks, but a fakesnow server answers with one batch, so relying on the
-connector's batches alone would bound nothing here.
+Each worker runs the feature query once, restricted to its shard of the entities, into
+a temporary table of its session (``materialized_shard``); it then reads that table in
+slices (hash buckets of the entity id, ``processing.extract_sql``), so no process ever
+holds more than one slice: each slice is fetched as Arrow, checked and cast against the
+feature schema, split by a hash of the entity id and appended to one Parquet file per
+split with bounded row groups. Slicing in SQL bounds memory on every server: Snowflake
+splits a large result into chunks, but a fakesnow server answers with one batch, so
+reading the one result through the connector's batches would bound nothing there.
+Slicing the table rather than the query keeps the warehouse from aggregating the
+sources once per slice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +31,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features import FeatureSchema, SchemaError
-from processing.extract_sql import count_query, sliced_query
+from processing.extract_sql import (
+    drop_table_statement,
+    shard_table_statement,
+    table_columns_query,
+    table_count_query,
+    table_slice_query,
+)
 
 log = logging.getLogger("processing.extract")
 SPLITS = ("train", "validation", "test")
@@ -59,35 +70,69 @@ def fetch_arrow(cursor: Any) -> Iterator[pa.Table]:
         yield pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def result_columns(cursor: Any, sql: str, params: Mapping[str, Any]) -> list[str]:
-    """The query's column names (lower-case), from a run that returns no rows."""
-    cursor.execute(
-        f"SELECT * FROM (\n{sql.strip().rstrip(';')}\n) AS q LIMIT 0", params
+@contextlib.contextmanager
+def materialized_shard(
+    conn: Any,
+    sql: str,
+    params: Mapping[str, Any],
+    entity_id: str,
+    shard: int,
+    shards: int,
+) -> Iterator[str]:
+    """Run the feature query once for this shard into a temporary table; yield its name.
+
+    The table lives in this session only (another worker's session never sees it) and
+    is dropped on the way out; if the drop fails, the session's end removes it.
+    """
+    table = f"EXTRACT_SHARD_{uuid.uuid4().hex[:12].upper()}"
+    cursor = conn.cursor()
+    try:
+        cursor.execute(
+            shard_table_statement(sql, entity_id, shard, shards, table), dict(params)
+        )
+    except Exception as exc:
+        if "privilege" in str(exc).lower():
+            raise PermissionError(
+                f"cannot create the temporary table {table} for this worker's shard "
+                f"({exc}): grant the extract's role CREATE TABLE on the connection's "
+                "schema (the table is temporary: nothing outlives the session)"
+            ) from exc
+        raise
+    log.info(
+        "ran the feature query once for shard %d of %d into %s",
+        shard + 1,
+        shards,
+        table,
     )
-    return [d[0].lower() for d in cursor.description]
+    try:
+        yield table
+    finally:
+        try:
+            cursor.execute(drop_table_statement(table))
+        except Exception as exc:  # the session's end drops it anyway
+            log.warning("could not drop the temporary table %s: %s", table, exc)
+        cursor.close()
 
 
 def profile(
     cursor: Any,
-    sql: str,
-    params: Mapping[str, Any],
+    table: str,
     schema: FeatureSchema,
     shard: int,
     shards: int,
 ) -> tuple[int, dict[str, int]]:
-    """Rows of this shard and non-null values per feature, counted in Snowflake.
+    """Rows of this shard and non-null values per feature, counted in Snowflake on the
+    shard's table (``materialized_shard``).
 
     Checks the contract before anything is written: missing columns, no rows, a
     feature null in every row.
     """
-    columns = result_columns(cursor, sql, params)
+    cursor.execute(table_columns_query(table))
+    columns = [d[0].lower() for d in cursor.description]
     missing = [c for c in schema.columns if c not in columns]
     if missing:
         raise SchemaError(f"missing column(s): {', '.join(missing)}")
-    cursor.execute(
-        count_query(sql, schema.entity_id, shard, shards, schema.feature_names),
-        params,
-    )
+    cursor.execute(table_count_query(table, schema.feature_names))
     row = cursor.fetchone()
     total = int(row[0])
     non_null = {
@@ -166,56 +211,85 @@ def stream_features(
 ) -> StreamResult:
     """Write this shard's rows to ``writers`` slice by slice; return the counts.
 
-    Raises SchemaError (after removing what was written) when the data breaks the
-    feature schema.
+    The feature query runs once (into the shard's temporary table); the slices read
+    that table. Raises SchemaError (after removing what was written) when the data
+    breaks the feature schema.
     """
-    cursor = conn.cursor()
     result = StreamResult()
-    non_null = dict.fromkeys(schema.feature_names, 0)
     try:
-        result.expected_rows, _ = profile(cursor, sql, params, schema, shard, shards)
-        result.slices = max(1, math.ceil(result.expected_rows / slice_rows))
-        started = time.monotonic()
-        for slice_ in range(result.slices):
-            query = sliced_query(
-                sql, schema.entity_id, shard, shards, slice_, result.slices
+        with materialized_shard(
+            conn, sql, params, schema.entity_id, shard, shards
+        ) as source:
+            _stream_slices(
+                conn,
+                source,
+                schema,
+                writers,
+                result,
+                shard=shard,
+                shards=shards,
+                slice_rows=slice_rows,
+                validation_fraction=validation_fraction,
+                test_fraction=test_fraction,
             )
-            # a cursor per slice, closed after it: the connector keeps a result
-            # until the cursor's next query, so one slice would otherwise overlap the
-            # next
-            slice_cursor = conn.cursor()
-            try:
-                slice_cursor.execute(query, params)
-                for batch in fetch_arrow(slice_cursor):
-                    table = schema.conform_arrow(batch)
-                    del batch
-                    _write_batch(
-                        table,
-                        schema,
-                        writers,
-                        result,
-                        validation_fraction,
-                        test_fraction,
-                    )
-                    for name, count in schema.non_null_counts(table).items():
-                        non_null[name] += count
-                    del table
-            finally:
-                slice_cursor.close()
-            log.info(
-                "slice %d/%d: %d of %d rows written (%.0f rows/s)",
-                slice_ + 1,
-                result.slices,
-                result.total,
-                result.expected_rows,
-                result.total / max(time.monotonic() - started, 1e-9),
-            )
-        schema.check_totals(result.total, non_null)
     except BaseException:
         writers.discard()
         raise
     writers.close()
     return result
+
+
+def _stream_slices(
+    conn: Any,
+    source: str,
+    schema: FeatureSchema,
+    writers: SplitWriters,
+    result: StreamResult,
+    *,
+    shard: int,
+    shards: int,
+    slice_rows: int,
+    validation_fraction: float,
+    test_fraction: float,
+) -> None:
+    """Read the shard's table ``source`` slice by slice into ``writers``."""
+    cursor = conn.cursor()
+    try:
+        result.expected_rows, _ = profile(cursor, source, schema, shard, shards)
+    finally:
+        cursor.close()
+    non_null = dict.fromkeys(schema.feature_names, 0)
+    result.slices = max(1, math.ceil(result.expected_rows / slice_rows))
+    started = time.monotonic()
+    for slice_ in range(result.slices):
+        query = table_slice_query(
+            source, schema.entity_id, shard, shards, slice_, result.slices
+        )
+        # a cursor per slice, closed after it: the connector keeps a result until
+        # the cursor's next query, so one slice would otherwise overlap the next
+        slice_cursor = conn.cursor()
+        try:
+            slice_cursor.execute(query)
+            for batch in fetch_arrow(slice_cursor):
+                table = schema.conform_arrow(batch)
+                del batch
+                _write_batch(
+                    table, schema, writers, result, validation_fraction, test_fraction
+                )
+                for name, count in schema.non_null_counts(table).items():
+                    non_null[name] += count
+                del table
+        finally:
+            slice_cursor.close()
+        log.info(
+            "slice %d/%d: %d of %d rows written (%.0f rows/s)",
+            slice_ + 1,
+            result.slices,
+            result.total,
+            result.expected_rows,
+            result.total / max(time.monotonic() - started, 1e-9),
+        )
+    schema.check_totals(result.total, non_null)
 
 
 def _write_batch(

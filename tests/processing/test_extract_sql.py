@@ -13,12 +13,14 @@ from processing.extract import unload_to_stage
 from processing.extract_sql import (
     SPLIT_BUCKETS,
     copy_into_statement,
-    count_query,
+    drop_table_statement,
     pin_to_data_version,
     query_sha256,
+    shard_table_statement,
     slice_predicate,
-    sliced_query,
     split_predicates,
+    table_count_query,
+    table_slice_query,
 )
 
 FEATURES = load_feature_set("churn")
@@ -94,9 +96,36 @@ def test_slices_of_shards_partition_the_buckets():
     for bad in [(3, 3, 0, 1), (0, 1, 1, 1)]:
         with pytest.raises(ValueError):
             slice_predicate("id", *bad)
-    assert sliced_query("SELECT 1 AS id;", "id", 0, 1) == "SELECT 1 AS id"
-    parse(sliced_query(FEATURES.sql, "customer_id", 1, 2, 3, 4))
-    parse(count_query(FEATURES.sql, "customer_id", 0, 2))
+    parse(table_slice_query("EXTRACT_SHARD_1", "customer_id", 1, 2, 3, 4))
+    parse(table_count_query("EXTRACT_SHARD_1", ["age", "tenure_days"]))
+
+
+def test_the_shard_table_holds_the_pinned_query_of_one_shard():
+    """The one statement that runs the feature query, as Snowflake parses it."""
+    tree = parse(
+        shard_table_statement(
+            pin_to_data_version(FEATURES.sql), "customer_id", 1, 2, "EXTRACT_SHARD_AB"
+        )
+    )
+    assert isinstance(tree, exp.Create)
+    assert tree.args["kind"] == "TABLE" and tree.this.name == "EXTRACT_SHARD_AB"
+    assert tree.find(exp.TemporaryProperty) is not None
+    select = tree.expression
+    assert "ABS(HASH(customer_id)) % 2 = 1" in select.args["where"].sql("snowflake")
+    # the data version pins the query where it runs: in the table's creation
+    assert "AT (TIMESTAMP =>" in select.sql("snowflake")
+    assert shard_table_statement("SELECT 1 AS id;", "id", 0, 1, "T").endswith(
+        "SELECT 1 AS id\n) AS features\nWHERE TRUE"
+    )
+    assert drop_table_statement("T") == "DROP TABLE IF EXISTS T"
+
+
+@pytest.mark.parametrize("name", ["t; DROP TABLE x", "1abc", "a.b", '"quoted"', ""])
+def test_table_names_that_are_not_plain_identifiers_are_refused(name):
+    with pytest.raises(ValueError, match="not an unquoted Snowflake identifier"):
+        shard_table_statement("SELECT 1 AS id", "id", 0, 1, name)
+    with pytest.raises(ValueError, match="not an unquoted Snowflake identifier"):
+        table_slice_query(name, "id", 0, 1, 0, 1)
 
 
 def test_split_predicates_cover_each_bucket_once():
@@ -112,13 +141,11 @@ def test_split_predicates_cover_each_bucket_once():
 
 def copy_statement(**overrides):
     arguments = {
-        "sql": pin_to_data_version(FEATURES.sql),
+        "table": "EXTRACT_SHARD_0A1B",
         "schema": FEATURES.schema,
         "stage": "MLOPS.CHURN.FEATURES_STAGE",
         "path": ["e1a2", "features", "train", "part-algo-2"],
         "split_predicate": split_predicates("customer_id", 0.15, 0.15)["train"],
-        "shard": 1,
-        "shards": 2,
         "max_file_bytes": 256 * 1024 * 1024,
         **overrides,
     }
@@ -144,10 +171,9 @@ def test_copy_into_unloads_typed_parquet_to_the_stage():
     assert set(casts.values()) == {"DOUBLE"}
     assert set(casts) == {*FEATURES.schema.feature_names, FEATURES.schema.label}
     where = select.args["where"].sql("snowflake")
-    assert "ABS(HASH(customer_id)) % 2 = 1" in where  # this shard
     assert f"ABS(HASH(customer_id)) % {SPLIT_BUCKETS} >= 3000" in where  # train
-    # the data version pins the query inside the unload too
-    assert "AT (TIMESTAMP =>" in query.sql("snowflake")
+    # the unload reads the shard's table (pinned when it was made), not the query
+    assert [t.name for t in select.find_all(exp.Table)] == ["EXTRACT_SHARD_0A1B"]
 
 
 def test_copy_into_refuses_a_stage_path_with_other_characters():
@@ -161,7 +187,8 @@ class _UnloadingConnection:
 
     def __init__(self, conn):
         self.conn = conn
-        self.statements = []
+        self.statements = []  # the unloads
+        self.executed = []  # every statement
 
     def cursor(self):
         return _UnloadingCursor(self, self.conn.cursor())
@@ -172,6 +199,7 @@ class _UnloadingCursor:
         self.owner, self.cursor, self._rows = owner, cursor, None
 
     def execute(self, sql, params=None):
+        self.owner.executed.append(sql)
         if not sql.startswith("COPY INTO"):
             self._rows = None
             return self.cursor.execute(sql, params)
@@ -212,6 +240,12 @@ def test_unload_writes_each_split_of_each_shard_once(warehouse):
             )
             assert len(fake.statements) == 3
             assert all(f"/part-algo-{shard + 1}\n" in s for s in fake.statements)
+            # the feature query runs once per instance, into its shard's table; the
+            # three unloads read that table
+            body = FEATURES.sql.strip().rstrip(";").strip()
+            (run,) = [s for s in fake.executed if body in s]
+            assert run.startswith("CREATE TEMPORARY TABLE ")
+            assert all(f"FROM {run.split()[3]}\n" in s for s in fake.statements)
             unloaded.append(rows)
     assert sum(sum(r.values()) for r in unloaded) == total
     assert all(r["train"] > r["validation"] > 0 for r in unloaded)
