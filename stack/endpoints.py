@@ -505,7 +505,10 @@ class LocalEndpoints(EndpointDeployer):
         if not path.exists():
             return None
         info = EndpointInfo(**json.loads(path.read_text()))
-        if info.status == "InService" and (info.pid is None or not _alive(info.pid)):
+        if info.status == "InService" and (
+            info.pid is None
+            or not _is_server(info.pid, self._server_file(endpoint_name, "control"))
+        ):
             # the server died (killed, the machine rebooted): Failed until a deploy
             # starts it again on its port
             return replace(info, status="Failed")
@@ -827,6 +830,20 @@ def _alive(pid: int) -> bool:
         if stat.read().split(")")[-1].split()[0] == "Z":
             return False
     return True
+
+
+def _is_server(pid: int, control_file: Path) -> bool:
+    """``pid`` is alive and is the server driven by ``control_file``, not a process
+    that got the pid of a server that died (after a reboot, say): a deploy sends the
+    recorded pid SIGHUP and ``stop`` SIGTERM, which would end that process instead.
+    """
+    if not _alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc here: the pid is all there is to go by
+    return os.fsencode(str(control_file)) in argv
 
 
 def _terminate(pid: int, grace_seconds: float = 30.0) -> None:

@@ -401,6 +401,32 @@ def _ping_body(url):
         return response.read()
 
 
+def test_a_recorded_pid_that_another_process_took_reads_failed_and_is_not_signalled(
+    deployer, tmp_path
+):
+    """Issue 21: after the server died and its pid went to another process (a
+    reboot, say), the endpoint reads Failed and ``stop`` does not signal that process
+    (a deploy would have sent it SIGHUP, which ends most programs).
+    """
+    import json
+    import subprocess
+    import sys
+
+    deploy(deployer, register(deployer, model_archive(tmp_path, "a")), "c1")
+    record = deployer.root / "endpoints" / "ep.json"
+    info = json.loads(record.read_text())
+    assert deployer.stop("ep")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record.write_text(json.dumps({**info, "pid": other.pid}))
+        assert deployer.describe("ep").status == "Failed"
+        assert not deployer.stop("ep")
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_the_server_holds_none_of_the_deployers_secrets(
     deployer, tmp_path, monkeypatch
 ):
