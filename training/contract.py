@@ -6,14 +6,20 @@ mounts each channel at ``/opt/ml/input/data/<channel>``, uploads ``/opt/ml/model
 ``model.tar.gz`` and reports ``/opt/ml/output/failure`` as the failure reason. Framework
 toolkits also export ``SM_*`` variables; they win where present. The local runner sets
 ``OPT_ML_ROOT`` to place the tree in a folder of its own.
+
+With several instances, ``resourceconfig.json`` names this host and all of them
+(``algo-1`` ... ``algo-N``), which resolve each other by name. Where the local runner
+cannot make those names resolve (no sandbox of its own ``/etc/hosts``), it passes
+their addresses in ``MLOPS_HOST_ADDRESSES`` (JSON, name to address).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,9 @@ class TrainingContract:
     current_host: str
     hosts: tuple[str, ...]
     num_cpus: int
+    # each channel's S3DistributionType (FullyReplicated or ShardedByS3Key)
+    distribution: dict[str, str] = field(default_factory=dict)
+    host_addresses: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environment(
@@ -39,7 +48,8 @@ class TrainingContract:
         hyperparameters = _read_json(config / "hyperparameters.json", {})
         if "SM_HPS" in environ:
             hyperparameters = json.loads(environ["SM_HPS"])
-        channel_names = list(_read_json(config / "inputdataconfig.json", {}))
+        input_config = _read_json(config / "inputdataconfig.json", {})
+        channel_names = list(input_config)
         channels = {
             name: Path(
                 environ.get(
@@ -49,6 +59,11 @@ class TrainingContract:
             for name in channel_names
         }
         resource = _read_json(config / "resourceconfig.json", {})
+        hosts = (
+            json.loads(environ["SM_HOSTS"])
+            if "SM_HOSTS" in environ
+            else resource.get("hosts", ["algo-1"])
+        )
         return cls(
             root=root,
             hyperparameters={k: str(v) for k, v in hyperparameters.items()},
@@ -57,10 +72,23 @@ class TrainingContract:
             output_data_dir=Path(
                 environ.get("SM_OUTPUT_DATA_DIR", root / "output" / "data")
             ),
-            current_host=resource.get("current_host", "algo-1"),
-            hosts=tuple(resource.get("hosts", ["algo-1"])),
+            current_host=environ.get(
+                "SM_CURRENT_HOST", resource.get("current_host", "algo-1")
+            ),
+            hosts=tuple(hosts),
             num_cpus=int(environ.get("SM_NUM_CPUS", os.cpu_count() or 1)),
+            distribution={
+                name: str((spec or {}).get("S3DistributionType", "FullyReplicated"))
+                for name, spec in input_config.items()
+            },
+            host_addresses=json.loads(environ.get("MLOPS_HOST_ADDRESSES", "{}")),
         )
+
+    def address_of(self, host: str) -> str:
+        """The address of ``host``: resolved by name, as the hosts of a SageMaker
+        job resolve each other, unless the local platform gave it.
+        """
+        return self.host_addresses.get(host) or socket.gethostbyname(host)
 
     def fail(self, reason: str) -> None:
         failure = self.root / "output" / "failure"

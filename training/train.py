@@ -5,6 +5,11 @@
 reaches it through the image's entrypoint). The model folder it writes holds everything
 serving needs: the booster, its calibration (what makes its score a churn
 probability, ``inference.calibration``), the feature schema and the training summary.
+
+With several instances (``TrainingInstanceCount``) every host runs ``main``: each
+reads its share of the rows and trains with the others through XGBoost's collective
+(``training.distributed``); only the leader logs the metrics, tracks the run and writes
+the model, and every host notes its share in ``/opt/ml/output/data``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import xgboost as xgb
 from features import FeatureSchema, SchemaError, load_feature_set
 from inference.calibration import FILE as CALIBRATION_FILE
 from inference.calibration import Calibration, CalibrationError
+from training import distributed
 from training.calibration import fit_platt
 from training.contract import TrainingContract
 from training.hyperparameters import (
@@ -36,11 +42,19 @@ from training.hyperparameters import (
 log = logging.getLogger("training.train")
 
 
-def read_channel(directory: Path) -> pd.DataFrame:
+def read_channel(
+    directory: Path, entity_id: str | None = None, rank: int = 0, hosts: int = 1
+) -> pd.DataFrame:
+    """The rows of a channel's Parquet files; with ``hosts`` > 1, only host
+    ``rank``'s share of them (``distributed.share``), kept file by file.
+    """
     files = sorted(directory.rglob("*.parquet"))
     if not files:
         raise SchemaError(f"no Parquet files in channel {directory.name}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frames = [pd.read_parquet(f) for f in files]
+    if hosts > 1 and entity_id is not None:
+        frames = [distributed.share(f, entity_id, rank, hosts) for f in frames]
+    return pd.concat(frames, ignore_index=True)
 
 
 @dataclass
@@ -61,6 +75,7 @@ def train_model(
     hyperparameters: Mapping[str, Any],
     threads: int = 0,
     checkpoint_dir: Path | None = None,
+    calibration_data: pd.DataFrame | None = None,
 ) -> TrainedModel:
     """Fit the classifier, then its calibration on the validation split.
 
@@ -68,6 +83,11 @@ def train_model(
     scores; the calibration turns them back into churn probabilities. Rows are ordered
     by entity id first, so the model does not depend on how the extract step happened
     to shard or order its files.
+
+    Inside ``distributed.communicator`` each host passes its share of ``train`` and
+    ``validation``: row and label counts, metrics and statistics are then over all
+    hosts, and the calibration is fitted on ``calibration_data`` (the whole
+    validation split; ``validation`` when not given).
     """
     schema.check_frame(train)
     schema.check_frame(validation)
@@ -76,8 +96,14 @@ def train_model(
         schema.entity_id, kind="stable", ignore_index=True
     )
     labels = train[schema.label].astype(int).to_numpy()
-    positives = int(labels.sum())
-    if positives == 0 or positives == len(labels):
+    rank, hosts = distributed.world()
+    # this host's rows in its own slot, so the sum is every host's count
+    per_host = np.zeros((2, hosts))
+    per_host[:, rank] = (len(labels), len(validation))
+    per_host = distributed.allreduce_sum(per_host.ravel()).reshape(2, hosts)
+    train_rows, validation_rows = (int(n) for n in per_host.sum(axis=1))
+    positives = int(distributed.allreduce_sum(np.array([float(labels.sum())]))[0])
+    if positives == 0 or positives == train_rows:
         raise SchemaError("the training split has only one class; cannot train")
     dtrain = xgb.DMatrix(
         schema.feature_matrix(train), label=labels, feature_names=schema.feature_names
@@ -97,7 +123,7 @@ def train_model(
         "colsample_bytree": hp["colsample_bytree"],
         "min_child_weight": hp["min_child_weight"],
         "lambda": hp["reg_lambda"],
-        "scale_pos_weight": (len(labels) - positives) / positives,
+        "scale_pos_weight": (train_rows - positives) / positives,
         "tree_method": "hist",
         "seed": hp["seed"],
         "nthread": threads,
@@ -129,17 +155,26 @@ def train_model(
         callbacks=callbacks,
     )
     best = int(booster.best_iteration)
+    if calibration_data is None:
+        dcalibrate = dvalid
+    else:
+        schema.check_frame(calibration_data)
+        dcalibrate = xgb.DMatrix(
+            schema.feature_matrix(calibration_data),
+            label=calibration_data[schema.label].astype(int).to_numpy(),
+            feature_names=schema.feature_names,
+        )
     calibration = fit_platt(
-        booster[: best + 1].predict(dvalid), dvalid.get_label(), "validation"
+        booster[: best + 1].predict(dcalibrate), dcalibrate.get_label(), "validation"
     )
     metadata = {
         "best_iteration": best,
         # history covers only the rounds of this job when it resumed a checkpoint
         "best_validation_auc": float(history["validation"]["auc"][max(best - done, 0)]),
         "resumed_from_round": done,
-        "train_rows": len(train),
-        "validation_rows": len(validation),
-        "train_positive_rate": positives / len(labels),
+        "train_rows": train_rows,
+        "validation_rows": validation_rows,
+        "train_positive_rate": positives / train_rows,
         "score": calibration.describe(),
         "feature_statistics": _statistics(train, schema),
         "versions": {
@@ -149,23 +184,47 @@ def train_model(
         },
         "hyperparameters": hp,
     }
+    if hosts > 1:
+        metadata["hosts"] = {
+            "count": hosts,
+            "train_rows": [int(n) for n in per_host[0]],
+            "validation_rows": [int(n) for n in per_host[1]],
+        }
     return TrainedModel(booster, schema, hp, history, best, calibration, metadata)
 
 
 def _statistics(
     frame: pd.DataFrame, schema: FeatureSchema
 ) -> dict[str, dict[str, float | None]]:
-    stats = {}
-    for name in schema.feature_names:
-        column = frame[name].astype("float64")
-        stats[name] = {
-            "mean": _finite(column.mean()),
-            "std": _finite(column.std()),
-            "min": _finite(column.min()),
-            "max": _finite(column.max()),
-            "null_fraction": float(column.isna().mean()),
+    """Each feature's mean, sample std, range and null fraction over every host's
+    rows (two passes: the mean first, then the squared deviations from it).
+    """
+    values = frame[schema.feature_names].astype("float64").to_numpy()
+    present = ~np.isnan(values)
+    rows = distributed.allreduce_sum(np.array([float(len(values))]))[0]
+    counts = distributed.allreduce_sum(present.sum(axis=0).astype("float64"))
+    sums = distributed.allreduce_sum(np.nansum(values, axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        squares = distributed.allreduce_sum(np.nansum((values - means) ** 2, axis=0))
+        stds = np.sqrt(squares / (counts - 1))
+    # an empty share (or column) takes no part in the range
+    lows = distributed.allreduce_min(
+        np.where(present, values, np.inf).min(axis=0, initial=np.inf)
+    )
+    highs = distributed.allreduce_max(
+        np.where(present, values, -np.inf).max(axis=0, initial=-np.inf)
+    )
+    return {
+        name: {
+            "mean": _finite(means[i]),
+            "std": _finite(stds[i]),
+            "min": _finite(lows[i]),
+            "max": _finite(highs[i]),
+            "null_fraction": float(1 - counts[i] / rows) if rows else 0.0,
         }
-    return stats
+        for i, name in enumerate(schema.feature_names)
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -213,31 +272,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m training.train",
         description="The Train step (docker run IMAGE train): reads SageMaker's "
         "training contract (/opt/ml/input/config/*.json, the train and validation "
-        "channels) and writes the model to /opt/ml/model; it takes no arguments.",
+        "channels) and writes the model to /opt/ml/model; it takes no arguments. "
+        "With several hosts, each trains on its share of the rows with the others "
+        "and the first writes the model.",
     ).parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     contract = TrainingContract.from_environment()
     try:
+        cluster = distributed.Cluster.of(contract.hosts, contract.current_host)
         hp = parse_hyperparameters(contract.hyperparameters)
         schema = load_feature_set(hp["feature_set"]).schema
         for required in ("train", "validation"):
             if required not in contract.channels:
                 raise SchemaError(f"the {required} channel is missing")
-        train = read_channel(contract.channels["train"])
-        validation = read_channel(contract.channels["validation"])
-        checkpoint_dir = None
-        checkpoint_root = (
-            contract.root / "checkpoints"
-        )  # exists when SageMaker syncs it
-        if checkpoint_root.is_dir():
-            from training.checkpoints import fingerprint
-
-            checkpoint_dir = checkpoint_root / fingerprint(
-                hp, [contract.channels["train"], contract.channels["validation"]]
+        leader_address = contract.address_of(cluster.leader) if cluster.size > 1 else ""
+        with distributed.communicator(cluster, leader_address):
+            model = _train_on_share(contract, cluster, hp, schema)
+        if not cluster.is_leader:
+            log.info(
+                "%s: trained with the other hosts; %s writes the model",
+                cluster.current_host,
+                cluster.leader,
             )
-        model = train_model(
-            train, validation, schema, hp, contract.num_cpus, checkpoint_dir
-        )
+            return 0
         git_commit = os.environ.get("GIT_COMMIT") or "unknown"
         window = data_window(contract.channels["train"])
         from training.tracking import log_training_run
@@ -248,8 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.metadata.update(
             mlflow_run_id=run_id, git_commit=git_commit, data_window=window
         )
+        # SageMaker packs every host's /opt/ml/model into one archive: only the
+        # leader writes there, so no two hosts' files can clash
         save_model(model, contract.model_dir)
-    except (HyperparameterError, SchemaError, CalibrationError) as exc:
+    except (
+        HyperparameterError,
+        SchemaError,
+        CalibrationError,
+        distributed.ClusterError,
+    ) as exc:
         contract.fail(str(exc))
         log.error("%s", exc)
         return 1
@@ -265,6 +329,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.calibration.describe(),
     )
     return 0
+
+
+def _train_on_share(
+    contract: TrainingContract,
+    cluster: distributed.Cluster,
+    hp: dict[str, Any],
+    schema: FeatureSchema,
+) -> TrainedModel:
+    """Read this host's share of the channels and train (with the other hosts when
+    there are several); every host notes the rows it read.
+    """
+
+    def rows_of(channel: str) -> pd.DataFrame:
+        # a ShardedByS3Key channel holds this host's files already
+        sharded = contract.distribution.get(channel) == "ShardedByS3Key"
+        return read_channel(
+            contract.channels[channel],
+            schema.entity_id,
+            cluster.rank,
+            1 if sharded else cluster.size,
+        )
+
+    train = rows_of("train")
+    # the calibration is fitted on the whole validation split (the leader's is the
+    # one kept); each host evaluates its share of it while training
+    whole_validation = read_channel(contract.channels["validation"])
+    validation = (
+        whole_validation
+        if contract.distribution.get("validation") == "ShardedByS3Key"
+        else distributed.share(
+            whole_validation, schema.entity_id, cluster.rank, cluster.size
+        )
+    )
+    if cluster.size > 1:
+        _note_share(contract, cluster, schema, train, validation)
+    checkpoint_dir = None
+    checkpoint_root = contract.root / "checkpoints"  # exists when SageMaker syncs it
+    if checkpoint_root.is_dir():
+        from training.checkpoints import fingerprint
+
+        checkpoint_dir = checkpoint_root / fingerprint(
+            hp, [contract.channels["train"], contract.channels["validation"]]
+        )
+    return train_model(
+        train,
+        validation,
+        schema,
+        hp,
+        contract.num_cpus,
+        checkpoint_dir,
+        calibration_data=whole_validation,
+    )
+
+
+def _note_share(
+    contract: TrainingContract,
+    cluster: distributed.Cluster,
+    schema: FeatureSchema,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+) -> None:
+    """Log and record (``/opt/ml/output/data/share-<host>.json``, a name no other
+    host writes) how many rows this host trains on, with a checksum of their entity
+    ids: the hosts' counts and checksums add up to the whole channel's when the
+    shares are disjoint and complete.
+    """
+    note = {
+        "host": cluster.current_host,
+        "rank": cluster.rank,
+        "hosts": list(cluster.hosts),
+        **{
+            f"{name}_{key}": value
+            for name, frame in (("train", train), ("validation", validation))
+            for key, value in share_summary(frame, schema.entity_id).items()
+        },
+    }
+    log.info(
+        "%s (rank %d of %d) trains on its share: %d train rows, %d validation rows",
+        cluster.current_host,
+        cluster.rank,
+        cluster.size,
+        len(train),
+        len(validation),
+    )
+    contract.output_data_dir.mkdir(parents=True, exist_ok=True)
+    path = contract.output_data_dir / f"share-{cluster.current_host}.json"
+    path.write_text(json.dumps(note, indent=2))
+
+
+def share_summary(frame: pd.DataFrame, entity_id: str) -> dict[str, int]:
+    """Rows and the sum modulo 2**64 of the entity ids' hashes: disjoint shares'
+    summaries add up to their union's.
+    """
+    hashes = pd.util.hash_pandas_object(frame[entity_id], index=False).to_numpy()
+    return {"rows": len(frame), "checksum": int(hashes.sum(dtype=np.uint64))}
 
 
 if __name__ == "__main__":
