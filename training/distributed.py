@@ -185,6 +185,17 @@ def communicator(
             except BaseException:
                 collective.signal_error()
                 raise
-    finally:
+    except BaseException:
+        # the job fails: no waiting for the tracker to see every host leave
         if tracker is not None:
-            tracker.wait_for(timeout)
+            _free(tracker)
+        raise
+    if tracker is not None:
+        tracker.wait_for(timeout)
+
+
+def _free(tracker: object) -> None:
+    from xgboost.core import XGBoostError
+
+    with contextlib.suppress(XGBoostError):
+        tracker.free()  # type: ignore[attr-defined]
