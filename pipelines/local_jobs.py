@@ -21,15 +21,17 @@ before the job starts, with the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import random
 import shutil
 import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -183,16 +185,24 @@ class Container:
         request_env: Mapping[str, Any],
         sagemaker_env: Mapping[str, str],
         network_isolation: bool = False,
+        host_addresses: Mapping[str, str] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """The argv and environment that start ``argv`` in the image; with
         ``network_isolation`` (the request's EnableNetworkIsolation) no network at
         all, as SageMaker runs such a job: only in the sandbox (the fallback cannot
         take it away, which docs/local-vs-aws.md says).
+
+        ``host_addresses`` (a job of several hosts) makes the hosts' names resolve:
+        in the sandbox through an ``/etc/hosts`` of the job's own, as on SageMaker;
+        in the fallback, which cannot replace ``/etc/hosts`` without root, through
+        ``MLOPS_HOST_ADDRESSES`` (JSON) in the job's environment.
         """
         self._check_user()
         env = self._environment(instance, request_env, sagemaker_env)
         argv = [str(a) for a in argv]
         if self.isolation == "none":
+            if host_addresses:
+                env["MLOPS_HOST_ADDRESSES"] = json.dumps(dict(host_addresses))
             argv[0] = self._host_executable(argv[0])
             # as the sandbox's --die-with-parent: no job outlives a runner killed -9
             return [*_die_with_runner(), *argv], env
@@ -207,6 +217,11 @@ class Container:
                 "--",
             ]
         sandbox = self._sandbox(instance)
+        if host_addresses:
+            hosts_file = instance.workdir.parent / "hosts"
+            hosts_file.write_text(_hosts_file(host_addresses))
+            # after /etc's own bind, so it covers the machine's file
+            sandbox[-2:-2] = ["--ro-bind", str(hosts_file), "/etc/hosts"]
         if network_isolation:
             sandbox.insert(1, "--unshare-net")
         return [*sandbox, "--", *switch, *argv], env
@@ -349,12 +364,23 @@ def _parents(destinations: list[str]) -> list[str]:
     return sorted(folders, key=lambda f: (f.count("/"), f))
 
 
+def _hosts_file(host_addresses: Mapping[str, str]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{address}\t{host}" for host, address in host_addresses.items()]
+    return "\n".join(lines) + "\n"
+
+
 def _run_all(
     commands: list[tuple[list[str], dict[str, str], _Instance]],
     timeout: float,
     jobs: RunningJobs | None = None,
+    *,
+    stop_on_failure: bool = False,
 ) -> list[int]:
-    """Start every instance, wait for all, kill what outlives ``timeout``."""
+    """Start every instance, wait for all, kill what outlives ``timeout``; with
+    ``stop_on_failure``, also stop the others once one exits non-zero (a training
+    job's hosts wait for each other: SageMaker stops them all when one fails).
+    """
     jobs = jobs or RunningJobs()
     processes: list[subprocess.Popen[bytes]] = []
     for argv, env, instance in commands:
@@ -379,6 +405,8 @@ def _run_all(
     deadline = time.monotonic() + timeout
     codes = []
     try:
+        if stop_on_failure:
+            _stop_all_on_first_failure(processes, deadline)
         for process in processes:
             try:
                 remaining = max(0.0, deadline - time.monotonic())
@@ -397,6 +425,25 @@ def _run_all(
         for process in processes:
             jobs.discard(process)
     return codes
+
+
+def _stop_all_on_first_failure(
+    processes: list[subprocess.Popen[bytes]], deadline: float
+) -> None:
+    """Wait until every process exits, one fails (then kill the rest) or the
+    deadline passes (the caller kills what is left).
+    """
+    while time.monotonic() < deadline:
+        codes = [process.poll() for process in processes]
+        if all(code is not None for code in codes):
+            return
+        if any(code not in (None, 0) for code in codes):
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            return
+        time.sleep(0.1)
 
 
 def _reason(root: Path, name: str, code: int, log_path: Path) -> str:
@@ -516,37 +563,28 @@ def run_training_job(
     container: Container,
     jobs: RunningJobs | None = None,
 ) -> JobResult:
-    """Execute a resolved ``CreateTrainingJob`` request on one instance of our image
-    (``docker run IMAGE train`` unless it names a ContainerEntrypoint).
+    """Execute a resolved ``CreateTrainingJob`` request on InstanceCount instances of
+    our image (``docker run IMAGE train`` unless it names a ContainerEntrypoint).
+
+    As SageMaker: every host gets the channels (all of each FullyReplicated prefix,
+    its share of the objects of a ShardedByS3Key one) and a ``resourceconfig.json``
+    naming it and all hosts (``algo-1`` ... ``algo-N``), which resolve each other by
+    name (``_HostAddresses``: loopback addresses of the job's own); the job fails
+    when one host fails, and the others are stopped; the model archive and
+    ``output.tar.gz`` hold every host's ``/opt/ml/model`` and ``/opt/ml/output/data``
+    together, where two hosts' files must not clash.
     """
     count = int(request.get("ResourceConfig", {}).get("InstanceCount", 1))
-    if count != 1:
+    if count < 1:
+        raise JobFailed(f"InstanceCount {count}: a training job needs at least one")
+    hosts = [f"algo-{i + 1}" for i in range(count)]
+    network_isolation = bool(request.get("EnableNetworkIsolation"))
+    if count > 1 and network_isolation and container.isolation == "bwrap":
         raise JobFailed(
-            "the local runner trains on one instance (InstanceCount must be 1)"
+            "EnableNetworkIsolation with several training instances cannot run "
+            "locally: each host's sandbox would have a network of its own, where "
+            "the hosts cannot reach each other as they do on SageMaker"
         )
-    instance = container.instance(work_dir, "algo-1")
-    root = instance.root
-    channels = {}
-    for channel in request.get("InputDataConfig", []):
-        name = channel["ChannelName"]
-        source = channel["DataSource"]["S3DataSource"]
-        store.download_prefix(source["S3Uri"], root / "input" / "data" / name)
-        channels[name] = {
-            "TrainingInputMode": channel.get("InputMode", "File"),
-            "S3DistributionType": source.get(
-                "S3DataDistributionType", "FullyReplicated"
-            ),
-            "RecordWrapperType": "None",
-        }
-    config = root / "input" / "config"
-    _write_json(config / "hyperparameters.json", request.get("HyperParameters", {}))
-    _write_json(config / "inputdataconfig.json", channels)
-    _write_json(
-        config / "resourceconfig.json",
-        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"},
-    )
-    for folder in (root / "model", root / "output" / "data"):
-        folder.mkdir(parents=True, exist_ok=True)
     spec = request["AlgorithmSpecification"]
     argv = (
         [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])]
@@ -565,29 +603,40 @@ def run_training_job(
             f"arn:aws:sagemaker:{region}:000000000000:training-job/{job_name}"
         ),
     }
-    command, env = container.command(
-        argv,
-        instance,
-        request.get("Environment", {}),
-        sagemaker_env,
-        network_isolation=bool(request.get("EnableNetworkIsolation")),
-    )
-    (code,) = _run_all([(command, env, instance)], timeout, jobs)
-    if code != 0:
-        raise JobFailed(
-            _reason(root, "failure", code, instance.log_path), [instance.log_path]
-        )
-    archive = work_dir / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted((root / "model").rglob("*")):
-            tar.add(
-                path,
-                arcname=path.relative_to(root / "model").as_posix(),
-                recursive=False,
+    with _HOST_ADDRESSES.lease(hosts) as addresses:
+        commands, instances = [], []
+        for index, host in enumerate(hosts):
+            instance = container.instance(work_dir, host)
+            _stage_training_host(request, instance.root, store, hosts, index)
+            command, env = container.command(
+                argv,
+                instance,
+                request.get("Environment", {}),
+                sagemaker_env,
+                network_isolation=network_isolation,
+                host_addresses=addresses if count > 1 else None,
             )
+            commands.append((command, env, instance))
+            instances.append(instance)
+        codes = _run_all(commands, timeout, jobs, stop_on_failure=count > 1)
+    logs = [i.log_path for i in instances]
+    failed = _first_failure(instances, codes)
+    if failed is not None:
+        instance, code = failed
+        reason = _reason(instance.root, "failure", code, instance.log_path)
+        raise JobFailed(reason if count == 1 else f"{instance.host}: {reason}", logs)
     output_path = request["OutputDataConfig"]["S3OutputPath"]
     model_uri = join_uri(output_path, job_name, "output", "model.tar.gz")
+    archive = work_dir / "model.tar.gz"
+    _archive_hosts(archive, [(i.host, i.root / "model") for i in instances])
     store.upload_file(archive, model_uri)
+    data = [(i.host, i.root / "output" / "data") for i in instances]
+    if any(any(folder.rglob("*")) for _, folder in data):
+        outputs = work_dir / "output.tar.gz"
+        _archive_hosts(outputs, data)
+        store.upload_file(
+            outputs, join_uri(output_path, job_name, "output", "output.tar.gz")
+        )
     properties = {
         "TrainingJobName": job_name,
         "TrainingJobStatus": "Completed",
@@ -595,8 +644,127 @@ def run_training_job(
         "HyperParameters": request.get("HyperParameters", {}),
         "OutputDataConfig": request["OutputDataConfig"],
         "AlgorithmSpecification": spec,
+        "ResourceConfig": request.get("ResourceConfig", {}),
     }
-    return JobResult(job_name, properties, [instance.log_path])
+    return JobResult(job_name, properties, logs)
+
+
+def _stage_training_host(
+    request: dict[str, Any],
+    root: Path,
+    store: ObjectStore,
+    hosts: list[str],
+    index: int,
+) -> None:
+    """One host's ``/opt/ml``: its channels and the config files SageMaker writes."""
+    channels = {}
+    for channel in request.get("InputDataConfig", []):
+        name = channel["ChannelName"]
+        source = channel["DataSource"]["S3DataSource"]
+        distribution = source.get("S3DataDistributionType", "FullyReplicated")
+        target = root / "input" / "data" / name
+        if distribution == "ShardedByS3Key":
+            target.mkdir(parents=True, exist_ok=True)
+            for position, uri in enumerate(store.list(source["S3Uri"])):
+                if position % len(hosts) == index:
+                    store.download_file(uri, target / uri.rsplit("/", 1)[-1])
+        else:
+            store.download_prefix(source["S3Uri"], target)
+        channels[name] = {
+            "TrainingInputMode": channel.get("InputMode", "File"),
+            "S3DistributionType": distribution,
+            "RecordWrapperType": "None",
+        }
+    config = root / "input" / "config"
+    _write_json(config / "hyperparameters.json", request.get("HyperParameters", {}))
+    _write_json(config / "inputdataconfig.json", channels)
+    _write_json(
+        config / "resourceconfig.json",
+        {"current_host": hosts[index], "hosts": hosts, "network_interface_name": "lo"},
+    )
+    for folder in (root / "model", root / "output" / "data"):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _first_failure(
+    instances: list[_Instance], codes: list[int]
+) -> tuple[_Instance, int] | None:
+    """The host whose failure failed the job: one that wrote a failure reason, else
+    one that exited on its own, else one stopped (its time ran out).
+    """
+    failed = [(i, c) for i, c in zip(instances, codes, strict=True) if c != 0]
+    if not failed:
+        return None
+
+    def told(item: tuple[_Instance, int]) -> bool:
+        return (item[0].root / "output" / "failure").exists()
+
+    return min(failed, key=lambda item: (not told(item), item[1] == -9))
+
+
+def _archive_hosts(archive: Path, folders: list[tuple[str, Path]]) -> None:
+    """One ``tar.gz`` of several hosts' folders merged, as SageMaker aggregates a
+    job's ``/opt/ml/model`` (and ``/opt/ml/output/data``); two hosts writing the
+    same name is refused, which SageMaker's documentation asks of the job.
+    """
+    owners: dict[str, str] = {}
+    with tarfile.open(archive, "w:gz") as tar:
+        for host, folder in folders:
+            for path in sorted(folder.rglob("*")):
+                name = path.relative_to(folder).as_posix()
+                if name in owners and not path.is_dir():
+                    raise JobFailed(
+                        f"{owners[name]} and {host} both wrote {folder.name}/{name}: "
+                        "the hosts of a training job must not write the same file "
+                        "(SageMaker packs them all into one archive)"
+                    )
+                if name in owners:
+                    continue
+                owners[name] = host
+                tar.add(path, arcname=name, recursive=False)
+
+
+class _HostAddresses:
+    """Loopback addresses for the hosts of the training jobs running now.
+
+    Each job's hosts get a block of their own (``127.a.b.1`` ... ``127.a.b.N``; Linux
+    routes all of 127.0.0.0/8 to the loopback interface), so a job's tracker listens
+    on the fixed port SageMaker jobs use without meeting another job's: two jobs at
+    once (tuning trials), or one just after another while the kernel still holds
+    the last one's port (TIME_WAIT). Blocks are drawn at random, skipping the ones
+    in use or recently used in this process.
+    """
+
+    _RECENT = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_use: set[int] = set()
+        self._recent: list[int] = []
+        self._random = random.SystemRandom()
+
+    @contextlib.contextmanager
+    def lease(self, hosts: Sequence[str]) -> Iterator[dict[str, str]]:
+        if len(hosts) > 254:
+            raise JobFailed(
+                f"{len(hosts)} instances: the local runner runs at most 254"
+            )
+        with self._lock:
+            taken = self._in_use | set(self._recent)
+            block = self._random.randrange(256, 256 * 255)
+            while block in taken:
+                block = self._random.randrange(256, 256 * 255)
+            self._in_use.add(block)
+            self._recent = [*self._recent, block][-self._RECENT :]
+        try:
+            a, b = divmod(block, 256)
+            yield {host: f"127.{a}.{b}.{i + 1}" for i, host in enumerate(hosts)}
+        finally:
+            with self._lock:
+                self._in_use.discard(block)
+
+
+_HOST_ADDRESSES = _HostAddresses()
 
 
 def _write_json(path: Path, data: Any) -> None:
