@@ -19,6 +19,9 @@ from processing.preflight import OUTPUT_DIR as PREFLIGHT_OUTPUT
 from stack.config import Config, ConfigError, job_environment
 from stack.endpoints import data_capture_config
 from stack.registry import LOCAL_ACCOUNT
+from training.distributed import (
+    DEFAULT_INSTANCE_COUNT as DEFAULT_TRAINING_INSTANCE_COUNT,
+)
 from training.hyperparameters import DEFAULTS
 
 # Preflight checks the parameters and fingerprints the source data (never cached: its
@@ -108,6 +111,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
     p_instances = sdk.ParameterInteger(
         "ProcessingInstanceCount", default_value=sm.processing_instance_count
     )
+    # Hosts of the Train step: XGBoost's distributed training over shares of the
+    # data, the first host writing the model (training.distributed)
+    p_training_instances = sdk.ParameterInteger(
+        "TrainingInstanceCount", default_value=DEFAULT_TRAINING_INSTANCE_COUNT
+    )
     p_threshold = sdk.ParameterFloat(
         "AucThreshold", default_value=config.evaluation.auc_threshold
     )
@@ -138,6 +146,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         p_tolerance,
         p_git_commit,
         p_writeback,
+        p_training_instances,
     ]
     hyperparameters: dict[str, Any] = {
         **DEFAULTS,
@@ -294,7 +303,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         base_job_name=f"{sm.pipeline_name}-train",
         compute=sdk.Compute(
             instance_type=sm.training_instance_type,
-            instance_count=1,
+            instance_count=p_training_instances,
             volume_kms_key_id=security.volume_kms_key_id,
             enable_managed_spot_training=sm.spot_training or None,
         ),

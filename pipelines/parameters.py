@@ -99,6 +99,8 @@ PARAMETERS: dict[str, Domain] = {
     "AsOfDate": Domain("String", check=_iso_date),
     "LabelWindowDays": Domain("Integer", 1, 3650),
     "ProcessingInstanceCount": Domain("Integer", 1, 100),
+    # training.distributed.MAX_INSTANCE_COUNT: every host reads the whole channels
+    "TrainingInstanceCount": Domain("Integer", 1, 20),
     "AucThreshold": Domain("Float", 0, 1),
     "ModelApprovalStatus": Domain(
         "String", choices=("Approved", "PendingManualApproval", "Rejected")

@@ -143,6 +143,7 @@ def test_the_pipeline_shape():
         "LearningRate",
         "NumRound",
         "WriteBack",
+        "TrainingInstanceCount",
     }
     extract = top_step(definition, "Extract")["Arguments"]["AppSpecification"]
     assert extract["ContainerEntrypoint"] == ["python", "-m", "processing.extract"]

@@ -35,7 +35,7 @@ from pipelines.local_jobs import (
 from processing.stream import SPLITS, SplitWriters, stream_features
 from stack.objectstore import LocalObjectStore
 from stack.warehouse import EmbeddedWarehouse
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, run_cli
 from training.distributed import share
 from training.hyperparameters import DEFAULTS
 from training.train import share_summary, train_model
@@ -318,3 +318,47 @@ def test_two_hosts_writing_the_same_model_file_fail_the_job(image, tmp_path):
         JobFailed, match="algo-1 and algo-2 both wrote model/model.json"
     ):
         run_training_job("c", custom(2, BOTH_WRITE), tmp_path, store, container)
+
+
+# --- the pipeline parameter ---------------------------------------------------------
+
+
+def test_train_runs_on_training_instance_count_hosts_one_by_default():
+    from pipelines.definition import build_definition
+    from stack.config import load_config
+
+    definition = build_definition(load_config("local", environ={}))
+    [parameter] = [
+        p for p in definition["Parameters"] if p["Name"] == "TrainingInstanceCount"
+    ]
+    assert parameter == {
+        "Name": "TrainingInstanceCount",
+        "Type": "Integer",
+        "DefaultValue": 1,
+    }
+    [train] = [s for s in definition["Steps"] if s["Name"] == "Train"]
+    assert train["Arguments"]["ResourceConfig"]["InstanceCount"] == {
+        "Get": "Parameters.TrainingInstanceCount"
+    }
+
+
+def test_the_parameters_bound_is_the_trainings():
+    from pipelines.parameters import PARAMETERS
+    from training.distributed import MAX_INSTANCE_COUNT
+
+    assert PARAMETERS["TrainingInstanceCount"].maximum == MAX_INSTANCE_COUNT
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("0", "must be at least 1"), ("21", "must be at most 20"), ("2.5", "Integer")],
+)
+def test_a_bad_training_instance_count_exits_2_before_any_work(tmp_path, value, reason):
+    state = tmp_path / "state"
+    result = run_cli(
+        "--param", f"TrainingInstanceCount={value}", "--state-dir", str(state)
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: parameter TrainingInstanceCount=")
+    assert reason in result.stderr
+    assert not state.exists()

@@ -27,6 +27,11 @@ DOMAINS = [
     ),
     ("ProcessingInstanceCount", "2", [("0", "at least 1"), ("101", "at most 100")]),
     (
+        "TrainingInstanceCount",
+        "2",
+        [("0", "at least 1"), ("21", "at most 20"), ("two", "not an Integer")],
+    ),
+    (
         "AucThreshold",
         "0.7",
         [("-0.1", "at least 0"), ("1.5", "at most 1"), ("high", "not a Float")],
