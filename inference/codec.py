@@ -208,6 +208,8 @@ def _parse_json(body: bytes, schema: FeatureSchema) -> ParsedRequest:
         columns = data["columns"]
         if not isinstance(columns, list) or not isinstance(data["data"], list):
             raise RequestError("'columns' and 'data' must both be lists")
+        if not all(isinstance(name, str) for name in columns):
+            raise RequestError("'columns' must be a list of feature names (strings)")
         records = []
         for i, row in enumerate(data["data"]):
             if not isinstance(row, list) or len(row) != len(columns):

@@ -61,6 +61,12 @@ def test_snowflake_format_keeps_row_numbers():
         (b'[{"a": 1}]', "application/json", 400, "missing feature"),
         (b'{"something": 1}', "application/json", 400, "unrecognised"),
         (
+            b'{"data": [[null]], "columns": [[]]}',
+            "application/json",
+            400,
+            "'columns' must be a list of feature names",
+        ),  # a list as a column name: found by test_properties (was a 500)
+        (
             b'{"instances": [[1, {"x": 1}]]}',
             "application/json",
             400,
