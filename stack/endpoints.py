@@ -148,6 +148,8 @@ class LocalEndpoints(EndpointDeployer):
         workers: int = 2,
         data_capture: dict[str, Any] | None = None,
         capture_flush_seconds: float = 1.0,
+        capture_max_mb: int | None = None,
+        capture_retention_hours: int | None = None,
     ) -> None:
         self.root = root.resolve()  # the server runs in another folder
         self.store = store
@@ -160,6 +162,10 @@ class LocalEndpoints(EndpointDeployer):
         # EndpointConfig step brings its own)
         self.data_capture = data_capture
         self.capture_flush_seconds = capture_flush_seconds  # how often workers write
+        # what the workers keep of it (deployment.data_capture_max_mb and
+        # data_capture_retention_hours; None: the server's defaults)
+        self.capture_max_mb = capture_max_mb
+        self.capture_retention_hours = capture_retention_hours
         # Turns the server's command (``python -m inference.server ...``) into the argv
         # and environment that start it; None: this interpreter and the source tree.
         # The local runner sets it to start the server from the staged image
@@ -358,6 +364,8 @@ class LocalEndpoints(EndpointDeployer):
                 "data_capture_config": None,
                 "data_capture_dir": None,
                 "data_capture_flush_seconds": self.capture_flush_seconds,
+                "data_capture_max_mb": None,
+                "data_capture_retention_hours": None,
             }
         if not isinstance(self.store, LocalObjectStore):
             raise EndpointError(
@@ -375,6 +383,8 @@ class LocalEndpoints(EndpointDeployer):
             "data_capture_config": capture,
             "data_capture_dir": str(directory),
             "data_capture_flush_seconds": self.capture_flush_seconds,
+            "data_capture_max_mb": self.capture_max_mb,
+            "data_capture_retention_hours": self.capture_retention_hours,
         }
 
     def _serving_spec(self, name: str, wanted: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,8 @@ def build_resources(config: Config) -> Resources:
             startup_timeout=config.local_endpoint.startup_timeout_seconds,
             workers=config.local_endpoint.workers,
             data_capture=data_capture_config(config.deployment),
+            capture_max_mb=config.deployment.data_capture_max_mb,
+            capture_retention_hours=config.deployment.data_capture_retention_hours,
         )
     else:
         endpoints = SageMakerEndpoints(

@@ -301,6 +301,35 @@ def test_the_bounds_reach_each_workers_writer(tmp_path, monkeypatch):
     assert made[0].bounds == CaptureBounds(2 << 20, 5 * 3600.0)
 
 
+def test_the_configured_bounds_reach_a_local_endpoints_control_file(tmp_path):
+    """What the workers are given comes from the configuration: build_resources hands
+    the deployment's bounds to LocalEndpoints, whose control file carries them (and a
+    change of them is a change of what serves, so a deploy applies it).
+    """
+    from stack.resources import build_resources
+
+    config = load_config(
+        "local",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "deployment.data_capture_max_mb": 7,
+            "deployment.data_capture_retention_hours": 3,
+        },
+        environ={},
+    )
+    endpoints = build_resources(config).endpoints
+    spec = endpoints._capture_spec(
+        {"DataCaptureConfig": {**CONFIG, "DestinationS3Uri": "s3://bkt/capture"}}
+    )
+    assert spec["data_capture_max_mb"] == 7
+    assert spec["data_capture_retention_hours"] == 3
+    off = endpoints._capture_spec({})
+    assert off["data_capture_max_mb"] is None
+    assert (
+        endpoints._serving_spec("never-deployed", spec)["data_capture_max_mb"] is None
+    )
+
+
 # --- on AWS: the age bound is an S3 lifecycle rule ------------------------------------
 
 
