@@ -65,7 +65,9 @@ def register_model(resources, trained: pd.DataFrame, scores: np.ndarray) -> str:
         {
             "ModelPackageGroupName": resources.config.sagemaker.model_package_group,
             "InferenceSpecification": {
-                "Containers": [{"Image": "local/img", "ModelDataUrl": "s3://models/model"}]
+                "Containers": [
+                    {"Image": "local/img", "ModelDataUrl": "s3://models/model"}
+                ]
             },
             "ModelApprovalStatus": "Approved",
             "CustomerMetadataProperties": {

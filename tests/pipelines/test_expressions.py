@@ -17,7 +17,10 @@ def context():
             "Extract": {
                 "ProcessingOutputConfig": {
                     "Outputs": [
-                        {"OutputName": "train", "S3Output": {"S3Uri": "s3://bkt/train"}},
+                        {
+                            "OutputName": "train",
+                            "S3Output": {"S3Uri": "s3://bkt/train"},
+                        },
                         {"OutputName": "test", "S3Output": {"S3Uri": "s3://bkt/test"}},
                     ]
                 }
