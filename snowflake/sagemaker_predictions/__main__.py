@@ -2,6 +2,8 @@
 the batch write-back job.
 
     deploy --env ENV [--dry-run]   render and apply (or print) the SQL objects
+    package --env ENV --output DIR the scoring procedure's code and settings, as
+                                   deploy uploads them (to inspect or keep)
     writeback --env ENV            score new or changed entities into PREDICTIONS
 
 Exit codes: 0 done, 1 a step failed (named), 2 bad configuration or arguments.
@@ -35,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--env", choices=ENVIRONMENTS, help="default: MLOPS_ENV")
     deploy.add_argument(
         "--dry-run", action="store_true", help="print the SQL, connect to nothing"
+    )
+    package = commands.add_parser(
+        "package",
+        help="write the scoring procedure's archive and settings file, as deploy "
+        "uploads them",
+    )
+    package.add_argument("--env", choices=ENVIRONMENTS, help="default: MLOPS_ENV")
+    package.add_argument(
+        "--output", required=True, metavar="DIR", help="folder to write them into"
     )
     writeback = commands.add_parser(
         "writeback", help="score new or changed entities into PREDICTIONS"
@@ -73,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
     try:
         overrides = {"writeback.as_of": getattr(args, "as_of", None)}
-        if args.command == "deploy":
+        if args.command in ("deploy", "package"):
             config = load_config(args.env, overrides)
         else:
             from processing.contract import command_config
@@ -81,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = command_config(args.env, overrides)
         if args.command == "deploy":
             return _deploy(config, args.dry_run)
+        if args.command == "package":
+            return _package(config, Path(args.output))
         return _writeback(config, args)
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
@@ -101,6 +114,31 @@ def _deploy(config: Config, dry_run: bool) -> int:
         if dry_run:
             return _print_deployment(config, feature_set, code)
         return _apply(config, feature_set, code)
+
+
+def _package(config: Config, output: Path) -> int:
+    from features import load_feature_set
+    from snowflake.sagemaker_predictions.procedure import ProcedureSettings
+    from snowflake.sagemaker_predictions.procedure_code import build_procedure_code
+
+    feature_set = load_feature_set(
+        config.features.feature_set, config.features.directory
+    )
+    settings = ProcedureSettings.from_config(config, feature_set)
+    if output.exists() and not output.is_dir():
+        print(f"error: --output {output} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    output.mkdir(parents=True, exist_ok=True)
+    code = build_procedure_code(settings, output)
+    print(code.description)
+    for path, digest in (
+        (code.archive, code.archive_sha256),
+        (code.settings, code.settings_sha256),
+    ):
+        print(f"{digest}  {path}")
+    stage = config.snowflake_objects.code_stage
+    print(f"deploy puts them in @{stage}/{code.folder}/")
+    return EXIT_OK
 
 
 def _print_deployment(config: Config, feature_set: Any, code: Any) -> int:

@@ -302,3 +302,30 @@ def test_the_stage_folder_needs_no_quoting(monkeypatch, tmp_path, version):
     code = release(monkeypatch, tmp_path, version)
     assert re.fullmatch(r"sagemaker_predictions/[0-9A-Za-z._-]+", code.folder)
     assert code.version == version and version in code.description
+
+
+def test_the_package_command_writes_what_deploy_uploads(tmp_path):
+    from tests.snowflake_writeback.test_deploy import cli
+
+    first = cli("package", "--env", "dev", "--output", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    listed = {}
+    for line in first.stdout.splitlines():
+        digest, _, path = line.partition("  ")
+        if len(digest) == 64 and path:
+            listed[Path(path).name] = digest
+            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+    assert "sagemaker_predictions_procedure.json" in listed
+    (archive,) = [name for name in listed if name.endswith(".zip")]
+    assert "deploy puts them in @SAGEMAKER_PREDICTIONS_CODE/sagemaker_predictions/" in (
+        first.stdout
+    )
+    again = cli("package", "--env", "dev", "--output", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    assert (
+        hashlib.sha256((tmp_path / "b" / archive).read_bytes()).hexdigest()
+        == (listed[archive])
+    )
+    (tmp_path / "file").write_text("")
+    refused = cli("package", "--env", "dev", "--output", str(tmp_path / "file"))
+    assert refused.returncode == 2 and "is not a folder" in refused.stderr
