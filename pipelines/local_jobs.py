@@ -546,13 +546,22 @@ def _stage_processing_input(
         )
     target = _local(root, s3["LocalPath"])
     target.mkdir(parents=True, exist_ok=True)
-    uri = s3["S3Uri"]
     if s3.get("S3DataDistributionType") == "ShardedByS3Key":
-        for position, object_uri in enumerate(store.list(uri)):
-            if position % count == index:
-                store.download_file(object_uri, target / object_uri.rsplit("/", 1)[-1])
-        return
-    store.download_prefix(uri, target)
+        _download_share(store, s3["S3Uri"], target, index, count)
+    else:
+        store.download_prefix(s3["S3Uri"], target)
+
+
+def _download_share(
+    store: ObjectStore, prefix_uri: str, target: Path, index: int, count: int
+) -> None:
+    """Host ``index`` of ``count``'s share of a ShardedByS3Key prefix: every
+    ``count``-th object, as SageMaker deals them out (processing and training alike).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for position, uri in enumerate(store.list(prefix_uri)):
+        if position % count == index:
+            store.download_file(uri, target / uri.rsplit("/", 1)[-1])
 
 
 def run_training_job(
@@ -664,10 +673,7 @@ def _stage_training_host(
         distribution = source.get("S3DataDistributionType", "FullyReplicated")
         target = root / "input" / "data" / name
         if distribution == "ShardedByS3Key":
-            target.mkdir(parents=True, exist_ok=True)
-            for position, uri in enumerate(store.list(source["S3Uri"])):
-                if position % len(hosts) == index:
-                    store.download_file(uri, target / uri.rsplit("/", 1)[-1])
+            _download_share(store, source["S3Uri"], target, index, len(hosts))
         else:
             store.download_prefix(source["S3Uri"], target)
         channels[name] = {
