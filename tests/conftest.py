@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,6 +106,30 @@ def fakesnow_server(seeded_snowflake_dir: Path, tmp_path: Path) -> Iterator[int]
         yield port
     finally:
         _stop(process)
+
+
+def connect_to_fakesnow_server(port: int, **settings: Any) -> Any:
+    """The real Snowflake connector, connected to a ``fakesnow_server`` (MLOPS.CHURN,
+    a fake login, short timeouts: a statement it cannot run must not make the
+    connector retry for minutes); ``settings`` override any of these.
+    """
+    import snowflake.connector
+
+    return snowflake.connector.connect(
+        **{
+            "account": "fakesnow",
+            "user": "fake",
+            "password": "fake",
+            "host": "127.0.0.1",
+            "port": port,
+            "protocol": "http",
+            "database": "MLOPS",
+            "schema": "CHURN",
+            "login_timeout": 20,
+            "network_timeout": 120,
+            **settings,
+        }
+    )
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ import sys
 import boto3
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS, free_port, run_cli
+from tests.conftest import (
+    PROJECT_ROOT,
+    SMALL_CUSTOMERS,
+    connect_to_fakesnow_server,
+    free_port,
+    run_cli,
+)
 
 pytestmark = pytest.mark.e2e
 SNOWFLAKE_LOGIN = {"user": "fake", "password": "fake-password-in-moto"}
@@ -96,18 +102,8 @@ def test_the_loop_with_moto_and_a_fakesnow_server(
         line for line in result.stdout.splitlines() if line.startswith("Predictions:")
     ]
     assert " 0 inserted" not in predictions, predictions
-    import snowflake.connector
-
-    with snowflake.connector.connect(
-        account="fakesnow",
-        host="127.0.0.1",
-        port=fakesnow_server,
-        protocol="http",
-        database="MLOPS",
-        schema="CHURN",
-        login_timeout=10,
-        network_timeout=30,
-        **SNOWFLAKE_LOGIN,
+    with connect_to_fakesnow_server(
+        fakesnow_server, login_timeout=10, network_timeout=30, **SNOWFLAKE_LOGIN
     ) as conn:
         cursor = conn.cursor()
         cursor.execute(

@@ -217,21 +217,10 @@ def test_two_sessions_on_a_fakesnow_server_each_run_the_query_once(
     fakesnow_server, tmp_path
 ):
     """On the server each session has its own temporary tables, as on Snowflake."""
-    import snowflake.connector
+    from tests.conftest import connect_to_fakesnow_server
 
     def connect():
-        return snowflake.connector.connect(
-            account="fakesnow",
-            user="fake",
-            password="fake",
-            host="127.0.0.1",
-            port=fakesnow_server,
-            protocol="http",
-            database="MLOPS",
-            schema="CHURN",
-            login_timeout=20,
-            network_timeout=120,
-        )
+        return connect_to_fakesnow_server(fakesnow_server)
 
     results: dict[int, object] = {}
     runs: dict[int, list[str]] = {}
