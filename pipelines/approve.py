@@ -3,9 +3,17 @@
     python -m pipelines.approve list   [--env ENV] [--state-dir DIR] [--group G]
     python -m pipelines.approve set --version N --status Approved|Rejected --reason R
     python -m pipelines.approve deploy --version N     # CD: only an Approved package
+    python -m pipelines.approve deploy --package-arn ARN
 
 The options may come before or after the command; a missing or blank ``--reason`` is a
-usage error (exit 2), as are a missing ``--version`` and ``--status``.
+usage error (exit 2), as are a missing ``--version`` and ``--status``, and a
+``--package-arn`` that is not a model package version ARN.
+
+``deploy --package-arn`` is the CD's path after an approval (docs/cicd.md): the ARN is
+a version of the environment's group, or the training registry's version that
+``pipelines.promote`` copied here (found by its ``source_model_package_arn``). It goes
+through the deployer's ``deploy_package``: blue/green on SageMaker, waiting until the
+new config serves, and a no-op when that package already serves.
 
 It works on the registry the environment's configuration names: the local one under
 the state folder, or SageMaker's. Deployment goes through the environment's endpoint
@@ -27,8 +35,9 @@ from pipelines.console import (
 )
 from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
+from pipelines.promote import DIGEST_KEY, check_package_arn, find_promoted
 from stack.config import ConfigError, load_config
-from stack.endpoints import EndpointError, LocalEndpoints
+from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
 from stack.resources import Resources, build_resources
 
@@ -50,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         "--reason", type=_reason, required=True, help="kept with the decision"
     )
     deploy = commands.add_parser("deploy", help="deploy an Approved version")
-    deploy.add_argument("--version", type=int, required=True)
+    which = deploy.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", type=int)
+    which.add_argument(
+        "--package-arn",
+        type=_package_arn,
+        help="a version of this environment's group, or the one promoted here from",
+    )
     group: Option = (
         ("--group",),
         {"help": "model package group (default: configured)"},
@@ -65,6 +80,13 @@ def _reason(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("give a reason: it is kept with the decision")
     return text.strip()
+
+
+def _package_arn(text: str) -> str:
+    try:
+        return check_package_arn(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def find_version(registry: ModelRegistry, group: str, version: int) -> ModelPackage:
@@ -116,6 +138,25 @@ def deploy_version(resources: Resources, group: str, version: int) -> str:
     return info.url or info.name
 
 
+def deploy_package_arn(
+    resources: Resources, group: str, package_arn: str
+) -> DeploymentReport:
+    """Serve the package ``package_arn`` stands for in ``group`` on the configured
+    endpoint (see the module doc); RegistryError when the group has no such version.
+    """
+    package = find_promoted(resources.registry, group, package_arn)
+    if package is None:
+        raise RegistryError(
+            f"{group} has neither {package_arn} nor a version promoted from it: run "
+            "python -m pipelines.promote --package-arn ARN --to-env ENV first"
+        )
+    endpoints = resources.endpoints
+    name = resources.config.sagemaker.endpoint_name
+    if isinstance(endpoints, LocalEndpoints):
+        endpoints.use_serving_port(name)
+    return endpoints.deploy_package(package.arn, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -134,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resources.registry, group, args.version, args.status, args.reason
             )
             print(f"{package.arn}: {package.approval_status} ({args.reason})")
+        elif args.package_arn:
+            _report(deploy_package_arn(resources, group, args.package_arn), resources)
         else:
             where = deploy_version(resources, group, args.version)
             print(f"deployed version {args.version} of {group} at {where}")
@@ -141,6 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report(report: DeploymentReport, resources: Resources) -> None:
+    """What serves now, with the artifact's SHA-256 for the CD log."""
+    package = resources.registry.get(report.package_arn)
+    digest = package.customer_metadata.get(DIGEST_KEY, "not recorded")
+    verb = "deployed" if report.changed else "already serving"
+    print(
+        f"{verb}: {report.package_arn} on {report.endpoint.name} "
+        f"(config {report.endpoint.config_name}, variant {report.variant_name})"
+    )
+    print(f"model_sha256={digest}")
 
 
 def _list(packages: Sequence[ModelPackage]) -> None:

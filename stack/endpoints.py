@@ -41,6 +41,10 @@ _ORPHAN_SECONDS = 30.0
 # How long a redeploy may wait, after the new workers load, for the old ones to stop
 # accepting (inference.supervisor waits up to 25 s, then kills a stuck one).
 _RETIRE_SECONDS = 30.0
+# The tag an endpoint config gets when it first replaces another on an endpoint: the
+# config it replaced. Configs are never changed or deleted by us, so the tags form the
+# endpoint's history, and a rollback walks it one step back.
+REPLACES_TAG = "mlops:replaces"
 
 
 class EndpointError(Exception):
@@ -92,6 +96,12 @@ class EndpointDeployer(ABC):
 
     @abstractmethod
     def describe(self, endpoint_name: str) -> EndpointInfo | None: ...
+
+    @abstractmethod
+    def rollback(self, endpoint_name: str) -> EndpointInfo:
+        """Serve again the endpoint config the current one replaced (its
+        ``REPLACES_TAG``), and wait until it serves; EndpointError when there is none.
+        """
 
     @abstractmethod
     def runtime_client(self) -> Any:
@@ -227,6 +237,39 @@ class LocalEndpoints(EndpointDeployer):
         )
 
     def create_or_update_endpoint(self, request: dict[str, Any]) -> EndpointInfo:
+        current = self.describe(request["EndpointName"])
+        if current is not None:
+            self._remember_predecessor(
+                request["EndpointConfigName"], current.config_name
+            )
+        return self._serve(request)
+
+    def _remember_predecessor(self, config_name: str, previous: str) -> None:
+        """Tag ``config_name`` with the config it replaces, the first time only (a
+        rollback to it must not rewrite its history).
+        """
+        config = self._read("endpoint-configs", config_name)
+        tags = config.get("Tags") or []
+        if previous == config_name or any(t["Key"] == REPLACES_TAG for t in tags):
+            return
+        config["Tags"] = [*tags, {"Key": REPLACES_TAG, "Value": previous}]
+        self._write("endpoint-configs", config_name, config)
+
+    def rollback(self, endpoint_name: str) -> EndpointInfo:
+        current = self.describe(endpoint_name)
+        if current is None:
+            raise EndpointError(f"endpoint {endpoint_name} does not exist")
+        tags = self._read("endpoint-configs", current.config_name).get("Tags") or []
+        previous = _replaced(tags)
+        if previous is None:
+            raise EndpointError(_nothing_before(endpoint_name, current.config_name))
+        self._read("endpoint-configs", previous)  # still there
+        self.use_serving_port(endpoint_name)
+        return self._serve(
+            {"EndpointName": endpoint_name, "EndpointConfigName": previous}
+        )
+
+    def _serve(self, request: dict[str, Any]) -> EndpointInfo:
         name = request["EndpointName"]
         config_name = request["EndpointConfigName"]
         config = self._read("endpoint-configs", config_name)
@@ -632,13 +675,54 @@ class SageMakerEndpoints(EndpointDeployer):
         ) == self._source_of_config(config_name):
             return current  # the same model already serves: nothing to do
         else:
-            self._client.update_endpoint(
-                EndpointName=name,
-                EndpointConfigName=config_name,
-                RetainAllVariantProperties=False,
-                DeploymentConfig=self.deployment_config(),
-            )
+            self._remember_predecessor(config_name, current.config_name)
+            self._update(name, config_name)
         info = self.describe(name)
+        assert info is not None
+        return info
+
+    def _update(self, name: str, config_name: str) -> None:
+        self._client.update_endpoint(
+            EndpointName=name,
+            EndpointConfigName=config_name,
+            RetainAllVariantProperties=False,
+            DeploymentConfig=self.deployment_config(),
+        )
+
+    def _config_tags(self, config_name: str) -> tuple[str, list[dict[str, str]]]:
+        """(ARN, tags) of an endpoint config; EndpointError when it is gone."""
+        try:
+            arn = self._client.describe_endpoint_config(EndpointConfigName=config_name)[
+                "EndpointConfigArn"
+            ]
+        except self._client.exceptions.ClientError:
+            raise EndpointError(
+                f"endpoint config {config_name} does not exist"
+            ) from None
+        return arn, self._client.list_tags(ResourceArn=arn).get("Tags") or []
+
+    def _remember_predecessor(self, config_name: str, previous: str) -> None:
+        """Tag ``config_name`` with the config it replaces, the first time only (a
+        rollback to it must not rewrite its history).
+        """
+        arn, tags = self._config_tags(config_name)
+        if previous == config_name or _replaced(tags) is not None:
+            return
+        self._client.add_tags(
+            ResourceArn=arn, Tags=[{"Key": REPLACES_TAG, "Value": previous}]
+        )
+
+    def rollback(self, endpoint_name: str) -> EndpointInfo:
+        current = self.describe(endpoint_name)
+        if current is None:
+            raise EndpointError(f"endpoint {endpoint_name} does not exist")
+        previous = _replaced(self._config_tags(current.config_name)[1])
+        if previous is None:
+            raise EndpointError(_nothing_before(endpoint_name, current.config_name))
+        self._config_tags(previous)  # still there
+        self._update(endpoint_name, previous)
+        self._wait_until_serving(endpoint_name, previous)
+        info = self.describe(endpoint_name)
         assert info is not None
         return info
 
@@ -789,6 +873,18 @@ class SageMakerEndpoints(EndpointDeployer):
             return None
         source = self._source_of_config(info.config_name)
         return source[0] if len(source) == 1 else None
+
+
+def _replaced(tags: list[dict[str, str]]) -> str | None:
+    """The config named by ``REPLACES_TAG`` among an endpoint config's tags."""
+    return next((t["Value"] for t in tags if t["Key"] == REPLACES_TAG), None)
+
+
+def _nothing_before(endpoint_name: str, config_name: str) -> str:
+    return (
+        f"nothing to roll back to: {config_name}, which endpoint {endpoint_name} "
+        f"serves, replaced no other config (its {REPLACES_TAG} tag is missing)"
+    )
 
 
 def local_runtime_client(url: str) -> Any:
