@@ -3,8 +3,20 @@
 # It cannot be built on the development machines (no Docker engine there); it is
 # linted with hadolint, and kept simple enough to check by reading.
 
+# On a closed network, point both at the internal registry (an Artifactory remote of
+# Docker Hub and of PyPI), e.g.
+#   docker build --build-arg BASE_IMAGE=<registry>/python:3.11-slim \
+#     --build-arg PIP_INDEX_URL=https://<artifactory>/api/pypi/pypi-remote/simple .
+# The defaults are the public ones. Keep the base a python:<major>.<minor> tag: the
+# local runner checks its Python against it (pipelines/image.py). The index URL is a
+# build-stage argument only (pip reads PIP_INDEX_URL), so it stays out of the runtime
+# image; put no token in it (anonymous read on the remote, or a pip.conf outside the
+# image).
+ARG BASE_IMAGE=python:3.11-slim
+
 # Build stage: install the project and its locked dependencies into a venv.
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -30,7 +42,7 @@ RUN python -m venv /opt/venv \
 # reach run-time mounts; sagemaker-python-sdk issues 4678 and 4764). The local runner
 # runs each job as this image's USER against root-owned mounts, so a USER line that
 # would break on SageMaker fails the local run too (pipelines/local_jobs.py).
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

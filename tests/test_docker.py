@@ -41,3 +41,34 @@ def test_the_image_installs_every_package_the_project_declares():
 def test_the_entrypoint_runs_what_the_local_runner_expects():
     for command, argv in IMAGE_COMMANDS.items():
         assert f'{command}) shift; exec {" ".join(argv)} "$@"' in ENTRYPOINT
+
+
+def test_the_base_image_and_the_index_are_build_arguments_defaulting_to_public_ones():
+    """A closed network builds with --build-arg BASE_IMAGE=<registry>/python:3.11-slim
+    and PIP_INDEX_URL=<artifactory remote>; without them the build is today's.
+    """
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(path=str(PROJECT_ROOT / "Dockerfile"))
+    assert parser.parent_images == ["python:3.11-slim", "python:3.11-slim"]
+    froms = re.findall(r"^FROM (\S+)", DOCKERFILE, re.M)
+    assert froms == [
+        "${BASE_IMAGE}",
+        "${BASE_IMAGE}",
+    ]  # both stages follow the argument
+    build_stage = DOCKERFILE.split("\nFROM ", 2)[1]
+    assert "ARG PIP_INDEX_URL=https://pypi.org/simple\n" in build_stage
+    # pip reads PIP_INDEX_URL itself: no URL on the RUN line, none in the runtime stage
+    assert "--index-url" not in DOCKERFILE
+    final_stage = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    assert "PIP_INDEX_URL" not in final_stage
+
+
+def test_the_local_runner_stages_the_default_base_image():
+    """pipelines/image.py resolves the ARG in FROM as Docker does: the base is the
+    public python image, whose Python version and ENV the local runner uses.
+    """
+    spec = read_dockerfile(PROJECT_ROOT / "Dockerfile")
+    assert spec.base == "python:3.11-slim"
+    assert spec.python_version == (3, 11)
+    assert spec.env["PATH"].endswith(":/usr/bin:/sbin:/bin")
