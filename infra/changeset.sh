@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# CloudFormation change sets for one environment: every template in infra/, with that
+# environment's parameters (infra/parameters/<env>.json), reviewed before they run.
+#
+#   infra/changeset.sh plan  ENV NAME [TEMPLATE...]   create change set NAME on each
+#       stack and print what it would change; a stack it would not change gets none
+#   infra/changeset.sh apply ENV NAME [TEMPLATE...]   execute change set NAME on each
+#       stack that has one, in order, waiting for each
+#
+# Stacks are <Prefix>-<env>-<template> (churn-dev-platform). platform comes first (the
+# others import its exports; in a new account plan and apply it alone first), then the
+# rest in name order. A change set is immutable: apply runs exactly what plan showed,
+# and CloudFormation refuses it if the stack changed since. Each template gets the
+# parameters it declares from the environment's file; one it leaves out takes the
+# template's default. Needs the aws CLI, jq and credentials for the environment's
+# account. CHANGESET_SUMMARY, when set, is a file the changes are appended to as
+# Markdown (the job summary); CHANGESET_DESCRIPTION describes the change sets.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if (($# < 3)) || [[ $1 != plan && $1 != apply ]]; then
+  echo "usage: $0 plan|apply ENV CHANGE_SET_NAME [TEMPLATE...]" >&2
+  exit 2
+fi
+action=$1 env=$2 name=$3
+shift 3
+parameters="parameters/${env}.json"
+if [[ ! -f $parameters ]]; then
+  echo "no $parameters: the environments are $(cd parameters && ls -- *.json)" >&2
+  exit 2
+fi
+prefix=$(jq -r '.Parameters.Prefix // "churn"' "$parameters")
+summary=${CHANGESET_SUMMARY:-/dev/null}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+templates() {
+  if (($#)); then
+    printf '%s\n' "$@"
+    return
+  fi
+  echo platform
+  for file in *.yaml; do
+    [[ $file == platform.yaml ]] || echo "${file%.yaml}"
+  done
+}
+
+stack_status() {
+  aws cloudformation describe-stacks --stack-name "$1" \
+    --query 'Stacks[0].StackStatus' --output text 2>/dev/null || echo NONE
+}
+
+change_set() {  # stack, then describe-change-set options
+  local stack=$1
+  shift
+  aws cloudformation describe-change-set --stack-name "$stack" --change-set-name "$name" "$@"
+}
+
+plan() {
+  local template=$1 stack=$2 type keys reason
+  case $(stack_status "$stack") in
+    NONE | REVIEW_IN_PROGRESS) type=CREATE ;;
+    ROLLBACK_COMPLETE)
+      echo "$stack: its creation failed and rolled back; delete the stack, then plan again" >&2
+      return 1 ;;
+    *_IN_PROGRESS)
+      echo "$stack: an operation is in progress; plan again when it ends" >&2
+      return 1 ;;
+    *) type=UPDATE ;;
+  esac
+  keys=$(aws cloudformation validate-template --template-body "file://${template}.yaml" \
+    --query 'Parameters[].ParameterKey' --output json)
+  jq --argjson keys "${keys:-[]}" '[.Parameters | to_entries[]
+      | select(.key as $k | ($keys // []) | index($k))
+      | {ParameterKey: .key, ParameterValue: (.value | tostring)}]' \
+    "$parameters" > "$work/parameters.json"
+  jq '[.Tags // {} | to_entries[] | {Key: .key, Value: .value}]' "$parameters" \
+    > "$work/tags.json"
+  if [[ $type == UPDATE || $(stack_status "$stack") == REVIEW_IN_PROGRESS ]]; then
+    aws cloudformation delete-change-set --stack-name "$stack" \
+      --change-set-name "$name" 2>/dev/null || true
+  fi
+  aws cloudformation create-change-set --stack-name "$stack" --change-set-name "$name" \
+    --change-set-type "$type" --template-body "file://${template}.yaml" \
+    --parameters "file://$work/parameters.json" --tags "file://$work/tags.json" \
+    --capabilities CAPABILITY_NAMED_IAM \
+    --description "${CHANGESET_DESCRIPTION:-infra/${template}.yaml for ${env}}" > /dev/null
+  if ! aws cloudformation wait change-set-create-complete --stack-name "$stack" \
+    --change-set-name "$name" 2>/dev/null; then
+    reason=$(change_set "$stack" --query StatusReason --output text)
+    if [[ $reason == *"didn't contain changes"* || $reason == *"No updates"* ]]; then
+      echo "$stack: no changes"
+      printf '| %s | no changes | | |\n' "$stack" >> "$summary"
+      aws cloudformation delete-change-set --stack-name "$stack" --change-set-name "$name"
+      return 0
+    fi
+    echo "$stack: the change set failed: $reason" >&2
+    return 1
+  fi
+  echo "$stack: change set $name ($type)"
+  change_set "$stack" --output table \
+    --query 'Changes[].ResourceChange.{Action: Action, Resource: LogicalResourceId, Type: ResourceType, Replacement: Replacement}'
+  change_set "$stack" --output text \
+    --query 'Changes[].ResourceChange.[Action, LogicalResourceId, ResourceType, Replacement]' \
+    | while IFS=$'\t' read -r act resource kind replacement; do
+        printf '| %s | %s | %s %s | %s |\n' "$stack" "$act" "$resource" "$kind" "$replacement"
+      done >> "$summary"
+}
+
+apply() {
+  local stack=$2 status
+  if ! status=$(change_set "$stack" --query '[Status, ExecutionStatus]' --output text 2>/dev/null); then
+    echo "$stack: no change set $name (plan found no changes)"
+    return 0
+  fi
+  if [[ $status != $'CREATE_COMPLETE\tAVAILABLE' ]]; then
+    echo "$stack: change set $name is ${status//$'\t'/ }, not executable: plan again" >&2
+    return 1
+  fi
+  local created=false
+  [[ $(stack_status "$stack") == REVIEW_IN_PROGRESS ]] && created=true
+  aws cloudformation execute-change-set --stack-name "$stack" --change-set-name "$name"
+  if [[ $created == true ]]; then
+    aws cloudformation wait stack-create-complete --stack-name "$stack"
+  else
+    aws cloudformation wait stack-update-complete --stack-name "$stack"
+  fi
+  echo "$stack: $(stack_status "$stack")"
+}
+
+if [[ $action == plan ]]; then
+  printf '\n### Change sets %s for %s\n\n| stack | action | resource | replacement |\n|---|---|---|---|\n' \
+    "$name" "$env" >> "$summary"
+fi
+mapfile -t names < <(templates "$@")
+for template in "${names[@]}"; do
+  [[ -f ${template}.yaml ]] || { echo "no infra/${template}.yaml" >&2; exit 2; }
+  "$action" "$template" "${prefix}-${env}-${template}"
+done
