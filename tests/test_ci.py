@@ -7,6 +7,8 @@ cfn-lint and hadolint.
 """
 
 import importlib.util
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -22,7 +24,14 @@ from tests.conftest import PROJECT_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((PROJECT_ROOT / ".github").rglob("*.yml"))
-HARNESS = sorted((PROJECT_ROOT / ".harness").glob("*.yaml"))
+HARNESS = sorted((PROJECT_ROOT / ".harness").glob("*.yaml"))  # the pipelines
+HARNESS_ENVIRONMENTS = sorted(
+    (PROJECT_ROOT / ".harness" / "environments").glob("*.yaml")
+)
+ENVIRONMENTS = ["dev", "staging", "prod"]
+# Harness's published pipeline schema (harness/harness-schema v0/pipeline.json): CI
+# fetches it pinned (ci.yml, infra job); not vendored (3.4 MB, no licence file).
+HARNESS_SCHEMA = os.environ.get("HARNESS_PIPELINE_SCHEMA", "")
 TEMPLATES = sorted((PROJECT_ROOT / "infra").glob("*.yaml"))
 PROJECT_PACKAGES = {
     "pipelines", "processing", "training", "inference", "features", "stack",
@@ -31,7 +40,7 @@ PROJECT_PACKAGES = {
 # Shell builtins and the runner's own tools that the scripts use.
 SYSTEM_COMMANDS = {
     "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
-    "tee", "jq", "docker", "curl",
+    "tee", "jq", "docker", "curl", "rm", "export", "aws", "tar", "sha256sum", "[",
 }  # fmt: skip
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
 OPERATORS = {";", "&&", "||", "|", "&", ";;"}
@@ -73,6 +82,27 @@ def test_hadolint_is_clean_on_the_dockerfile():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_shellcheck_is_clean_on_the_scripts_cd_runs():
+    """infra/changeset.sh, and every Harness script with its expressions as words
+    (actionlint already runs shellcheck on the workflows' run steps).
+    """
+    scripts = [PROJECT_ROOT / "infra" / "changeset.sh"]
+    result = _lint([_tool("shellcheck"), *map(str, scripts)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    problems = []
+    for path in HARNESS:
+        for where, script in _harness_scripts(yaml.safe_load(path.read_text()), path):
+            text = "#!/usr/bin/env bash\n" + EXPRESSION.sub(
+                "harness_expression", script
+            )
+            checked = subprocess.run(
+                [_tool("shellcheck"), "-"], input=text, capture_output=True, text=True
+            )
+            if checked.returncode:
+                problems.append(f"{where.name}:\n{checked.stdout}")
+    assert problems == []
+
+
 def test_the_linters_do_report_problems(tmp_path):
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
     workflow = tmp_path / ".github" / "workflows" / "bad.yml"
@@ -107,6 +137,7 @@ def _scripts():
 
 
 def _harness_scripts(node, where):
+    """(where, script) for each ShellScript of a Harness document."""
     if isinstance(node, dict):
         if isinstance(node.get("script"), str):
             yield where, node["script"]
@@ -220,7 +251,11 @@ def command_problem(argv):
         script = args[0] if args else ""
         return None if (PROJECT_ROOT / script).is_file() else f"no script {script}"
     if name in {"bash", "sh"}:
-        return None if (PROJECT_ROOT / args[0]).is_file() else f"no script {args[0]}"
+        if not (PROJECT_ROOT / args[0]).is_file():
+            return f"no script {args[0]}"
+        if args[0] == "infra/changeset.sh" and args[1:2] not in (["plan"], ["apply"]):
+            return f"infra/changeset.sh has no action {args[1:2]}"
+        return None
     if program.startswith(".venv/bin/"):
         return None if (VENV_BIN / name).exists() else f"{name} is not in .venv/bin"
     if "/" in program:
@@ -268,11 +303,185 @@ def test_every_command_the_workflows_and_harness_run_exists():
         ("cd /tmp && scripts/not-there.sh", "no file scripts/not-there.sh"),
         ("if mystery-tool; then echo; fi", "unknown command mystery-tool"),
         ('"$HOME/v/bin/python" -m no_such_module_x', "no module no_such_module_x"),
+        ("bash infra/changeset.sh deploy dev x", "no action ['deploy']"),
     ],
 )
 def test_the_command_check_finds_what_would_not_run(script, problem):
     found = [command_problem(argv) for argv in commands(script)]
     assert any(p and problem in p for p in found), found
+
+
+# --- Harness: the published schema, environments, pinning, clean-up, rollback -------
+
+
+def _harness(name):
+    return yaml.safe_load((PROJECT_ROOT / ".harness" / name).read_text())
+
+
+def _stages(pipeline):
+    return [s["stage"] for s in pipeline["pipeline"]["stages"]]
+
+
+def _steps(stage, key="steps"):
+    return [s["step"] for s in stage["spec"]["execution"].get(key, [])]
+
+
+def _script(step):
+    return step["spec"]["source"]["spec"]["script"]
+
+
+@cache
+def _harness_schema():
+    if not HARNESS_SCHEMA or not Path(HARNESS_SCHEMA).is_file():
+        pytest.skip(
+            "Harness's pipeline schema is not here: set HARNESS_PIPELINE_SCHEMA to "
+            "harness/harness-schema's v0/pipeline.json (CI's infra job fetches it)"
+        )
+    return json.loads(Path(HARNESS_SCHEMA).read_text())
+
+
+def _schema_errors(document):
+    import jsonschema
+
+    schema = _harness_schema()
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(document))
+    # a Custom stage's environment is not in the published CustomStageConfig (which
+    # allows it, as Harness does): check it against the deployment stage's definition
+    environment = {
+        **schema["definitions"]["pipeline"]["stages"]["cd"]["EnvironmentYamlV2"],
+        "definitions": schema["definitions"],
+        "required": ["environmentRef"],
+    }
+    for stage in _stages(document):
+        if "environment" in stage["spec"]:
+            errors += jsonschema.Draft7Validator(environment).iter_errors(
+                stage["spec"]["environment"]
+            )
+    return [
+        f"{list(e.absolute_path)}: {jsonschema.exceptions.best_match([e]).message}"[
+            :300
+        ]
+        for e in errors
+    ]
+
+
+@pytest.mark.parametrize("name", [p.name for p in HARNESS])
+def test_the_harness_pipelines_validate_against_harness_s_published_schema(name):
+    assert _schema_errors(_harness(name)) == []
+
+
+def test_the_harness_schema_check_finds_what_harness_would_refuse():
+    import copy
+
+    pipeline = _harness("pipeline.yaml")
+    bad_name = copy.deepcopy(pipeline)
+    _steps(_stages(bad_name)[0])[0]["name"] = "Install (the release)"
+    bad_shell = copy.deepcopy(pipeline)
+    _steps(_stages(bad_shell)[0])[0]["spec"]["shell"] = "Zsh"
+    no_environment_ref = copy.deepcopy(pipeline)
+    del _stages(no_environment_ref)[0]["spec"]["environment"]["environmentRef"]
+    for broken in (bad_name, bad_shell, no_environment_ref):
+        assert _schema_errors(broken) != []
+
+
+def test_each_deploy_stage_is_bound_to_a_harness_environment_not_to_inputs():
+    """A run asks for the release (and optional package, train, rollback release);
+    everything per account comes from the environment's variables.
+    """
+    environments = {
+        p.stem: yaml.safe_load(p.read_text())["environment"]
+        for p in HARNESS_ENVIRONMENTS
+    }
+    assert sorted(environments) == sorted(ENVIRONMENTS)
+    assert environments["prod"]["type"] == "Production"
+    for path in HARNESS:
+        text = path.read_text()
+        pipeline = yaml.safe_load(text)["pipeline"]
+        inputs = [v["name"] for v in pipeline["variables"] if "<+input>" in v["value"]]
+        assert len(inputs) <= 4, inputs
+        referenced = set(re.findall(r"<\+env\.variables\.(\w+)>", text))
+        assert referenced
+        for stage in _stages({"pipeline": pipeline}):
+            assert "<+input>" not in yaml.safe_dump(stage), stage["identifier"]
+            if stage["type"] != "Custom":
+                continue
+            environment = environments[stage["spec"]["environment"]["environmentRef"]]
+            declared = {v["name"] for v in environment["variables"]}
+            assert referenced <= declared, referenced - declared
+    for environment in environments.values():
+        for variable in environment["variables"]:
+            # account-specific values are references to Harness secrets, never values
+            if variable["name"].endswith(("_arn", "_account", "_user", "registry")):
+                assert variable["type"] == "Secret", variable["name"]
+
+
+def test_every_harness_stage_assumes_the_environment_s_role_and_cleans_its_workspace():
+    for path in HARNESS:
+        for stage in _stages(yaml.safe_load(path.read_text())):
+            if stage["type"] != "Custom":
+                continue
+            steps = _steps(stage)
+            first, last = _script(steps[0]), steps[-1]
+            assert "role_arn = %s" in first and "credential_source = %s" in first
+            for step in steps[1:]:
+                if step["type"] == "ShellScript" and "aws-config" in _script(step):
+                    assert 'AWS_CONFIG_FILE="$workspace/aws-config"' in _script(step)
+            assert last["when"] == {"stageStatus": "All"}
+            assert 'rm -rf "$HOME/harness-mlops/' in _script(last)
+            for step in steps:
+                if step["type"] == "ShellScript":
+                    assert step["spec"]["delegateSelectors"] == [
+                        "<+env.variables.delegate_selector>"
+                    ]
+
+
+def test_harness_installs_the_release_pinned_and_rolls_back_on_failure():
+    for stage in _stages(_harness("pipeline.yaml")):
+        if stage["type"] != "Custom":
+            continue
+        install = _script(_steps(stage)[0])
+        assert "/constraints.txt" in install
+        assert '-c "$workspace/constraints.txt"' in install
+        assert '"snowflake-sagemaker-mlops==<+pipeline.variables.version>"' in install
+        assert stage["failureStrategies"] == [
+            {
+                "onFailure": {
+                    "errors": ["AllErrors"],
+                    "action": {"type": "StageRollback"},
+                }
+            }
+        ]
+        rollback = [_script(s) for s in _steps(stage, "rollbackSteps")]
+        assert any("-m pipelines.rollback --env" in s for s in rollback)
+        assert _steps(stage, "rollbackSteps")[-1]["when"] == {"stageStatus": "All"}
+    stages = [s["identifier"] for s in _stages(_harness("pipeline.yaml"))]
+    assert stages == ["dev", "staging", "prod_approval", "prod"]
+
+
+def test_infra_change_sets_are_reviewed_before_prod_executes_them():
+    for stage in _stages(_harness("infra.yaml")):
+        kinds = [(s["identifier"], s["type"]) for s in _steps(stage)]
+        names = [k[0] for k in kinds]
+        assert names.index("plan") < names.index("apply")
+        approvals = [
+            i for i, (_, kind) in enumerate(kinds) if kind == "HarnessApproval"
+        ]
+        if stage["identifier"] == "prod":
+            assert approvals and names.index("plan") < approvals[0] < names.index(
+                "apply"
+            )
+        else:
+            assert approvals == []
+    workflow = yaml.safe_load(
+        (PROJECT_ROOT / ".github/workflows/infra.yml").read_text()
+    )
+    jobs = workflow["jobs"]
+    for env, previous in zip(ENVIRONMENTS, [None, *ENVIRONMENTS], strict=False):
+        assert jobs[f"plan-{env}"]["environment"] == f"{env}-plan"  # no reviewers
+        assert jobs[f"apply-{env}"]["environment"] == env  # prod: required reviewers
+        assert jobs[f"apply-{env}"]["needs"] == f"plan-{env}"
+        if previous:
+            assert jobs[f"plan-{env}"]["needs"] == f"apply-{previous}"
 
 
 # --- CloudFormation parameters per environment -------------------------------------
