@@ -9,7 +9,7 @@
 #
 # Stacks are <Prefix>-<env>-<template> (churn-dev-platform). platform comes first (the
 # others import its exports; in a new account plan and apply it alone first), then the
-# rest in name order. A change set is immutable: apply runs exactly what plan showed,
+# rest in name order, or the file's "Templates" list in its order. A change set is immutable: apply runs exactly what plan showed,
 # and CloudFormation refuses it if the stack changed since. Each template gets the
 # parameters it declares from the environment's file; one it leaves out takes the
 # template's default. Needs the aws CLI, jq and credentials for the environment's
@@ -37,6 +37,12 @@ trap 'rm -rf "$work"' EXIT
 templates() {
   if (($#)); then
     printf '%s\n' "$@"
+    return
+  fi
+  # the environment's own list (a template deployed in some environments only), else
+  # every template
+  if jq -e '.Templates' "$parameters" > /dev/null; then
+    jq -r '.Templates[]' "$parameters"
     return
   fi
   echo platform
