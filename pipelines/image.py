@@ -109,6 +109,7 @@ def read_dockerfile(
 ) -> ImageSpec:
     """Parse ``dockerfile`` (context: its folder) into what the final image holds."""
     from dockerfile_parse import DockerfileParser
+    from dockerfile_parse.util import WordSplitter
 
     if not dockerfile.is_file():
         raise ImageError(f"no Dockerfile at {dockerfile}")
@@ -116,16 +117,19 @@ def read_dockerfile(
     parser = DockerfileParser(path=str(dockerfile), env_replace=False)
     stages: dict[str, _Stage] = {}
     stage: _Stage | None = None
+    global_args: dict[str, str] = {}  # ARG before the first FROM: FROM lines see them
     for instruction in parser.structure:
         kind, value = instruction["instruction"], instruction["value"]
         if kind == "COMMENT":
             continue
         if kind == "FROM":
-            stage = _from(value, stages, len(stages))
+            stage = _from(_substitute(value, global_args), stages, len(stages))
             stages[stage.name] = stage
             continue
         if stage is None:
             if kind == "ARG":
+                name, _, default = value.strip().partition("=")
+                global_args[name.strip()] = WordSplitter(default).dequote()
                 continue
             raise ImageError(f"{dockerfile}: {kind} before FROM")
         _apply(stage, kind, value, stages)
@@ -144,6 +148,22 @@ def read_dockerfile(
         cmd=list(stage.cmd),
         not_run=list(stage.not_run),
     )
+
+
+def _substitute(value: str, args: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` in a FROM line, from the ARG defaults before it (the
+    build's --build-arg values are not known here: the defaults are what we stage).
+    """
+
+    def value_of(match: re.Match[str]) -> str:
+        name = match[1] or match[2]
+        if name not in args:
+            raise ImageError(
+                f"FROM {value}: ${name} is not an ARG before the first FROM"
+            )
+        return args[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value_of, value)
 
 
 def _from(value: str, stages: dict[str, _Stage], index: int) -> _Stage:

@@ -41,6 +41,7 @@ PROJECT_PACKAGES = {
 SYSTEM_COMMANDS = {
     "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
     "tee", "jq", "docker", "curl", "rm", "export", "aws", "tar", "sha256sum", "[",
+    "git",
 }  # fmt: skip
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
 OPERATORS = {";", "&&", "||", "|", "&", ";;"}
