@@ -16,18 +16,22 @@ from typing import Any
 
 from processing.preflight import FINGERPRINT_PATH
 from processing.preflight import OUTPUT_DIR as PREFLIGHT_OUTPUT
-from stack.config import Config, ConfigError, job_environment
+from stack.config import Config, ConfigError, TuningConfig, job_environment
 from stack.endpoints import data_capture_config
 from stack.registry import LOCAL_ACCOUNT
 from training.distributed import (
     DEFAULT_INSTANCE_COUNT as DEFAULT_TRAINING_INSTANCE_COUNT,
 )
-from training.hyperparameters import DEFAULTS
+from training.hyperparameters import DEFAULTS, HYPERPARAMETER_TYPES
+from training.metric_lines import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
 # Preflight checks the parameters and fingerprints the source data (never cached: its
 # fingerprint is Extract's argument, so cached steps mean the same data).
 PREFLIGHT, PREFLIGHT_REPORT = "Preflight", "PreflightReport"
 EXTRACT, TRAIN, EVALUATE = "Extract", "Train", "Evaluate"
+# Tune replaces Train when training.tuning is enabled: a hyperparameter tuning job whose
+# best training job's model feeds Evaluate
+TUNE = "Tune"
 # Baseline: the training data's statistics and constraints (Model Monitor's format),
 # registered with the model as its drift-check baselines (monitoring.baseline).
 BASELINE = "Baseline"
@@ -153,6 +157,9 @@ def get_pipeline(config: Config, session: Any) -> Any:
         "feature_set": config.features.feature_set,
         **config.training.hyperparameters,
     }
+    tuning = config.training.tuning if config.training.tuning.enabled else None
+    # the hyperparameters worth setting per execution are pipeline parameters too,
+    # unless a tuning step searches them
     tuned = {
         name: kind(parameter, default_value=convert(hyperparameters[name]))
         for name, parameter, kind, convert in (
@@ -160,8 +167,19 @@ def get_pipeline(config: Config, session: Any) -> Any:
             ("eta", "LearningRate", sdk.ParameterFloat, float),
             ("num_round", "NumRound", sdk.ParameterInteger, int),
         )
+        if not (tuning and name in tuning.ranges)
     }
     parameters.extend(tuned.values())
+    if tuning:
+        p_max_jobs = sdk.ParameterInteger(
+            "MaxNumberOfTrainingJobs", default_value=tuning.max_jobs
+        )
+        p_max_parallel = sdk.ParameterInteger(
+            "MaxParallelTrainingJobs", default_value=tuning.max_parallel_jobs
+        )
+        # bound to the tuning step's ResourceLimits by build_definition (SDK 3.27's
+        # ResourceLimits refuses pipeline variables)
+        parameters.extend([p_max_jobs, p_max_parallel])
 
     execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
     base = sdk.Join(on="/", values=[config.artifact_root, execution_id])
@@ -330,7 +348,6 @@ def get_pipeline(config: Config, session: Any) -> Any:
         else None,
         hyperparameters={
             **hyperparameters,
-            # the ones worth tuning per execution are pipeline parameters too
             **{name: p.to_string() for name, p in tuned.items()},
         },
         environment=train_env,
@@ -338,23 +355,36 @@ def get_pipeline(config: Config, session: Any) -> Any:
             s3_output_path=under("model"), kms_key_id=security.output_kms_key_id
         ),
     )
-    train = sdk.TrainingStep(
-        name=TRAIN,
-        **job_policies,
-        step_args=trainer.train(
-            input_data_config=[
-                sdk.InputData(channel_name=split, data_source=split_uri(split))
-                for split in ("train", "validation")
-            ]
-        ),
-    )
+    channels = [
+        sdk.InputData(channel_name=split, data_source=split_uri(split))
+        for split in ("train", "validation")
+    ]
+    if tuning:
+        train = sdk.TuningStep(
+            name=TUNE,
+            **job_policies,
+            step_args=_tuner(sdk, trainer, tuning).tune(inputs=channels),
+        )
+        # the best training job's model (get_top_model_s3_uri(0, ...): the service
+        # lists the jobs best first) under the trials' output path
+        model_data = sdk.Join(
+            on="/",
+            values=[
+                under("model"),
+                train.properties.TrainingJobSummaries[0].TrainingJobName,
+                "output",
+                "model.tar.gz",
+            ],
+        )
+    else:
+        train = sdk.TrainingStep(
+            name=TRAIN,
+            **job_policies,
+            step_args=trainer.train(input_data_config=channels),
+        )
+        model_data = train.properties.ModelArtifacts.S3ModelArtifacts
 
-    model_input = _s3_input(
-        sdk,
-        "model",
-        train.properties.ModelArtifacts.S3ModelArtifacts,
-        "/opt/ml/processing/model",
-    )
+    model_input = _s3_input(sdk, "model", model_data, "/opt/ml/processing/model")
     baseline_processor = processor(
         ["python", "-m", "monitoring.baseline"],
         step_env(BASELINE),
@@ -454,7 +484,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
     register = sdk.ModelStep(
         name=REGISTER,
         step_args=sdk.ModelBuilder(
-            s3_model_data_url=train.properties.ModelArtifacts.S3ModelArtifacts,
+            s3_model_data_url=model_data,
             image_uri=sm.image_uri,
             sagemaker_session=session,
             role_arn=role,
@@ -706,6 +736,33 @@ def _networking(sdk: Any, config: Config) -> Any:
     )
 
 
+def _tuner(sdk: Any, trainer: Any, tuning: TuningConfig) -> Any:
+    """A tuning job over ``trainer``'s training job: ``tuning.ranges`` searched by
+    ``tuning.strategy`` for the highest ``validation:auc``, as the training log
+    reports it (training.metric_lines)."""
+    ranges = {}
+    for name, bounds in tuning.ranges.items():
+        if HYPERPARAMETER_TYPES[name] is int:
+            ranges[name] = sdk.IntegerParameter(
+                int(bounds.min), int(bounds.max), scaling_type=bounds.scaling
+            )
+        else:
+            ranges[name] = sdk.ContinuousParameter(
+                bounds.min, bounds.max, scaling_type=bounds.scaling
+            )
+    return sdk.HyperparameterTuner(
+        model_trainer=trainer,
+        objective_metric_name=OBJECTIVE_METRIC,
+        objective_type="Maximize",
+        metric_definitions=METRIC_DEFINITIONS,
+        hyperparameter_ranges=ranges,
+        strategy=tuning.strategy,
+        max_jobs=tuning.max_jobs,
+        max_parallel_jobs=tuning.max_parallel_jobs,
+        random_seed=tuning.random_seed,
+    )
+
+
 def _s3_input(sdk: Any, name: str, uri: Any, local_path: str) -> Any:
     return sdk.ProcessingInput(
         input_name=name,
@@ -740,8 +797,55 @@ def build_definition(config: Config, session: Any | None = None) -> dict[str, An
             # the point
             warnings.simplefilter("ignore", UserWarning)
             definition = json.loads(get_pipeline(config, session).definition())
+    _complete_tuning_steps(definition, config)
     check_definition(definition)
     return definition
+
+
+# The tuning step's ResourceLimits members set by the pipeline parameters of the same
+# names
+TUNING_LIMITS = ("MaxNumberOfTrainingJobs", "MaxParallelTrainingJobs")
+
+
+def _complete_tuning_steps(definition: dict[str, Any], config: Config) -> None:
+    """Give a tuning step what SDK 3.27's tuner leaves out of its request.
+
+    - Its job limits become the pipeline parameters of the same names: the SDK
+      declares them ``int | PipelineVariable``, but its ResourceLimits shape takes only
+      integers, so the tuner is built with the defaults and the references go in here.
+    - Its training jobs get the Train step's network and encryption settings (VPC,
+      network isolation, inter-container encryption, the volume key) and spot
+      checkpoints: the tuner copies none of them from the ModelTrainer.
+
+    Done on the JSON, so the same document goes to SageMaker and the local runner.
+    """
+    declared = {p["Name"] for p in definition.get("Parameters", [])}
+    security, sm = config.security, config.sagemaker
+    for step in definition.get("Steps", []):
+        if step.get("Type") != "Tuning":
+            continue
+        arguments = step["Arguments"]
+        limits = arguments["HyperParameterTuningJobConfig"]["ResourceLimits"]
+        for name in TUNING_LIMITS:
+            if name in declared:
+                limits[name] = {"Get": f"Parameters.{name}"}
+        job = arguments["TrainingJobDefinition"]
+        if security.subnets:
+            job["VpcConfig"] = {
+                "SecurityGroupIds": list(security.security_group_ids),
+                "Subnets": list(security.subnets),
+            }
+        job["EnableNetworkIsolation"] = security.network_isolation
+        job["EnableInterContainerTrafficEncryption"] = (
+            security.encrypt_inter_container_traffic
+        )
+        if security.volume_kms_key_id:
+            job["ResourceConfig"]["VolumeKmsKeyId"] = security.volume_kms_key_id
+        if sm.spot_training:
+            job["CheckpointConfig"] = {
+                "S3Uri": f"{config.artifact_root}/checkpoints/train",
+                "LocalPath": "/opt/ml/checkpoints",
+            }
 
 
 def build_environment(config: Config) -> contextlib.AbstractContextManager[None]:

@@ -48,6 +48,7 @@ from pipelines.local_jobs import (
     run_processing_job,
     run_training_job,
 )
+from pipelines.local_tuning import run_tuning_job
 from pipelines.parameters import ParameterError, check_parameters
 from pipelines.step_cache import CachedStep, StepCache
 from stack.config import Config
@@ -539,6 +540,30 @@ class LocalRunner:
                 with self._lock:
                     execution.property_files[name] = files
             return job_name
+        if kind == "Tuning":
+            # SageMaker's limit for a tuning job's name is 32 characters
+            tuning_job_name = job_name[:32].rstrip("-")
+            container = self.container()
+            _create_local_tracking_store(
+                arguments["TrainingJobDefinition"].get("Environment", {})
+            )
+            tuning = run_tuning_job(
+                tuning_job_name,
+                arguments,
+                work_dir,
+                lambda trial, request, folder: run_training_job(
+                    trial,
+                    request,
+                    folder,
+                    self.resources.store,
+                    container,
+                    self._jobs,
+                ),
+                container.platform.region,
+            )
+            record.logs = [str(p) for p in tuning.log_paths]
+            self._set_properties(execution, name, tuning.properties)
+            return tuning_job_name
         if kind == "Condition":
             holds = all(evaluate_condition(c) for c in arguments["Conditions"])
             self._set_properties(execution, name, {"Outcome": str(holds).lower()})
@@ -642,6 +667,23 @@ class LocalRunner:
 
 class _StepFailure(Exception):
     pass
+
+
+def _create_local_tracking_store(environment: Mapping[str, Any]) -> None:
+    """Create the local MLflow store's tables before parallel jobs use it.
+
+    The local stand-in for a tracking server is a SQLite file with no server to
+    serialise its first use: two trials creating its tables at once fail one of them
+    ("table ... already exists"). A server's store exists before any job logs to it,
+    so here it is created before the trials start.
+    """
+    uri = str(environment.get("MLFLOW_TRACKING_URI", ""))
+    location = str(environment.get("MLFLOW_ARTIFACT_LOCATION", ""))
+    if not (uri.startswith("sqlite:") and location):
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, location)
 
 
 def staged_container(

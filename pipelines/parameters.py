@@ -113,6 +113,9 @@ PARAMETERS: dict[str, Domain] = {
     "LearningRate": Domain("Float", 0, 1, above_minimum=True),
     "NumRound": Domain("Integer", 1, 100_000),
     "ForceRetrain": Domain("Boolean"),
+    # the tuning step's (training.tuning.enabled); SageMaker's default quotas
+    "MaxNumberOfTrainingJobs": Domain("Integer", 1, 500),
+    "MaxParallelTrainingJobs": Domain("Integer", 1, 100),
 }
 
 

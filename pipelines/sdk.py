@@ -98,6 +98,7 @@ def _import_sdk() -> SimpleNamespace:
         drift_check_baselines,
         model_metrics,
         network,
+        parameter,
         processing,
         shapes,
     )
@@ -120,7 +121,7 @@ def _import_sdk() -> SimpleNamespace:
         steps,
     )
     from sagemaker.serve import model_builder
-    from sagemaker.train import model_trainer
+    from sagemaker.train import model_trainer, tuner
 
     return SimpleNamespace(
         Processor=processing.Processor,
@@ -162,6 +163,10 @@ def _import_sdk() -> SimpleNamespace:
         SageMakerJobExceptionTypeEnum=retry.SageMakerJobExceptionTypeEnum,
         ProcessingStep=steps.ProcessingStep,
         TrainingStep=steps.TrainingStep,
+        TuningStep=steps.TuningStep,
+        HyperparameterTuner=tuner.HyperparameterTuner,
+        IntegerParameter=parameter.IntegerParameter,
+        ContinuousParameter=parameter.ContinuousParameter,
         ModelBuilder=model_builder.ModelBuilder,
         ModelTrainer=model_trainer.ModelTrainer,
     )

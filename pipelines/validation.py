@@ -1,7 +1,8 @@
 """Check a pipeline definition against SageMaker's own API model before it is sent.
 
 Each step's ``Arguments`` has the shape of an API request (CreateProcessingJob for a
-Processing step, CreateTrainingJob for a Training step ...). botocore ships the
+Processing step, CreateTrainingJob for a Training step, CreateHyperParameterTuningJob
+for a Tuning step ...). botocore ships the
 SageMaker service model those requests are defined by, so every step is checked the way
 the service would check the request it makes from it:
 
@@ -9,7 +10,7 @@ the service would check the request it makes from it:
   placeholder of the type the API expects at that place; a pipeline parameter must be of
   a type that fits (a String parameter where an integer goes is an error);
 - the names the service generates itself (ProcessingJobName, TrainingJobName,
-  ModelName) are filled in;
+  HyperParameterTuningJobName, ModelName) are filled in;
 - then botocore's validator reports unknown keys, missing required members, wrong types
   and out-of-range values, and enumerations are checked against the model's values.
 
@@ -39,6 +40,10 @@ from stack.config import ISO8601_DURATION
 STEP_OPERATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "Processing": ("CreateProcessingJob", {"ProcessingJobName": "pipelines-job"}),
     "Training": ("CreateTrainingJob", {"TrainingJobName": "pipelines-job"}),
+    "Tuning": (
+        "CreateHyperParameterTuningJob",
+        {"HyperParameterTuningJobName": "pipelines-job"},
+    ),
     "RegisterModel": ("CreateModelPackage", {}),
     "Model": ("CreateModel", {"ModelName": "pipelines-model"}),
     "EndpointConfig": ("CreateEndpointConfig", {}),

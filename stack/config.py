@@ -282,9 +282,80 @@ class ExtractConfig(_Section):
         return self
 
 
+class TuningRange(_Section):
+    """One hyperparameter's search range (SageMaker's Integer/ContinuousParameterRange:
+    an integer hyperparameter gets an integer range)."""
+
+    min: float
+    max: float
+    # Auto: SageMaker chooses (the local runner searches it linearly)
+    scaling: Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"] = "Auto"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuningRange:
+        if not self.min < self.max:
+            raise ValueError(f"min {self.min:g} must be below max {self.max:g}")
+        if self.scaling == "Logarithmic" and self.min <= 0:
+            raise ValueError("a Logarithmic range needs min above 0")
+        if self.scaling == "ReverseLogarithmic" and not (0 <= self.min < self.max < 1):
+            raise ValueError("a ReverseLogarithmic range needs 0 <= min < max < 1")
+        return self
+
+
+def _default_ranges() -> dict[str, TuningRange]:
+    return {
+        "max_depth": TuningRange(min=3, max=8, scaling="Linear"),
+        "eta": TuningRange(min=0.03, max=0.3, scaling="Logarithmic"),
+        "num_round": TuningRange(min=100, max=600, scaling="Linear"),
+        "min_child_weight": TuningRange(min=1, max=10, scaling="Logarithmic"),
+        "subsample": TuningRange(min=0.6, max=1.0, scaling="Linear"),
+    }
+
+
+class TuningConfig(_Section):
+    """A tuning step (SageMaker's hyperparameter tuning job) in place of the single
+    Train step: ``max_jobs`` training jobs over ``ranges``, ``max_parallel_jobs`` at a
+    time, the best by ``validation:auc`` feeding Evaluate. Off by default, so the
+    default loop trains once.
+    """
+
+    enabled: bool = False
+    strategy: Literal["Bayesian", "Random"] = "Bayesian"
+    # the defaults of the MaxNumberOfTrainingJobs / MaxParallelTrainingJobs parameters
+    # (SageMaker's default quotas: 500 jobs per tuning job, 100 at a time)
+    max_jobs: int = Field(8, ge=1, le=500)
+    max_parallel_jobs: int = Field(2, ge=1, le=100)
+    random_seed: int = Field(7, ge=0)
+    ranges: dict[str, TuningRange] = Field(default_factory=_default_ranges)
+
+    @field_validator("ranges")
+    @classmethod
+    def _tunable(cls, value: dict[str, TuningRange]) -> dict[str, TuningRange]:
+        from training.hyperparameters import HYPERPARAMETER_TYPES
+
+        if not value:
+            raise ValueError("a tuning job needs at least one range")
+        for name, bounds in value.items():
+            kind = HYPERPARAMETER_TYPES.get(name)
+            if kind not in (int, float):
+                numeric = sorted(
+                    n for n, k in HYPERPARAMETER_TYPES.items() if k in (int, float)
+                )
+                raise ValueError(
+                    f"{name!r} is not a numeric hyperparameter; tunable: "
+                    f"{', '.join(numeric)}"
+                )
+            if kind is int and not (
+                float(bounds.min).is_integer() and float(bounds.max).is_integer()
+            ):
+                raise ValueError(f"{name} is an integer: its range needs whole bounds")
+        return value
+
+
 class TrainingConfig(_Section):
     # Overrides of training.hyperparameters.DEFAULTS, checked when the config loads.
     hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)
+    tuning: TuningConfig = TuningConfig()
 
     @field_validator("hyperparameters")
     @classmethod

@@ -31,7 +31,7 @@ import xgboost as xgb
 from features import FeatureSchema, SchemaError, load_feature_set
 from inference.calibration import FILE as CALIBRATION_FILE
 from inference.calibration import Calibration, CalibrationError
-from training import distributed
+from training import distributed, metric_lines
 from training.calibration import fit_platt
 from training.contract import TrainingContract
 from training.hyperparameters import (
@@ -129,7 +129,8 @@ def train_model(
         "nthread": threads,
     }
     history: dict[str, dict[str, list[float]]] = {}
-    resume, done, callbacks = None, 0, []
+    resume, done = None, 0
+    callbacks: list[xgb.callback.TrainingCallback] = []
     if checkpoint_dir is not None:
         from training import checkpoints
 
@@ -143,6 +144,8 @@ def train_model(
                 checkpoint_dir, name="model", interval=checkpoints.INTERVAL
             )
         )
+    if rank == 0:  # the leader's log carries the job's metrics
+        callbacks.append(_RoundMetrics())
     booster = xgb.train(
         params,
         dtrain,
@@ -164,13 +167,16 @@ def train_model(
             label=calibration_data[schema.label].astype(int).to_numpy(),
             feature_names=schema.feature_names,
         )
+    # history covers only the rounds of this job when it resumed a checkpoint
+    best_auc = float(history["validation"]["auc"][max(best - done, 0)])
+    if rank == 0:
+        metric_lines.log.info("%s", metric_lines.kept_line(best_auc))
     calibration = fit_platt(
         booster[: best + 1].predict(dcalibrate), dcalibrate.get_label(), "validation"
     )
     metadata = {
         "best_iteration": best,
-        # history covers only the rounds of this job when it resumed a checkpoint
-        "best_validation_auc": float(history["validation"]["auc"][max(best - done, 0)]),
+        "best_validation_auc": best_auc,
         "resumed_from_round": done,
         "train_rows": train_rows,
         "validation_rows": validation_rows,
@@ -191,6 +197,28 @@ def train_model(
             "validation_rows": [int(n) for n in per_host[1]],
         }
     return TrainedModel(booster, schema, hp, history, best, calibration, metadata)
+
+
+class _RoundMetrics(xgb.callback.TrainingCallback):
+    """Logs each round's metrics as a metric line (training.metric_lines)."""
+
+    def after_iteration(
+        self,
+        model: Any,
+        epoch: int,
+        evals_log: xgb.callback.TrainingCallback.EvalsLog,
+    ) -> bool:
+        latest = {
+            split: {
+                name: float(
+                    values[-1][0] if isinstance(values[-1], tuple) else values[-1]
+                )
+                for name, values in by_name.items()
+            }
+            for split, by_name in evals_log.items()
+        }
+        metric_lines.log.info("%s", metric_lines.round_line(epoch, latest))
+        return False  # never stops training
 
 
 def _statistics(

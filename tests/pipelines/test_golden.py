@@ -5,13 +5,16 @@ SageMaker stores and keys its step cache on. When the change is meant, refresh t
 
     UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/pipelines/test_golden.py
 
-and commit golden/dev.json with the change that caused it.
+and commit golden/dev.json (and dev-tuning.json, the same with a tuning step) with the
+change that caused it.
 """
 
 import difflib
 import json
 import os
 from pathlib import Path
+
+import pytest
 
 from pipelines.definition import build_definition
 from stack.config import load_config
@@ -36,11 +39,21 @@ def render(definition) -> str:
     return json.dumps(definition, indent=2, sort_keys=True) + "\n"
 
 
-def test_the_dev_definition_matches_the_golden_file():
-    current = render(build_definition(load_config("dev", environ=DEV)))
+# dev with a tuning step in place of Train (training.tuning.enabled)
+GOLDEN_TUNING = GOLDEN.with_name("dev-tuning.json")
+DEV_TUNING = {**DEV, "MLOPS_TRAINING__TUNING__ENABLED": "true"}
+
+
+@pytest.mark.parametrize(
+    ("golden", "environ"),
+    [(GOLDEN, DEV), (GOLDEN_TUNING, DEV_TUNING)],
+    ids=["dev", "dev-tuning"],
+)
+def test_the_dev_definition_matches_the_golden_file(golden, environ):
+    current = render(build_definition(load_config("dev", environ=environ)))
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(current)
-    expected = GOLDEN.read_text()
+        golden.write_text(current)
+    expected = golden.read_text()
     if current != expected:
         diff = "".join(
             difflib.unified_diff(
