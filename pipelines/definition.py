@@ -158,6 +158,7 @@ def get_pipeline(config: Config, session: Any) -> Any:
         **config.training.hyperparameters,
     }
     tuning = config.training.tuning if config.training.tuning.enabled else None
+    tuning_output = f"{config.artifact_root}/tuning"
     # the hyperparameters worth setting per execution are pipeline parameters too,
     # unless a tuning step searches them
     tuned = {
@@ -352,7 +353,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
         },
         environment=train_env,
         output_data_config=sdk.OutputDataConfig(
-            s3_output_path=under("model"), kms_key_id=security.output_kms_key_id
+            # a tuning job's trials under one fixed prefix (their names are unique):
+            # the best model's URI must not name the execution, or a cached Tune
+            # step would hand on a model under this execution's prefix, not its own
+            s3_output_path=tuning_output if tuning else under("model"),
+            kms_key_id=security.output_kms_key_id,
         ),
     )
     channels = [
@@ -366,11 +371,11 @@ def get_pipeline(config: Config, session: Any) -> Any:
             step_args=_tuner(sdk, trainer, tuning).tune(inputs=channels),
         )
         # the best training job's model (get_top_model_s3_uri(0, ...): the service
-        # lists the jobs best first) under the trials' output path
+        # lists the jobs best first)
         model_data = sdk.Join(
             on="/",
             values=[
-                under("model"),
+                tuning_output,
                 train.properties.TrainingJobSummaries[0].TrainingJobName,
                 "output",
                 "model.tar.gz",

@@ -208,6 +208,7 @@ def run_tuning_job(
         ),
         "HyperParameterTuningJobStatus": "Completed",
         "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": definition,
         "BestTrainingJob": summaries[0],
         "TrainingJobStatusCounters": {
             "Completed": len(trials) - failed,

@@ -7,7 +7,11 @@ attributes that define its work (SageMaker Developer Guide, "Caching pipeline st
 - Processing: ``AppSpecification``, ``Environment``, ``ProcessingInputs``;
 - Training: ``AlgorithmSpecification``, ``CheckpointConfig``, ``DebugHookConfig``,
   ``DebugRuleConfigurations``, ``Environment``, ``HyperParameters``,
-  ``InputDataConfig``.
+  ``InputDataConfig``;
+- Tuning: ``HyperParameterTuningJobConfig``, ``TrainingJobDefinitions`` and five
+  members of ``TrainingJobDefinition`` (``AlgorithmSpecification``,
+  ``HyperParameterRanges``, ``InputDataConfig``, ``StaticHyperParameters``,
+  ``TuningObjective``).
 
 The Preflight step's fingerprint of the source data is an argument of Extract, so a
 change of data is a change of key (``processing.fingerprint``). Outputs are not part of
@@ -26,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stack.objectstore import ObjectStore, ObjectStoreError
+from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 
 KEY_ATTRIBUTES = {
     "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
@@ -39,10 +43,29 @@ KEY_ATTRIBUTES = {
         "HyperParameters",
         "InputDataConfig",
     ),
+    # TrainingJobDefinition counts only by these members (not its Environment or
+    # OutputDataConfig)
+    "Tuning": (
+        "HyperParameterTuningJobConfig",
+        "TrainingJobDefinition.AlgorithmSpecification",
+        "TrainingJobDefinition.HyperParameterRanges",
+        "TrainingJobDefinition.InputDataConfig",
+        "TrainingJobDefinition.StaticHyperParameters",
+        "TrainingJobDefinition.TuningObjective",
+        "TrainingJobDefinitions",
+    ),
 }
 _DURATION_PARTS = re.compile(
     r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
 )
+
+
+def _member(arguments: dict[str, Any], dotted: str) -> Any:
+    """``arguments["A"]["B"]`` for ``"A.B"`` (None where a member is absent)."""
+    node: Any = arguments
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def parse_duration(text: str) -> timedelta:
@@ -93,7 +116,7 @@ class StepCache:
         staged image's digest stands in for the content the URI would name.
         """
         attributes = {
-            name: arguments.get(name) for name in KEY_ATTRIBUTES[step["Type"]]
+            name: _member(arguments, name) for name in KEY_ATTRIBUTES[step["Type"]]
         }
         text = json.dumps(
             [step["Type"], attributes, image_digest], sort_keys=True, default=str
@@ -144,6 +167,12 @@ class StepCache:
         model = properties.get("ModelArtifacts", {}).get("S3ModelArtifacts")
         if model:
             uris.append(model)
+        best = properties.get("BestTrainingJob", {}).get("TrainingJobName")
+        if best:  # a tuning job's: what the steps after it read
+            output = properties["TrainingJobDefinition"]["OutputDataConfig"]
+            uris.append(
+                join_uri(output["S3OutputPath"], best, "output", "model.tar.gz")
+            )
         try:
             return all(self.store.list(uri) for uri in uris)
         except ObjectStoreError:

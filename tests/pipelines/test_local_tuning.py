@@ -1,6 +1,7 @@
 """The local runner's tuning job: trials as training jobs, several at a time, a real
 search, the best by the objective its log emits, listed best first."""
 
+import copy
 import json
 import threading
 import time
@@ -238,3 +239,30 @@ def test_a_request_the_local_runner_cannot_run_fails_before_any_trial(
     with pytest.raises(JobFailed, match=message):
         run_tuning_job("pipelines-abc123-tune", bad, tmp_path, trainer)
     assert trainer.requests == {}
+
+
+def test_a_tuning_steps_cache_key_is_sagemakers():
+    """HyperParameterTuningJobConfig and five members of TrainingJobDefinition count;
+    its Environment and OutputDataConfig do not (SageMaker's default cache keys)."""
+    from pipelines.step_cache import StepCache
+
+    step = {"Type": "Tuning", "CacheConfig": {"Enabled": True}}
+    base = request()
+    key = StepCache.key(step, base)
+    assert StepCache.applies_to(step)
+
+    def changed(edit):
+        other = copy.deepcopy(base)
+        edit(other)
+        return StepCache.key(step, other) != key
+
+    job = "TrainingJobDefinition"
+    assert not changed(lambda r: r[job]["Environment"].update(GIT_COMMIT="def5678"))
+    assert not changed(lambda r: r[job]["OutputDataConfig"].update(S3OutputPath="x"))
+    assert changed(lambda r: r[job]["StaticHyperParameters"].update(seed="8"))
+    assert changed(
+        lambda r: r[job]["AlgorithmSpecification"].update(TrainingImage="other")
+    )
+    limits = ("HyperParameterTuningJobConfig", "ResourceLimits")
+    assert changed(lambda r: r[limits[0]][limits[1]].update(MaxNumberOfTrainingJobs=9))
+    assert changed(lambda r: r[limits[0]].update(Strategy="Random"))

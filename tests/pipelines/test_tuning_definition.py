@@ -56,16 +56,18 @@ def test_the_trials_are_the_train_steps_jobs():
         "EnableNetworkIsolation",
         "EnableInterContainerTrafficEncryption",
         "ResourceConfig",
-        "OutputDataConfig",
         "StoppingCondition",
         "Environment",
         "RoleArn",
     ):
         assert job[member] == train[member], member
-    assert (
-        job["AlgorithmSpecification"]["TrainingImage"]
-        == (train["AlgorithmSpecification"]["TrainingImage"])
-    )
+    # the trials' models under one prefix with no execution id in it, so a cached
+    # Tune step hands on the URI of its own execution's best model
+    output = job["OutputDataConfig"]
+    assert output["S3OutputPath"] == "s3://mlops-dev-artifacts/churn/tuning"
+    assert output["KmsKeyId"] == train["OutputDataConfig"]["KmsKeyId"]
+    image = job["AlgorithmSpecification"]["TrainingImage"]
+    assert image == train["AlgorithmSpecification"]["TrainingImage"]
     assert [c["DataSource"] for c in job["InputDataConfig"]] == [
         c["DataSource"] for c in train["InputDataConfig"]
     ]
@@ -127,8 +129,12 @@ def test_evaluate_baseline_and_register_take_the_best_jobs_model():
         assert not any("Steps.Train" in g for g in gets(step(TUNED, name)))
     evaluate = step(TUNED, "Evaluate")["Arguments"]["ProcessingInputs"]
     uri = next(i for i in evaluate if i["InputName"] == "model")["S3Input"]["S3Uri"]
-    values = uri["Std:Join"]["Values"]
-    assert values[1:] == [{"Get": BEST_MODEL}, "output", "model.tar.gz"]
+    assert uri["Std:Join"]["Values"] == [
+        "s3://mlops-dev-artifacts/churn/tuning",
+        {"Get": BEST_MODEL},
+        "output",
+        "model.tar.gz",
+    ]
 
 
 def test_the_tuning_definition_is_valid_and_a_broken_one_is_refused():
