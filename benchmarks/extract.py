@@ -91,7 +91,7 @@ def feature_query(events_per_row: int) -> str:
 # ---------------------------------------------------------------- child processes
 
 
-class _CountingConnection:
+class CountingConnection:
     """A connection that counts the statements embedding ``marker`` (the feature
     query's text): how many times the warehouse runs the feature query."""
 
@@ -108,7 +108,7 @@ class _CountingConnection:
 
 
 class _CountingCursor:
-    def __init__(self, owner: _CountingConnection, cursor: Any) -> None:
+    def __init__(self, owner: CountingConnection, cursor: Any) -> None:
         self._owner = owner
         self._cursor = cursor
 
@@ -158,7 +158,7 @@ def _run_method(
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     sql = feature_query(events_per_row)
-    conn = _CountingConnection(_connect(port), sql)
+    conn = CountingConnection(_connect(port), sql)
     rows = 0
     try:
         cursor = conn.cursor()
@@ -230,7 +230,7 @@ def _run_floor(rows: int, out: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- the parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -243,7 +243,7 @@ class _Server:
     def __init__(self, rows: int, events_per_row: int = 0) -> None:
         self.rows = rows
         self.events_per_row = events_per_row
-        self.port = _free_port()
+        self.port = free_port()
 
     def __enter__(self) -> _Server:
         executable = Path(sys.executable).with_name("fakesnow")

@@ -26,8 +26,12 @@ Sections (``SECTIONS``, in order; each prints its table and returns its results)
            gives it, two hosts as the code runs them, and two hosts with the job's
            CPUs split between them (``SM_NUM_CPUS``), the fair comparison on one
            machine.
-  tuning   1 vs 2 parallel trials for the same number of trials: not yet here (see
-           ``SECTIONS``).
+  tuning   the Tune step (a hyperparameter tuning job, pipelines.local_tuning) with
+           MaxParallelTrainingJobs 1 and 2 for the same ``--trials`` trials: the
+           Random strategy with one seed, so both runs train the same trials, each
+           exactly ``--rounds`` rounds (num_round taken out of the ranges, early
+           stopping off); one trial at a time with every CPU against two at a time
+           with the CPUs split between them (``SM_NUM_CPUS``).
 
 The load average is printed at the start and the end: the cores are shared.
 """
@@ -53,12 +57,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extract import _CountingConnection, _free_port
+from benchmarks.extract import CountingConnection, free_port
 
 DEFAULT_CUSTOMERS = 750_000
 QUICK_CUSTOMERS = 3_000
 DEFAULT_ROUNDS = 100
 QUICK_ROUNDS = 10
+DEFAULT_TRIALS = 4
+QUICK_TRIALS = 2
 SEED = 7
 # what Preflight's report would give Extract's --data-fingerprint (recorded only)
 FINGERPRINT = "scaleout-benchmark"
@@ -71,11 +77,13 @@ class Bench:
 
     customers: int
     rounds: int
+    trials: int
+    overrides: dict[str, Any]  # the test configuration's, for other definitions
     definition: dict[str, Any]
     work_dir: Path
     store: Any  # stack.objectstore.LocalObjectStore
     container: Any  # pipelines.local_jobs.Container
-    sessions: list[_CountingConnection]
+    sessions: list[CountingConnection]
     environment: dict[str, str]  # added to every job's request Environment
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -181,13 +189,60 @@ def train_section(bench: Bench) -> Section:
     return Section(title, lines, results)
 
 
+def tuning_section(bench: Bench) -> Section:
+    """The Tune step with 1 and 2 parallel trials for the same trials."""
+    threads = os.cpu_count() or 1
+    split = max(threads // 2, 1)
+    _create_mlflow_store(bench)
+    runs = [
+        _run_tuning(bench, 1, None, f"1 at a time, {threads} threads each"),
+        _run_tuning(bench, 2, split, f"2 at a time, {split} thread each (CPUs split)"),
+    ]
+    one, two = runs
+    same = one.trials == two.trials
+    lines = [
+        f"{'case':40} {'trials':>6} {'seconds':>8} {'best val AUC':>12} {'x vs 1':>7}"
+    ]
+    for run in runs:
+        lines.append(
+            f"{run.label:40} {len(run.trials):>6} {run.seconds:>8.2f} "
+            f"{run.best:>12.4f} {one.seconds / run.seconds:>6.2f}x"
+        )
+    lines += [
+        "",
+        f"speed-up, 2 parallel trials vs 1: {one.seconds / two.seconds:.2f}x",
+        "the same trials in both runs (Random, one seed): "
+        + ("yes" if same else "NO: the comparison is off"),
+    ]
+    results = [
+        {
+            "case": f"tuning@{run.parallel}",
+            "seconds": round(run.seconds, 3),
+            "trials": len(run.trials),
+            "best_validation_auc": round(run.best, 5),
+        }
+        for run in runs
+    ]
+    results.append(
+        {
+            "case": "tuning 2 vs 1",
+            "speedup": round(one.seconds / two.seconds, 3),
+            "same_trials": same,
+        }
+    )
+    title = (
+        f"Tune with MaxParallelTrainingJobs 1 and 2 ({bench.trials} trials of "
+        f"{bench.rounds} rounds on the 2-instance Extract's output)"
+    )
+    return Section(title, lines, results)
+
+
 # The sections, in the order they run; a section may use what an earlier one left in
-# ``Bench.outputs`` (train reads the 2-instance Extract's output).
-# Tuning goes here: 1 vs 2 parallel trials (MaxParallelTrainingJobs) for the same
-# number of trials (MaxNumberOfTrainingJobs), a function of a Bench returning a Section.
+# ``Bench.outputs`` (train and tuning read the 2-instance Extract's output).
 SECTIONS: dict[str, Callable[[Bench], Section]] = {
     "extract": extract_section,
     "train": train_section,
+    "tuning": tuning_section,
 }
 
 
@@ -299,6 +354,84 @@ def _run_train(bench: Bench, instances: int, cpus: int | None, label: str) -> _T
     )
 
 
+@dataclass
+class _TuningRun:
+    label: str
+    parallel: int
+    seconds: float
+    best: float
+    trials: list[dict[str, str]]  # each trial's searched values, in trial order
+
+
+def _run_tuning(
+    bench: Bench, parallel: int, cpus: int | None, label: str
+) -> _TuningRun:
+    from pipelines.local_jobs import run_training_job
+    from pipelines.local_tuning import run_tuning_job
+
+    name = f"tune-{parallel}"
+    request = _request(
+        bench,
+        "Tune",
+        name,
+        {
+            "MaxNumberOfTrainingJobs": bench.trials,
+            "MaxParallelTrainingJobs": parallel,
+        },
+        steps={"Extract": bench.outputs["Extract"]},
+        definition=_tuning_definition(bench),
+    )
+    config = request["HyperParameterTuningJobConfig"]
+    ranges = config["ParameterRanges"]
+    # the same work in every trial: num_round fixed, no early stopping
+    ranges["IntegerParameterRanges"] = [
+        r for r in ranges["IntegerParameterRanges"] if r["Name"] != "num_round"
+    ]
+    job = request["TrainingJobDefinition"]
+    job["StaticHyperParameters"].update(
+        num_round=str(bench.rounds), early_stopping_rounds=str(bench.rounds)
+    )
+    job["Environment"] = {**job.get("Environment", {}), **bench.environment}
+    if cpus:
+        job["Environment"]["SM_NUM_CPUS"] = str(cpus)
+    started = time.perf_counter()
+    result = run_tuning_job(
+        f"scaleout-{name}",
+        request,
+        bench.work_dir / name,
+        lambda trial, trial_request, folder: run_training_job(
+            trial, trial_request, folder, bench.store, bench.container
+        ),
+    )
+    seconds = time.perf_counter() - started
+    best = result.properties["BestTrainingJob"]
+    return _TuningRun(
+        label,
+        parallel,
+        seconds,
+        float(best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]),
+        [t.tuned for t in sorted(result.trials, key=lambda t: t.name[-12:-9])],
+    )
+
+
+def _tuning_definition(bench: Bench) -> dict[str, Any]:
+    """The definition with a Tune step (Random search: the same trials whatever the
+    parallelism), built once."""
+    if "tuning_definition" not in bench.outputs:
+        from pipelines.definition import build_definition
+        from stack.config import load_config
+
+        overrides = {
+            **bench.overrides,
+            "training.tuning.enabled": True,
+            "training.tuning.strategy": "Random",
+        }
+        config = load_config("test", overrides, environ={})
+        bench.outputs["tuning_definition"] = build_definition(config)
+    definition: dict[str, Any] = bench.outputs["tuning_definition"]
+    return definition
+
+
 def _create_mlflow_store(bench: Bench) -> None:
     """Create the Train step's MLflow store before the timed jobs: the first job to
     log would otherwise spend seconds creating its tables, which the others do not."""
@@ -317,20 +450,23 @@ def _request(
     parameters: dict[str, Any],
     steps: dict[str, Any] | None = None,
     property_files: dict[str, Any] | None = None,
+    definition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The definition's step ``step_name`` resolved as the local runner resolves it."""
     from pipelines.expressions import EvaluationContext, resolve
     from pipelines.local_runner import bind_parameters
 
-    (step,) = [s for s in bench.definition["Steps"] if s["Name"] == step_name]
+    steps_of = (definition or bench.definition)["Steps"]
+    (step,) = [s for s in steps_of if s["Name"] == step_name]
     context = EvaluationContext(
-        parameters=bind_parameters(bench.definition, parameters),
+        parameters=bind_parameters(definition or bench.definition, parameters),
         execution={"PipelineExecutionId": execution_id, "PipelineName": "scaleout"},
         steps=steps or {},
         property_files=property_files or {},
     )
     request: dict[str, Any] = resolve(step["Arguments"], context)
-    request["Environment"] = {**request.get("Environment", {}), **bench.environment}
+    if step["Type"] != "Tuning":  # a tuning job's is its TrainingJobDefinition's
+        request["Environment"] = {**request.get("Environment", {}), **bench.environment}
     return request
 
 
@@ -351,7 +487,7 @@ def _query_marker(sql: str) -> str:
 @contextlib.contextmanager
 def _served_warehouse(
     folder: Path, marker: str
-) -> Iterator[tuple[int, list[_CountingConnection]]]:
+) -> Iterator[tuple[int, list[CountingConnection]]]:
     """A fakesnow server over the DuckDB files in ``folder``; its port, and each
     session's connection counting the statements that embed ``marker``.
 
@@ -362,11 +498,11 @@ def _served_warehouse(
 
     # the module, not the fakesnow.server() helper that fakesnow/__init__ exports
     server: Any = importlib.import_module("fakesnow.server")
-    counted: list[_CountingConnection] = []
+    counted: list[CountingConnection] = []
 
     class CountedSessions(dict[str, Any]):
         def __setitem__(self, token: str, conn: Any) -> None:
-            counted.append(_CountingConnection(conn, marker))
+            counted.append(CountingConnection(conn, marker))
             super().__setitem__(token, counted[-1])
 
     for db_file in sorted(folder.glob("*.db")):
@@ -375,7 +511,7 @@ def _served_warehouse(
         )
     server.sessions = CountedSessions()
     server.logger.setLevel(logging.WARNING)  # a line per session login otherwise
-    port = _free_port()
+    port = free_port()
     uvicorn_server = uvicorn.Server(
         uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning")
     )
@@ -431,6 +567,8 @@ def _bench(
     return Bench(
         customers=args.customers,
         rounds=args.rounds,
+        trials=args.trials,
+        overrides=overrides,
         definition=build_definition(config),
         work_dir=root / "jobs",
         store=LocalObjectStore(root / "s3"),
@@ -493,6 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slice-rows", type=int, default=None, help="extract.slice_rows for Extract"
     )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help=f"training jobs per tuning run (default {DEFAULT_TRIALS}; "
+        f"--quick {QUICK_TRIALS})",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument(
         "--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS)
@@ -510,8 +655,10 @@ def main(argv: list[str] | None = None) -> int:
         QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS
     )
     args.rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    if "train" in args.sections and "extract" not in args.sections:
-        parser.error("the train section reads the extract section's output")
+    args.trials = args.trials or (QUICK_TRIALS if args.quick else DEFAULT_TRIALS)
+    for reader in ("train", "tuning"):
+        if reader in args.sections and "extract" not in args.sections:
+            parser.error(f"the {reader} section reads the extract section's output")
     if args.quick and not args.slice_rows:
         args.slice_rows = 500  # several slices, as at the full size
 

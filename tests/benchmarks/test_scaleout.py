@@ -1,5 +1,6 @@
-"""The scale-out benchmark runs (a smoke test: tiny sizes, no timing asserted), and
-the Extract jobs run the feature query once per instance, counted at the server."""
+"""The scale-out benchmark runs (a smoke test: tiny sizes, no timing asserted), the
+Extract jobs run the feature query once per instance, counted at the server, and the
+two tuning runs train the same trials."""
 
 import json
 import subprocess
@@ -24,6 +25,8 @@ def test_the_scaleout_benchmark_prints_each_section_and_counts_query_runs(tmp_pa
         "speed-up, 2 instances vs 1",
         "== Train with TrainingInstanceCount 1 and 2",
         "speed-up, 2 hosts vs 1, CPUs split",
+        "== Tune with MaxParallelTrainingJobs 1 and 2",
+        "the same trials in both runs (Random, one seed): yes",
         "load average at end",
     ):
         assert expected in result.stdout, result.stdout
@@ -39,6 +42,9 @@ def test_the_scaleout_benchmark_prints_each_section_and_counts_query_runs(tmp_pa
         "train@2-split",
         "train 2 vs 1 split",
         "train 2 vs 1",
+        "tuning@1",
+        "tuning@2",
+        "tuning 2 vs 1",
     }
     # once per instance now; slices + 2 per instance before (several slices each)
     assert cases["extract@1"]["query_runs"] == 1
@@ -54,3 +60,10 @@ def test_the_scaleout_benchmark_prints_each_section_and_counts_query_runs(tmp_pa
     rows = {cases[c]["train_rows"] for c in ("train@1", "train@2", "train@2-split")}
     assert len(rows) == 1 and rows.pop() > 0
     assert all(r["speedup"] > 0 for r in cases.values() if "speedup" in r)
+    # the tuning runs trained the same trials, so they found the same best
+    assert cases["tuning@1"]["trials"] == cases["tuning@2"]["trials"] == 2
+    assert cases["tuning 2 vs 1"]["same_trials"] is True
+    assert (
+        cases["tuning@1"]["best_validation_auc"]
+        == (cases["tuning@2"]["best_validation_auc"])
+    )
