@@ -143,9 +143,13 @@ def test_the_tuning_definition_is_valid_and_a_broken_one_is_refused():
     config = step(broken, "Tune")["Arguments"]["HyperParameterTuningJobConfig"]
     config["Strategy"] = "Sideways"
     config["ResourceLimits"]["MaxParallelTrainingJobs"] = 0
+    job = step(broken, "Tune")["Arguments"]["TrainingJobDefinition"]
+    job["AlgorithmSpecification"]["MetricDefinitions"][0]["Regex"] = "x" * 501
     problems = " ".join(definition_problems(broken))
     assert "CreateHyperParameterTuningJob" in problems
     assert "Sideways" in problems and "MaxParallelTrainingJobs" in problems
+    # a service limit botocore's validator leaves out
+    assert "Regex is 501 characters; SageMaker allows at most 500" in problems
 
 
 @pytest.mark.parametrize(
