@@ -85,3 +85,51 @@ def test_the_gate_records_its_execution_in_a_child_of_the_training_run(
     requirements = mlflow.pyfunc.get_model_dependencies(f"runs:/{run_id}/model")
     with open(requirements) as lines:
         assert f"xgboost=={xgboost.__version__}" in lines.read().split()
+
+
+def test_a_tuning_jobs_trials_are_child_runs_of_one_tuning_run(tmp_path, monkeypatch):
+    """Trials named as SageMaker names a tuning job's training jobs log under one
+    parent; a parent another trial made at the same moment is resolved to one."""
+    from mlflow import MlflowClient
+
+    from training.tracking import _tuning_run, tuning_trial
+
+    assert tuning_trial("pipelines-abc123-tune-003-1a2b3c4d") == (
+        "pipelines-abc123-tune",
+        3,
+    )
+    assert tuning_trial("pipelines-abc123-train") is None
+    assert tuning_trial("pipelines-abc123-tune-003-NOTHEX99") is None
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_LOCATION", (tmp_path / "art").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "churn-test")
+    trained = train_model(
+        synthetic(800, 1), synthetic(300, 2), SCHEMA, {**DEFAULTS, "num_round": 5}, 1
+    )
+    trials = []
+    for index in (1, 2):
+        name = f"pipelines-abc123-tune-{index:03d}-0000000{index}"
+        monkeypatch.setenv("TRAINING_JOB_NAME", name)
+        trials.append(log_training_run(trained))
+    client = MlflowClient()
+    runs = [client.get_run(r) for r in trials]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.info.run_name == "tune-abc123"
+    assert parent.data.tags["tuning_job"] == "pipelines-abc123-tune"
+    assert [r.info.run_name for r in runs] == ["trial-001-abc123", "trial-002-abc123"]
+    history = client.get_metric_history(parent.info.run_id, "trial_validation_auc")
+    assert sorted(m.step for m in history) == [1, 2]
+
+    # two trials that both found no parent each made one: both keep the older
+    experiment = parent.info.experiment_id
+    newer = client.create_run(
+        experiment,
+        tags={"step": "TuningJob", "tuning_job": "pipelines-abc123-tune"},
+    ).info.run_id
+    assert _tuning_run(experiment, "pipelines-abc123-tune", "abc123") == (
+        parent.info.run_id
+    )
+    assert newer != parent.info.run_id
