@@ -13,13 +13,21 @@ client; the table says which), fixed concurrency, keep-alive connections:
   mlflow    mlflow models serve, 2 workers
   capture   ours with data capture on (every request and response, as SageMaker's
             DataCaptureConfig at 100 %), to measure what capture costs
+  xgboost   ours with the small-batch fast path off (``--small-batch-rows 0``):
+            XGBoost scores every batch, as before issue 22
 
 Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
 and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
 and 32. Reported per cell: requests/s, p50 and p99 latency, errors; per server: idle
 RSS of the whole process tree. Ratios: ours over the better peer, ours over the
 in-process ceiling (parse + predict + encode of the same body on one thread, times the
-number of workers), and capture on over capture off.
+number of workers), capture on over capture off, and ours over xgboost.
+
+Before the servers, the cut-over table: the scorer's two paths (Treelite GTIL and
+XGBoost, ``inference.scorer``) on the same model, in-process on one thread, for
+batches of 1 to 64 rows in alternating rounds; the cut-over is the largest batch up to
+which GTIL is faster at every size. At the end, issue 22's goals for serving, met or
+not, with the load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -179,7 +187,10 @@ CAPTURE_CONFIG = {
 
 @contextlib.contextmanager
 def ours(
-    model_dir: Path, work: Path, capture: bool = False
+    model_dir: Path,
+    work: Path,
+    capture: bool = False,
+    small_batch_rows: int | None = None,
 ) -> Iterator[tuple[str, list[int]]]:
     port = free_port()
     command = [
@@ -204,8 +215,16 @@ def ours(
             "--data-capture-dir",
             str(work / "capture"),
         ]
+    if small_batch_rows is not None:
+        command += ["--small-batch-rows", str(small_batch_rows)]
     url = f"http://127.0.0.1:{port}"
-    log_name = "capture.log" if capture else "ours.log"
+    log_name = (
+        "capture.log"
+        if capture
+        else "xgboost.log"
+        if small_batch_rows == 0
+        else "ours.log"
+    )
     with _process(command, work / log_name, url=url) as process:
         yield f"http://127.0.0.1:{port}", [process.pid]
 
@@ -581,6 +600,155 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
     }
 
 
+CUT_OVER_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64)
+
+
+def measure_cut_over(model_dir: Path, rounds: int) -> dict[str, Any]:
+    """The scorer's two paths on the same rows, in-process on one thread.
+
+    For each batch size, ``rounds`` alternating rounds (GTIL then XGBoost, then the
+    other way round), each timing a fixed number of calls of one path; the median
+    microseconds per call of each. The cut-over is the largest size up to which GTIL
+    is faster at every measured size.
+    """
+    from inference.model import load_model
+    from inference.scorer import SMALL_BATCH_ROWS, TreeScorer
+
+    booster = load_model(model_dir, threads=1).booster
+    gtil = TreeScorer(booster, small_batch_rows=max(CUT_OVER_SIZES))
+    if not gtil.fast_path_status().active:
+        raise RuntimeError(f"no fast path: {gtil.fast_path_status().detail}")
+    xgboost = TreeScorer(booster, small_batch_rows=0)
+    rng = np.random.default_rng(11)
+    sizes: list[dict[str, Any]] = []
+    for rows in CUT_OVER_SIZES:
+        matrix = rng.normal(size=(rows, booster.num_features())).astype(np.float32)
+        calls = max(4, 240 // rows)
+        timings: dict[str, list[float]] = {"gtil": [], "xgboost": []}
+        for i in range(rounds):
+            pair = [("gtil", gtil), ("xgboost", xgboost)]
+            for name, scorer in pair if i % 2 == 0 else pair[::-1]:
+                scorer.predict(matrix)  # warm
+                began = time.perf_counter()
+                for _ in range(calls):
+                    scorer.predict(matrix)
+                timings[name].append((time.perf_counter() - began) / calls * 1e6)
+        g, x = float(np.median(timings["gtil"])), float(np.median(timings["xgboost"]))
+        sizes.append({"rows": rows, "gtil_us": round(g, 1), "xgboost_us": round(x, 1)})
+    cut = 0
+    for row in sizes:
+        if row["gtil_us"] >= row["xgboost_us"]:
+            break
+        cut = row["rows"]
+    return {"sizes": sizes, "cut_over": cut, "configured": SMALL_BATCH_ROWS}
+
+
+def _print_cut_over(cut_over: dict[str, Any]) -> None:
+    print("cut-over (in-process, one thread, median us per call):")
+    print(f"{'rows':>5} {'GTIL':>9} {'XGBoost':>9} {'GTIL/XGB':>9}")
+    for row in cut_over["sizes"]:
+        print(
+            f"{row['rows']:>5} {row['gtil_us']:9.1f} {row['xgboost_us']:9.1f} "
+            f"{row['gtil_us'] / row['xgboost_us']:9.2f}"
+        )
+    print(
+        f"GTIL is faster up to {cut_over['cut_over']} rows in this run; the scorer's "
+        f"SMALL_BATCH_ROWS is {cut_over['configured']}",
+        flush=True,
+    )
+
+
+def _print_fast_path(cells: list[Cell]) -> None:
+    """Ours against ours with XGBoost only, cell by cell (same run, alternating)."""
+    by = {(c.server, c.payload, c.concurrency): c for c in cells}
+    pairs = [
+        (by[("ours", *key[1:])], by[key])
+        for key in sorted(by)
+        if key[0] == "xgboost" and ("ours", *key[1:]) in by
+    ]
+    if not pairs:
+        return
+    print()
+    print("ours (fast path for small batches) vs xgboost (XGBoost only, as before):")
+    header = (
+        f"{'payload':9} {'c':>3} | {'ours req/s':>10} {'xgb req/s':>9} "
+        f"{'ours/xgb':>8} | {'ours p99':>8} {'xgb p99':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for mine, today in pairs:
+        print(
+            f"{mine.payload:9} {mine.concurrency:>3} | {mine.requests_per_s:10.0f} "
+            f"{today.requests_per_s:9.0f} "
+            f"{mine.requests_per_s / today.requests_per_s:8.2f} | "
+            f"{mine.p99_ms:8.2f} {today.p99_ms:8.2f}"
+        )
+
+
+def small_batch_goals(
+    cells: list[Cell], ceiling: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Issue 22's serving goals against this run's cells (c=8 where measured)."""
+    by = {(c.server, c.payload, c.concurrency): c for c in cells}
+    goals: list[dict[str, Any]] = []
+    for payload in sorted({c.payload for c in cells}):
+        mine = by.get(("ours", payload, 8))
+        if mine is None:
+            continue
+        rows = int(payload.split("-")[1])
+        flask = by.get(("flask", payload, 8))
+        today = by.get(("xgboost", payload, 8))
+        if rows == 1:
+            goals.append(
+                {
+                    "goal": f"{payload} c=8 >= 8000 req/s, p99 < 3 ms",
+                    "value": f"{mine.requests_per_s:.0f} req/s, p99 {mine.p99_ms:.2f}",
+                    "met": mine.requests_per_s >= 8000 and mine.p99_ms < 3,
+                }
+            )
+            if flask is not None:
+                ratio = mine.requests_per_s / flask.requests_per_s
+                goals.append(
+                    {
+                        "goal": f"{payload} c=8 >= 3.5x the Flask peer",
+                        "value": f"{ratio:.2f}x",
+                        "met": ratio >= 3.5,
+                    }
+                )
+        else:
+            share = mine.requests_per_s / ceiling[payload]
+            goals.append(
+                {
+                    "goal": f"{payload} c=8 >= 90 % of the in-process ceiling",
+                    "value": f"{share:.0%}",
+                    "met": share >= 0.9,
+                }
+            )
+        if today is not None:
+            ratio = mine.requests_per_s / today.requests_per_s
+            goals.append(
+                {
+                    "goal": f"{payload} c=8 not slower than XGBoost only (today)",
+                    "value": f"{ratio:.2f}x",
+                    "met": ratio >= 1.0,
+                }
+            )
+    return goals
+
+
+def _print_goals(
+    goals: list[dict[str, Any]], load_at_start: float, load_at_end: float
+) -> None:
+    print()
+    print(
+        f"issue 22 goals (load average {load_at_start:.2f} at start, "
+        f"{load_at_end:.2f} at end, {os.cpu_count()} CPUs):"
+    )
+    for goal in goals:
+        verdict = "met" if goal["met"] else "NOT met"
+        print(f"  {goal['goal']}: {goal['value']} -> {verdict}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -631,15 +799,19 @@ def _run(
 ) -> int:
     trees = 20 if args.quick else 200
     model_dir = build_model(work / "model", trees)
+    load_at_start = os.getloadavg()[0]
     print(
         f"model: {trees} trees, depth 6, {N_FEATURES} features; {WORKERS} workers per "
         f"server; load generator: {loadgen}; {seconds:.0f} s per cell; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
+        f"{os.cpu_count()} CPUs, load average {load_at_start:.2f} at start",
         flush=True,
     )
+    cut_over = measure_cut_over(model_dir, rounds=3 if args.quick else 9)
+    _print_cut_over(cut_over)
     starters = {
         "ours": lambda: ours(model_dir, work),
         "capture": lambda: ours(model_dir, work, capture=True),
+        "xgboost": lambda: ours(model_dir, work, small_batch_rows=0),
         "flask": lambda: flask_behind_nginx(model_dir, work),
         "mlflow": lambda: mlflow_serve(
             save_mlflow_model(model_dir, work / "mlflow-model"), work
@@ -648,18 +820,15 @@ def _run(
     cells: list[Cell] = []
     idle_rss: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    # ours and capture are measured side by side: both servers run, and each cell
-    # alternates between them in slices (off, on, on, off), so a change in the
-    # machine's background load falls on both alike
+    # ours and its variants (capture, xgboost) are measured side by side: all run,
+    # and each cell alternates between them in slices (ours, capture, capture, ours),
+    # so a change in the machine's background load falls on each alike
+    variants = [s for s in ("capture", "xgboost") if s in servers and "ours" in servers]
     groups: list[list[str]] = []
     for server in servers:
-        if server == "capture" and "ours" in servers:
+        if server in variants:
             continue
-        groups.append(
-            [server, "capture"]
-            if server == "ours" and "capture" in servers
-            else [server]
-        )
+        groups.append([server, *variants] if server == "ours" else [server])
     for group in groups:
         with contextlib.ExitStack() as stack:
             urls: dict[str, str] = {}
@@ -712,9 +881,31 @@ def _run(
     captured = _captured(work / "capture") if "capture" in servers else None
     _print_tables(cells, idle_rss, ceiling, profile, skipped)
     _print_capture(cells, captured, profile)
+    _print_fast_path(cells)
+    goals = small_batch_goals(cells, ceiling)
+    _print_goals(goals, load_at_start, os.getloadavg()[0])
     if args.json:
-        _write_json(args.json, cells, idle_rss, ceiling, profile, loadgen, captured)
-    return 1 if any(c.errors for c in cells if c.server in ("ours", "capture")) else 0
+        _write_json(
+            args.json,
+            cells,
+            idle_rss,
+            ceiling,
+            profile,
+            loadgen,
+            captured,
+            [{"case": f"cut-over/{row['rows']}", **row} for row in cut_over["sizes"]]
+            + [{"case": "cut-over", "rows": cut_over["cut_over"]}]
+            + [{"case": f"goal/{g['goal']}", **g} for g in goals]
+            + [
+                {
+                    "case": "load-average",
+                    "start": round(load_at_start, 2),
+                    "end": round(os.getloadavg()[0], 2),
+                }
+            ],
+        )
+    ours_like = ("ours", "capture", "xgboost")
+    return 1 if any(c.errors for c in cells if c.server in ours_like) else 0
 
 
 def _cell(
@@ -868,6 +1059,7 @@ def _write_json(
     profile: dict[str, dict[str, float]],
     loadgen: str,
     captured: dict[str, float] | None = None,
+    extra: list[dict[str, Any]] | None = None,
 ) -> None:
     off = {(c.payload, c.concurrency): c for c in cells if c.server == "ours"}
     results: list[dict[str, Any]] = [
@@ -878,7 +1070,7 @@ def _write_json(
             "p99_ms": round(c.p99_ms, 3),
             "errors": c.errors,
             "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
-            if c.server in ("ours", "capture")
+            if c.server in ("ours", "capture", "xgboost")
             else None,
             **(
                 {
@@ -907,6 +1099,7 @@ def _write_json(
         {"case": f"profile/{k}", **{n: round(x, 1) for n, x in v.items()}}
         for k, v in profile.items()
     ]
+    results += extra or []
     path.write_text(
         json.dumps(
             {"benchmark": "serving", "loadgen": loadgen, "results": results}, indent=2

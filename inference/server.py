@@ -66,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds a client has to send a whole request (default 30)",
     )
     parser.add_argument(
+        "--small-batch-rows",
+        type=int,
+        default=None,
+        help="batches of at most this many rows are scored by Treelite's GTIL, "
+        "larger ones by XGBoost, with identical scores (default "
+        "inference.scorer.SMALL_BATCH_ROWS, measured; 0 turns the fast path off)",
+    )
+    parser.add_argument(
         "--data-capture-config",
         default=None,
         help="capture requests and responses: a DataCaptureConfig as JSON",
@@ -97,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.small_batch_rows is not None and args.small_batch_rows < 0:
+        parser.error("--small-batch-rows must be 0 or more")
     for bound in ("max_mb", "retention_hours"):
         value = getattr(args, f"data_capture_{bound}")
         if value is not None and not value > 0:
@@ -132,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status_file=args.status_file,
         startup_timeout=args.startup_timeout,
         read_timeout=args.read_timeout,
+        small_batch_rows=args.small_batch_rows,
     )
     return supervisor.run()
 

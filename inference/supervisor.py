@@ -82,9 +82,11 @@ class Supervisor:
         status_file: Path | None = None,
         startup_timeout: float = 120.0,
         read_timeout: float | None = None,
+        small_batch_rows: int | None = None,
     ) -> None:
         self.host, self.port, self.workers = host, port, workers
         self.read_timeout = read_timeout  # the workers' default when None
+        self.small_batch_rows = small_batch_rows  # the workers' default when None
         self.initial = initial
         self.control_file = control_file
         self.status_file = status_file
@@ -164,7 +166,9 @@ class Supervisor:
         """
         workers = _Workers(spec)
         for _ in range(self.workers):
-            process, ready = _spawn(sock, spec, self.read_timeout)
+            process, ready = _spawn(
+                sock, spec, self.read_timeout, self.small_batch_rows
+            )
             workers.processes.append(process)
             workers.pipes.append(ready)
         error = _wait_ready(workers.pipes, self.startup_timeout)
@@ -212,7 +216,9 @@ class Supervisor:
                 process.pid,
                 process.returncode,
             )
-            replacement, ready = _spawn(sock, current.spec, self.read_timeout)
+            replacement, ready = _spawn(
+                sock, current.spec, self.read_timeout, self.small_batch_rows
+            )
             error = _wait_ready([ready], self.startup_timeout)
             if error:
                 log.error("the replacement worker failed: %s", error)
@@ -264,7 +270,10 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _spawn(
-    sock: socket.socket, spec: Generation, read_timeout: float | None = None
+    sock: socket.socket,
+    spec: Generation,
+    read_timeout: float | None = None,
+    small_batch_rows: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], Any]:
     ready_r, ready_w = os.pipe()
     command = [
@@ -286,6 +295,8 @@ def _spawn(
         command += ["--endpoint-name", spec.endpoint_name]
     if read_timeout is not None:
         command += ["--read-timeout", str(read_timeout)]
+    if small_batch_rows is not None:
+        command += ["--small-batch-rows", str(small_batch_rows)]
     if spec.data_capture_config and spec.data_capture_dir:
         command += [
             "--data-capture-config",

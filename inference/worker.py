@@ -51,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grace", type=int, default=25)
     parser.add_argument("--read-timeout", type=float, default=_READ_TIMEOUT)
     parser.add_argument(
+        "--small-batch-rows",
+        type=int,
+        default=None,
+        help="batches of at most this many rows take the fast path (0: off)",
+    )
+    parser.add_argument(
         "--data-capture-config", default=None, help="DataCaptureConfig as JSON"
     )
     parser.add_argument(
@@ -70,10 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from inference.app import ScoringApp
     from inference.model import ModelLoadError, load_model
+    from inference.scorer import SMALL_BATCH_ROWS
 
     _no_signal_cancels_parsing()
+    small_batch_rows = (
+        SMALL_BATCH_ROWS if args.small_batch_rows is None else args.small_batch_rows
+    )
     try:
-        model = load_model(Path(args.model_dir), threads=1)
+        model = load_model(Path(args.model_dir), 1, small_batch_rows)
         _score_one_row(model)  # proves it answers before it reports ready
     except ModelLoadError as exc:
         print(f"worker {os.getpid()}: {exc}", file=sys.stderr)
@@ -89,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _score_one_row(model: LoadedModel) -> None:
-    """Score a row of zeros: a model that loads but cannot score never serves."""
+    """Score a row of zeros: a model that loads but cannot score never serves.
+
+    It also builds the small-batch fast path (``inference.scorer``), so the first
+    request does not wait for it.
+    """
     import numpy as np
 
     from inference.model import ModelLoadError

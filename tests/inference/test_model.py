@@ -7,14 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from inference import model as model_module
+from inference import scorer as scorer_module
 from inference.model import ModelLoadError, load_model
 
 
 @pytest.mark.parametrize("rows", [1, 7, 500])
 def test_predictions_equal_inplace_predict_bit_for_bit(model_dir, rows):
     loaded = load_model(model_dir)
-    assert loaded._direct is not None  # the fast path is in use with this xgboost
+    # XGBoost's direct call is in use with this xgboost
+    assert loaded.scorer._direct is not None
     matrix = np.random.default_rng(rows).normal(size=(rows, 2)).astype(np.float32)
     matrix[0, 1] = np.nan
     expected = loaded.booster.inplace_predict(matrix).astype(np.float64)
@@ -24,10 +25,10 @@ def test_predictions_equal_inplace_predict_bit_for_bit(model_dir, rows):
     np.testing.assert_array_equal(loaded.predict_raw(wide), expected)
 
 
-def test_without_the_fast_path_the_public_api_scores(model_dir, monkeypatch):
-    monkeypatch.setattr(model_module._DensePredictor, "build", lambda booster: None)
-    loaded = load_model(model_dir)
-    assert loaded._direct is None
+def test_without_the_direct_call_the_public_api_scores(model_dir, monkeypatch):
+    monkeypatch.setattr(scorer_module._DensePredictor, "build", lambda booster: None)
+    loaded = load_model(model_dir, small_batch_rows=0)
+    assert loaded.scorer._direct is None
     matrix = np.array([[2.0, 0.0], [-2.0, np.nan]], dtype=np.float32)
     np.testing.assert_array_equal(
         loaded.predict_raw(matrix), loaded.booster.inplace_predict(matrix)
