@@ -26,23 +26,34 @@ and third rules need a look at the registry, and this way the rule's logic is a
 tested Python function fed the event AWS documents.
 
 The Lambda's contract (its environment, set by the template): ``DISPATCH_TARGET``
-(``github`` or ``harness``), ``DISPATCH_SECRET_ARN`` (a Secrets Manager secret: the
-GitHub token allowed to dispatch to the repository, or the Harness webhook URL, which
-carries its own token), ``GITHUB_REPOSITORY`` (``owner/name``) and optionally
-``GITHUB_API_URL`` (GitHub Enterprise). The secret is read per invocation, never at
-import, and never logged. Only the standard library, boto3 (in the Lambda runtime) and
-``stack.registry`` are imported, so the function's archive needs nothing else.
+(``github`` or ``harness``), ``DISPATCH_SECRET_NAME`` (the name of a Secrets Manager
+secret in the function's account and region: the GitHub token allowed to dispatch to
+the repository, or the Harness webhook URL, which carries its own token),
+``GITHUB_REPOSITORY`` (``owner/name``) and optionally ``GITHUB_API_URL`` (GitHub
+Enterprise). The secret is read per invocation, never at import, and never logged.
+Only the standard library, boto3 (in the Lambda runtime) and ``stack.registry`` are
+imported, so the function's archive (``ARCHIVE_FILES``) needs nothing else.
+
+``python -m pipelines.approval_events package --output DIR`` builds that archive, the
+same bytes from the same sources (sorted entries, fixed timestamps and modes, stored
+uncompressed), and prints ``archive=`` and ``sha256=`` lines for CD
+(``.github/workflows/infra.yml``, ``release.yml``'s infra bundle).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import urllib.request
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stack.registry import ModelRegistry, RegistryError, SageMakerModelRegistry
@@ -52,6 +63,17 @@ DETAIL_TYPE = "SageMaker Model Package State Change"
 DISPATCH_EVENT = "model-approved"
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _VERSION_TAG = re.compile(r":(v?\d+\.\d+\.\d+[0-9A-Za-z.+-]*)$")
+# The function's code: this module, what it imports of the project, and their
+# packages' __init__ (paths from the project root, or site-packages when installed).
+ARCHIVE_FILES = (
+    "pipelines/__init__.py",
+    "pipelines/approval_events.py",
+    "stack/__init__.py",
+    "stack/registry.py",
+)
+ARCHIVE_NAME = "approval-events.zip"
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 
 
 class EventError(Exception):
@@ -172,10 +194,13 @@ def dispatcher_from(environ: Mapping[str, str], secrets: Any) -> Dispatch:
     Manager client, asked once per invocation.
     """
     target = environ.get("DISPATCH_TARGET", "github")
-    secret_arn = environ.get("DISPATCH_SECRET_ARN")
-    if not secret_arn:
-        raise EventError("DISPATCH_SECRET_ARN is not set")
-    secret = secrets.get_secret_value(SecretId=secret_arn)["SecretString"].strip()
+    secret_name = environ.get("DISPATCH_SECRET_NAME")
+    if not secret_name:
+        raise EventError(
+            "DISPATCH_SECRET_NAME is not set (infra/approval-deploy.yaml's "
+            "DispatchSecretName)"
+        )
+    secret = secrets.get_secret_value(SecretId=secret_name)["SecretString"].strip()
     if target == "github":
         return github_dispatch(
             environ.get("GITHUB_REPOSITORY", ""),
@@ -196,3 +221,71 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     registry = SageMakerModelRegistry(boto3.client("sagemaker"))
     dispatch = dispatcher_from(os.environ, boto3.client("secretsmanager"))
     return process(event, registry, dispatch)
+
+
+@dataclass(frozen=True)
+class Archive:
+    path: Path
+    sha256: str
+
+
+def build_archive(output_dir: Path, source_root: Path = _SOURCE_ROOT) -> Archive:
+    """Write the function's code archive (``ARCHIVE_FILES`` of ``source_root``) to
+    ``output_dir/approval-events.zip``.
+
+    The same sources always give the same bytes, so the archive's SHA-256 names its
+    content: entries sorted, the zip epoch as their time, mode 0644, and stored rather
+    than deflated (deflate's output depends on the zlib build; the files are small).
+    """
+    missing = [name for name in ARCHIVE_FILES if not (source_root / name).is_file()]
+    if missing:
+        raise EventError(
+            f"{', '.join(missing)} not found under {source_root}: build the archive "
+            "from a checkout or an installed release"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / ARCHIVE_NAME
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(ARCHIVE_FILES):
+            entry = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            entry.external_attr = 0o100644 << 16  # a regular file, rw-r--r--
+            entry.create_system = 3  # Unix, wherever it is built
+            archive.writestr(entry, (source_root / name).read_bytes())
+    return Archive(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.approval_events",
+        description="The approval-events Lambda's code archive "
+        "(infra/approval-deploy.yaml).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    package = commands.add_parser(
+        "package",
+        help="build the archive; print archive=PATH and sha256=HEX",
+    )
+    package.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"the folder to write {ARCHIVE_NAME} to (created if missing)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        archive = build_archive(args.output)
+    except (EventError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"archive={archive.path}")
+    print(f"sha256={archive.sha256}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -112,11 +112,12 @@ def github(monkeypatch, aws):
     GitHub's API on a local port and the token in (moto's) Secrets Manager.
     """
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="github-dispatch", SecretString="t0ken")["ARN"]
+    name = "churn/dev/approval-dispatch"  # infra/parameters/dev.json's
+    secrets.create_secret(Name=name, SecretString="t0ken")
     fake = FakeGitHub()
     for key, value in {
         "DISPATCH_TARGET": "github",
-        "DISPATCH_SECRET_ARN": arn,
+        "DISPATCH_SECRET_NAME": name,
         "GITHUB_REPOSITORY": "acme/churn",
         "GITHUB_API_URL": fake.url,
     }.items():
