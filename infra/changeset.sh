@@ -9,12 +9,16 @@
 #
 # Stacks are <Prefix>-<env>-<template> (churn-dev-platform). platform comes first (the
 # others import its exports; in a new account plan and apply it alone first), then the
-# rest in name order, or the file's "Templates" list in its order. A change set is immutable: apply runs exactly what plan showed,
-# and CloudFormation refuses it if the stack changed since. Each template gets the
-# parameters it declares from the environment's file; one it leaves out takes the
-# template's default. Needs the aws CLI, jq and credentials for the environment's
-# account. CHANGESET_SUMMARY, when set, is a file the changes are appended to as
-# Markdown (the job summary); CHANGESET_DESCRIPTION describes the change sets.
+# rest in name order, or the file's "Templates" list in its order. A change set is
+# immutable: apply runs exactly what plan showed, and CloudFormation refuses it if the
+# stack changed since. Each template gets the parameters it declares from the
+# environment's file, overridden by CHANGESET_PARAMETERS: a JSON object of values
+# known only at run time (approval-deploy's FunctionCodeKey, the key of the archive
+# CD has just uploaded); a parameter left out of both takes the template's default,
+# and one without a default stops the plan. Needs the aws CLI, jq and credentials for
+# the environment's account. CHANGESET_SUMMARY, when set, is a file the changes are
+# appended to as Markdown (the job summary); CHANGESET_DESCRIPTION describes the
+# change sets.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,6 +34,11 @@ if [[ ! -f $parameters ]]; then
   exit 2
 fi
 prefix=$(jq -r '.Parameters.Prefix // "churn"' "$parameters")
+run_time=${CHANGESET_PARAMETERS:-'{}'}
+if ! jq -e 'type == "object"' <<< "$run_time" > /dev/null 2>&1; then
+  echo 'CHANGESET_PARAMETERS is not a JSON object ({"Name": "value", ...})' >&2
+  exit 2
+fi
 summary=${CHANGESET_SUMMARY:-/dev/null}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -63,7 +72,7 @@ change_set() {  # stack, then describe-change-set options
 }
 
 plan() {
-  local template=$1 stack=$2 type keys reason
+  local template=$1 stack=$2 type declared missing reason
   case $(stack_status "$stack") in
     NONE | REVIEW_IN_PROGRESS) type=CREATE ;;
     ROLLBACK_COMPLETE)
@@ -74,12 +83,22 @@ plan() {
       return 1 ;;
     *) type=UPDATE ;;
   esac
-  keys=$(aws cloudformation validate-template --template-body "file://${template}.yaml" \
-    --query 'Parameters[].ParameterKey' --output json)
-  jq --argjson keys "${keys:-[]}" '[.Parameters | to_entries[]
-      | select(.key as $k | ($keys // []) | index($k))
-      | {ParameterKey: .key, ParameterValue: (.value | tostring)}]' \
+  declared=$(aws cloudformation validate-template --template-body "file://${template}.yaml" \
+    --query 'Parameters' --output json)
+  # the file's values, then the run's, for the parameters this template declares
+  jq --argjson declared "${declared:-null}" --argjson run_time "$run_time" '
+      (.Parameters + $run_time) as $values
+      | [($declared // [])[] | select(.ParameterKey | in($values))
+         | {ParameterKey, ParameterValue: ($values[.ParameterKey] | tostring)}]' \
     "$parameters" > "$work/parameters.json"
+  missing=$(jq -r --argjson declared "${declared:-null}" '
+      [($declared // [])[] | select(has("DefaultValue") | not) | .ParameterKey]
+      - [.[].ParameterKey] | join(", ")' "$work/parameters.json")
+  if [[ -n $missing ]]; then
+    echo "$stack: infra/${template}.yaml needs $missing: put it in $parameters," \
+      "or CHANGESET_PARAMETERS when only the run knows it" >&2
+    return 1
+  fi
   jq '[.Tags // {} | to_entries[] | {Key: .key, Value: .value}]' "$parameters" \
     > "$work/tags.json"
   if [[ $type == UPDATE || $(stack_status "$stack") == REVIEW_IN_PROGRESS ]]; then
