@@ -495,12 +495,32 @@ class _CfnLoader(yaml.SafeLoader):
 _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def _github_run_time_parameters(env):
+    """The keys of CHANGESET_PARAMETERS that infra.yml's plan job of ``env`` passes."""
+    job = yaml.safe_load((PROJECT_ROOT / ".github/workflows/infra.yml").read_text())[
+        "jobs"
+    ][f"plan-{env}"]
+    (plan,) = [s for s in job["steps"] if "changeset.sh plan" in s.get("run", "")]
+    given = plan.get("env", {}).get("CHANGESET_PARAMETERS")
+    return set(json.loads(EXPRESSION.sub('"X"', given))) if given else set()
+
+
+def _harness_run_time_parameters(env):
+    """The keys of the object the Harness infra stage ``env`` builds with jq as
+    CHANGESET_PARAMETERS before its plan.
+    """
+    (stage,) = [s for s in _stages(_harness("infra.yaml")) if s["identifier"] == env]
+    (plan,) = [s for s in _steps(stage) if s["identifier"] == "plan"]
+    built = re.search(r"CHANGESET_PARAMETERS=\$\(jq -n .*?'\{(.*?)\}'\)", _script(plan))
+    return set(re.findall(r"(\w+):", built.group(1))) if built else set()
+
+
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_the_parameters_of_each_environment_match_its_configuration(env):
-    import json
-
     parameters = json.loads((PROJECT_ROOT / f"infra/parameters/{env}.json").read_text())
     values = parameters["Parameters"]
+    # what only the run knows (approval-deploy's archive key) must come from both CDs
+    run_time = _github_run_time_parameters(env) & _harness_run_time_parameters(env)
     declared = {}
     deployed = parameters.get("Templates", [t.stem for t in TEMPLATES])
     assert deployed[0] == "platform"  # the others import its exports
@@ -511,7 +531,8 @@ def test_the_parameters_of_each_environment_match_its_configuration(env):
             ]
     for name, params in declared.items():
         required = {key for key, spec in params.items() if "Default" not in spec}
-        assert required <= values.keys(), f"{name} needs {required - values.keys()}"
+        given = values.keys() | run_time
+        assert required <= given, f"{name} needs {required - given}"
     all_declared = set().union(*declared.values())
     assert values.keys() <= all_declared
     config = load_config(env)
@@ -520,6 +541,34 @@ def test_the_parameters_of_each_environment_match_its_configuration(env):
     assert values["BucketName"] == config.aws.bucket
     assert values["EndpointName"] == config.sagemaker.endpoint_name
     assert values["ModelPackageGroupName"] == config.sagemaker.model_package_group
+
+
+def test_approval_deploy_gets_the_archive_of_the_code_it_deploys_in_dev_only():
+    """One command builds the function's archive (infra.yml from the commit,
+    release.yml into the Harness bundle); each CD uploads it under its digest and
+    passes that key, and only dev deploys the template.
+    """
+    build = "-m pipelines.approval_events package --output"
+    infra = (PROJECT_ROOT / ".github/workflows/infra.yml").read_text()
+    plan_dev = yaml.safe_load(infra)["jobs"]["plan-dev"]["steps"]
+    runs = "\n".join(step.get("run", "") for step in plan_dev)
+    assert build in runs
+    assert 'key="${prefix}/lambda/approval-events-${SHA256}.zip"' in runs
+    release = (PROJECT_ROOT / ".github/workflows/release.yml").read_text()
+    assert f"{build} build/lambda" in release
+    assert "-czf infra.tar.gz infra -C build lambda" in release
+    (dev,) = [s for s in _stages(_harness("infra.yaml")) if s["identifier"] == "dev"]
+    (plan,) = [s for s in _steps(dev) if s["identifier"] == "plan"]
+    assert 'key="$prefix/lambda/approval-events-$sha256.zip"' in _script(plan)
+    assert "aws s3 cp --only-show-errors lambda/approval-events.zip" in _script(plan)
+    for env in ENVIRONMENTS:
+        parameters = json.loads(
+            (PROJECT_ROOT / f"infra/parameters/{env}.json").read_text()
+        )
+        deployed = "approval-deploy" in parameters["Templates"]
+        assert deployed == (env == "dev"), env
+        for run_time in (_github_run_time_parameters, _harness_run_time_parameters):
+            assert ("FunctionCodeKey" in run_time(env)) == deployed, (env, run_time)
 
 
 # --- the job summary -----------------------------------------------------------------
