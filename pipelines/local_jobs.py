@@ -383,9 +383,11 @@ def _run_all(
     """
     jobs = jobs or RunningJobs()
     processes: list[subprocess.Popen[bytes]] = []
+    start_times: list[float] = []
     for argv, env, instance in commands:
         instance.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(instance.log_path, "wb") as log:
+            start_times.append(time.time())
             try:
                 process = subprocess.Popen(
                     argv,
@@ -424,7 +426,20 @@ def _run_all(
     finally:
         for process in processes:
             jobs.discard(process)
+    for (_, _, instance), start, code in zip(commands, start_times, codes, strict=True):
+        _write_times(instance, start, code)
     return codes
+
+
+def _write_times(instance: _Instance, started: float, code: int) -> None:
+    """``times.json`` beside the instance's log: when its process started and when
+    the runner saw it exit (Unix seconds), for ``benchmarks.loop``'s split of a
+    step into the runner's part, the job's start-up and its work.
+    """
+    _write_json(
+        instance.log_path.with_name("times.json"),
+        {"started": started, "ended": time.time(), "exit_code": code},
+    )
 
 
 def _stop_all_on_first_failure(

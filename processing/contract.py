@@ -10,6 +10,7 @@ folder of its own; in a real container the variable is absent and the root is
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
     from stack.config import Config
 
 DEFAULT_ROOT = "/opt/ml"
+FIRST_READ = "first read"
+
+
+def log_first_read(logger: logging.Logger, what: str) -> None:
+    """Log, with its time, that the job begins its work: its first query or read.
+
+    ``benchmarks.loop`` measures a job's start-up from its process's start to this
+    line, so each entry point logs it once, just before it first reads its inputs.
+    """
+    logger.info("%s: %s", FIRST_READ, what)
 
 
 def command_config(
