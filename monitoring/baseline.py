@@ -227,8 +227,7 @@ def _read_parquet_dir(directory: Path) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The Baseline step, under the processing container contract."""
-    from inference.model import load_model, unpack_model
-    from processing.contract import ProcessingContract
+    from processing.contract import ProcessingContract, log_first_read
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="monitoring.baseline")
@@ -239,13 +238,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
+        train_dir = contract.path(args.train_dir)
+        log_first_read(log, f"the training split in {train_dir}")
+        train = _read_parquet_dir(train_dir)
+        test = _read_parquet_dir(contract.path(args.test_dir))
+        # XGBoost (and the scikit-learn it imports) only once the data is in
+        from inference.model import load_model, unpack_model
+
         model_dir = contract.path(args.model_dir)
         archive = model_dir / "model.tar.gz"
         if archive.exists():
             model_dir = unpack_model(archive, model_dir / "unpacked")
         model = load_model(model_dir, threads=0)
-        train = _read_parquet_dir(contract.path(args.train_dir))
-        test = _read_parquet_dir(contract.path(args.test_dir))
         predictions = model.predict(model.schema.feature_matrix(test))
         baseline = build_baseline(train, model.schema, predictions)
         baseline.write(contract.path(args.output_dir))

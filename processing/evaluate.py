@@ -20,24 +20,25 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from sklearn import metrics
 
-from features import SchemaError
-from inference.calibration import Calibration
-from inference.model import LoadedModel, load_model, unpack_model
-from processing.contract import ProcessingContract
+from processing.contract import ProcessingContract, log_first_read
 from processing.gate import decide, score_champion
-from processing.report import render_html, write_plots
-from stack.objectstore import ObjectStore
-from stack.registry import ModelRegistry
-from training.train import data_window
+
+if TYPE_CHECKING:
+    # imported where used: the Gate step imports this module, and with no champion
+    # to score it needs neither pandas, scikit-learn, XGBoost nor matplotlib
+    import pandas as pd
+
+    from inference.calibration import Calibration
+    from inference.model import LoadedModel
+    from stack.objectstore import ObjectStore
+    from stack.registry import ModelRegistry
 
 log = logging.getLogger("processing.evaluate")
 
@@ -58,6 +59,8 @@ def score(
     """The labels of ``test``, the booster's raw scores and SCORE (calibrated, as the
     endpoint answers) for them.
     """
+    from features import SchemaError
+
     schema = model.schema
     schema.check_frame(test)
     labels = test[schema.label].astype(int).to_numpy()
@@ -81,6 +84,10 @@ def metrics_report(
             ``scores``, for the before/after comparison (default: ``scores``, the
             identity).
     """
+    from sklearn import metrics
+
+    from inference.calibration import Calibration
+
     calibration = calibration or Calibration.identity()
     before = reliability(labels, scores if raw_scores is None else raw_scores)
     after = reliability(labels, scores)
@@ -147,6 +154,8 @@ def reliability(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """How well ``scores`` read as probabilities: their deciles against the observed
     churn rate, the expected calibration error, the AUC and the mean score.
     """
+    from sklearn import metrics
+
     return {
         **calibration_bins(labels, scores),
         "auc": float(metrics.roc_auc_score(labels, scores)),
@@ -229,6 +238,10 @@ def extract_summary(directory: Path) -> dict[str, Any] | None:
 
 
 def _read_parquet_dir(directory: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    from features import SchemaError
+
     files = sorted(directory.rglob("*.parquet"))
     if not files:
         raise SchemaError(f"no Parquet files under {directory}")
@@ -279,11 +292,17 @@ class GateSettings:
 
 
 def judge(
-    report: dict[str, Any], test: pd.DataFrame, threshold: float, gate: GateSettings
+    report: dict[str, Any],
+    test: pd.DataFrame | Callable[[], pd.DataFrame],
+    threshold: float,
+    gate: GateSettings,
 ) -> dict[str, Any]:
     """The gate's verdict on the challenger in ``report``: its test AUC against the
-    absolute threshold and against the champion scored here on the same ``test``.
+    absolute threshold and against the champion scored here on the same ``test``
+    (the frame, or what reads it: read only when there is a champion).
     """
+    from inference.model import load_model
+
     challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
     champion = None
     if gate.model_package_group and gate.registry and gate.store:
@@ -291,7 +310,7 @@ def judge(
             gate.registry,
             gate.store,
             gate.model_package_group,
-            test,
+            test if callable(test) else lambda: test,
             lambda folder, frame: float(
                 evaluate(load_model(folder), frame, threshold)[
                     "binary_classification_metrics"
@@ -311,8 +330,12 @@ def run_evaluation(
     """Score the model, judge it against the gate, write ``evaluation.json``, the
     plots and ``report.html`` into ``output``; return the report.
     """
-    model = load_model(model_dir, threads=0)
+    from inference.model import load_model
+    from processing.report import render_html, write_plots
+    from training.train import data_window
+
     test = _read_parquet_dir(test_dir)
+    model = load_model(model_dir, threads=0)
     labels, raw, scores = score(model, test)
     report = metrics_report(labels, scores, threshold, raw, model.calibration)
     summary = extract_summary(test_dir)
@@ -349,8 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     contract = ProcessingContract.from_environment()
     try:
         model_dir = contract.path(args.model_dir)
+        log_first_read(log, f"the model in {model_dir}")
         archive = model_dir / "model.tar.gz"
         if archive.exists():
+            from inference.model import unpack_model
+
             model_dir = unpack_model(archive, model_dir / "unpacked")
         gate = None
         if args.auc_threshold is not None:

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from features import FeatureSet, SchemaError, load_feature_set
-from processing.contract import ProcessingContract
+from processing.contract import ProcessingContract, log_first_read
 from processing.extract_sql import (
     DATA_VERSION_PARAM,
     copy_into_statement,
@@ -274,6 +274,7 @@ def _run(args: argparse.Namespace, contract: ProcessingContract) -> dict[str, An
         else {}
     )
     warehouse = build_warehouse(config)
+    log_first_read(log, f"the feature query of {feature_set.name}")
     with warehouse.connect() as conn:
         version = resolve_data_version(requested, warehouse.time_travel, conn)
         sql = feature_query(feature_set, version)

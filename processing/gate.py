@@ -26,12 +26,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from stack.objectstore import ObjectStore
-from stack.registry import ModelPackage, ModelRegistry
+    from stack.objectstore import ObjectStore
+    from stack.registry import ModelPackage, ModelRegistry
 
 log = logging.getLogger("processing.gate")
 
@@ -104,10 +105,11 @@ def score_champion(
     registry: ModelRegistry,
     store: ObjectStore,
     group: str,
-    test: pd.DataFrame,
+    read_test: Callable[[], pd.DataFrame],
     auc_of: Callable[[Path, pd.DataFrame], float],
 ) -> Champion | None:
-    """The newest Approved package of ``group`` scored on ``test`` (None if none).
+    """The newest Approved package of ``group`` scored on the test split (None if
+    none; ``read_test`` reads the split, only when there is a champion).
 
     ``auc_of(model_dir, test)`` scores an unpacked model folder. A champion that cannot
     be loaded or scored (say its feature schema differs) is reported with the reason.
@@ -121,7 +123,7 @@ def score_champion(
             store.download_file(package.model_data_url, archive)
             from inference.model import unpack_model
 
-            auc = auc_of(unpack_model(archive, Path(tmp) / "model"), test)
+            auc = auc_of(unpack_model(archive, Path(tmp) / "model"), read_test())
     except Exception as exc:  # reported in the gate's rule, never hidden
         log.warning("champion %s could not be scored: %s", package.arn, exc)
         return Champion(
@@ -133,7 +135,7 @@ def score_champion(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The Gate step: Evaluate's report in, the report with the gate's verdict out."""
-    from processing.contract import ProcessingContract
+    from processing.contract import ProcessingContract, log_first_read
     from processing.evaluate import GateSettings, _read_parquet_dir, judge
     from processing.report import PLOTS, render_html
     from processing.tracking import log_gate_run
@@ -151,11 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     contract = ProcessingContract.from_environment()
     try:
         evaluation = contract.path(args.evaluation_dir)
+        log_first_read(log, f"the evaluation in {evaluation}")
         report = json.loads((evaluation / "evaluation.json").read_text())
         settings = GateSettings.from_args(args)
-        test = _read_parquet_dir(contract.path(args.test_dir))
+        test_dir = contract.path(args.test_dir)
         threshold = float(report["evaluation"]["decision_threshold"])
-        report["gate"] = judge(report, test, threshold, settings)
+        report["gate"] = judge(
+            report, lambda: _read_parquet_dir(test_dir), threshold, settings
+        )
         output = contract.path(args.output_dir)
         output.mkdir(parents=True, exist_ok=True)
         if (evaluation / "plots").is_dir():

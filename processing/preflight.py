@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from processing.contract import ProcessingContract
+from processing.contract import ProcessingContract, log_first_read
 
 log = logging.getLogger("processing.preflight")
 
@@ -99,6 +99,7 @@ def run(feature_set_name: str, data_version: str) -> dict[str, Any]:
     feature_set = load_feature_set(feature_set_name, config.features.directory)
     warehouse = build_warehouse(config)
     started = time.monotonic()
+    log_first_read(log, f"fingerprint of the tables {feature_set.name} reads")
     with warehouse.connect() as conn:
         version = resolve_data_version(
             parse_data_version(data_version), warehouse.time_travel, conn

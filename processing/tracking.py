@@ -105,7 +105,7 @@ def tag_registration(run_id: str, model_package_arn: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The Track step: the registered package's ARN onto the execution's run."""
-    from processing.contract import ProcessingContract
+    from processing.contract import ProcessingContract, log_first_read
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.tracking")
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
+        log_first_read(log, f"MLflow run {args.run_id}")
         tag_registration(args.run_id, args.model_package_arn)
     except Exception as exc:
         contract.fail(f"Track failed: {type(exc).__name__}: {exc}")
