@@ -95,6 +95,7 @@ class TreeScorer:
             raise ValueError(f"small_batch_rows must be >= 0, got {small_batch_rows}")
         self.booster = booster
         self.small_batch_rows = small_batch_rows
+        self._features = booster.num_features()
         self._direct = _DensePredictor.build(booster)
         self._build_fast_path = build_fast_path or _GTILPredictor.build
         self._fast: Callable[[np.ndarray], np.ndarray] | None = None
@@ -106,7 +107,10 @@ class TreeScorer:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Scores of ``matrix``'s rows (float64), whichever path computes them."""
-        if 0 < matrix.shape[0] <= self.small_batch_rows:
+        # GTIL reads as many columns as the model has: any other width goes to
+        # XGBoost, which refuses it with its own error
+        rows, columns = matrix.shape
+        if 0 < rows <= self.small_batch_rows and columns == self._features:
             fast = self._fast_path()
             if fast is not None:
                 try:

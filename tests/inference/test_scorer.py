@@ -263,3 +263,12 @@ def test_a_negative_cut_over_is_a_usage_error(model_dir):
     )
     assert result.returncode == 2
     assert "--small-batch-rows must be 0 or more" in result.stderr
+
+
+def test_a_matrix_of_another_width_never_reaches_gtil(demo_model):
+    model, test = demo_model
+    calls: list[int] = []
+    scorer = TreeScorer(model.booster, build_fast_path=lambda b: calls.append)
+    with pytest.raises(xgb.core.XGBoostError):
+        scorer.predict(test[:1, :-1])
+    assert calls == [] and scorer._status is None
