@@ -57,6 +57,8 @@ DOMAINS = [
     ),
     ("NumRound", "500", [("0", "at least 1"), ("100001", "at most 100000")]),
     ("ForceRetrain", "false", [("maybe", "not a Boolean")]),
+    ("MaxNumberOfTrainingJobs", "8", [("0", "at least 1"), ("501", "at most 500")]),
+    ("MaxParallelTrainingJobs", "2", [("0", "at least 1"), ("101", "at most 100")]),
 ]
 
 
@@ -80,9 +82,15 @@ def test_the_definitions_declare_exactly_these_parameters_with_these_types():
     from stack.config import load_config
 
     config = load_config("local", environ={})
+    # with a tuning step in place of Train: its job limits
+    tuning = load_config("local", {"training.tuning.enabled": True}, environ={})
     declared = {
         p["Name"]: p
-        for definition in (build_definition(config), build_monitor_definition(config))
+        for definition in (
+            build_definition(config),
+            build_definition(tuning),
+            build_monitor_definition(config),
+        )
         for p in definition["Parameters"]
     }
     assert set(declared) == set(PARAMETERS)
