@@ -88,10 +88,17 @@ class RunningJobs:
     def __init__(self) -> None:
         self._processes: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._stopped = False
 
     def add(self, process: subprocess.Popen[bytes]) -> None:
+        """Track ``process``; once ``kill_all`` ran, kill it instead: a step still
+        starting jobs (a tuning job's next trial) must not outlive the runner."""
         with self._lock:
-            self._processes.add(process)
+            if not self._stopped:
+                self._processes.add(process)
+                return
+        process.kill()
+        process.wait()
 
     def discard(self, process: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -99,6 +106,7 @@ class RunningJobs:
 
     def kill_all(self) -> None:
         with self._lock:
+            self._stopped = True
             processes = list(self._processes)
         for process in processes:
             if process.poll() is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import socket
@@ -263,6 +264,7 @@ class LocalRunner:
         self.state_lock = StateLock(self.state_dir)
         self._lock = threading.RLock()  # guards the execution record across steps
         self._jobs = RunningJobs()
+        self._tracking_store: threading.Thread | None = None
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """Hold the state folder for this runner alone (StateBusy if another has it):
@@ -354,6 +356,8 @@ class LocalRunner:
         )
         execution.runner = runner_identity()
         self._save(execution)
+        self._jobs = RunningJobs()  # a fresh set: an interrupted run stopped the last
+        self._tracking_store = _start_creating_tracking_store(steps)
         try:
             self._execute(steps, execution, context)
         except KeyboardInterrupt:
@@ -523,6 +527,8 @@ class LocalRunner:
         work_dir = Path(execution.directory) / "steps" / name
         record = execution.step(name)
         job_name = f"pipelines-{execution.execution_id}-{name}".lower()
+        if kind in ("Training", "Tuning") and self._tracking_store is not None:
+            self._tracking_store.join()  # the jobs log to it
         if kind in ("Processing", "Training"):
             run_job = run_processing_job if kind == "Processing" else run_training_job
             result = run_job(
@@ -544,9 +550,6 @@ class LocalRunner:
             # SageMaker's limit for a tuning job's name is 32 characters
             tuning_job_name = job_name[:32].rstrip("-")
             container = self.container()
-            _create_local_tracking_store(
-                arguments["TrainingJobDefinition"].get("Environment", {})
-            )
             tuning = run_tuning_job(
                 tuning_job_name,
                 arguments,
@@ -669,21 +672,49 @@ class _StepFailure(Exception):
     pass
 
 
-def _create_local_tracking_store(environment: Mapping[str, Any]) -> None:
-    """Create the local MLflow store's tables before parallel jobs use it.
+def _start_creating_tracking_store(steps: list[_Step]) -> threading.Thread | None:
+    """Create the local MLflow store the training jobs name, beside the first steps.
 
-    The local stand-in for a tracking server is a SQLite file with no server to
-    serialise its first use: two trials creating its tables at once fail one of them
-    ("table ... already exists"). A server's store exists before any job logs to it,
-    so here it is created before the trials start.
+    A tracking server exists before any job logs to it; its local stand-in is a SQLite
+    file whose tables the first job to log would create. Two tuning trials creating
+    them at once fail one of them ("table ... already exists"), and a first Train
+    spent seconds on it; so the runner creates them, in a thread, while the steps
+    before training run (the training steps wait for it).
     """
-    uri = str(environment.get("MLFLOW_TRACKING_URI", ""))
-    location = str(environment.get("MLFLOW_ARTIFACT_LOCATION", ""))
-    if not (uri.startswith("sqlite:") and location):
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    for step in steps:
+        arguments = step.definition.get("Arguments", {})
+        if step.definition["Type"] == "Tuning":
+            arguments = arguments.get("TrainingJobDefinition", {})
+        elif step.definition["Type"] != "Training":
+            continue
+        environment = arguments.get("Environment", {})
+        uri = environment.get("MLFLOW_TRACKING_URI")
+        location = environment.get("MLFLOW_ARTIFACT_LOCATION")
+        if (
+            isinstance(uri, str)
+            and uri.startswith("sqlite:")
+            and isinstance(location, str)
+        ):
+            thread = threading.Thread(
+                target=_create_tracking_store,
+                args=(uri, location),
+                name="mlflow-store",
+                daemon=True,
+            )
+            thread.start()
+            return thread
+    return None
 
-    SqlAlchemyStore(uri, location)
+
+def _create_tracking_store(uri: str, location: str) -> None:
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        SqlAlchemyStore(uri, location)
+    except Exception:  # the first job to log creates it then, as before
+        logging.getLogger(__name__).warning(
+            "could not create the MLflow store %s ahead of the jobs", uri, exc_info=True
+        )
 
 
 def staged_container(

@@ -266,3 +266,24 @@ def test_a_tuning_steps_cache_key_is_sagemakers():
     limits = ("HyperParameterTuningJobConfig", "ResourceLimits")
     assert changed(lambda r: r[limits[0]][limits[1]].update(MaxNumberOfTrainingJobs=9))
     assert changed(lambda r: r[limits[0]].update(Strategy="Random"))
+
+
+def test_a_job_started_after_the_runner_stopped_its_jobs_is_killed_at_once():
+    """An interrupted runner kills its jobs; a tuning job still starting trials must
+    not leave a new one running after that."""
+    import subprocess
+    import sys
+
+    from pipelines.local_jobs import RunningJobs
+
+    def sleeper():
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    jobs = RunningJobs()
+    running = sleeper()
+    jobs.add(running)
+    jobs.kill_all()
+    assert running.poll() is not None
+    late = sleeper()
+    jobs.add(late)
+    assert late.poll() is not None
