@@ -35,7 +35,7 @@ from pipelines.console import (
 )
 from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
-from pipelines.promote import DIGEST_KEY, check_package_arn, find_promoted
+from pipelines.promote import DIGEST_KEY, find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--version", type=int)
     which.add_argument(
         "--package-arn",
-        type=_package_arn,
+        type=package_arn_argument,
         help="a version of this environment's group, or the one promoted here from",
     )
     group: Option = (
@@ -80,13 +80,6 @@ def _reason(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("give a reason: it is kept with the decision")
     return text.strip()
-
-
-def _package_arn(text: str) -> str:
-    try:
-        return check_package_arn(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def find_version(registry: ModelRegistry, group: str, version: int) -> ModelPackage:

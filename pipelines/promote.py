@@ -63,10 +63,11 @@ class Promotion:
     changed: bool  # False: the target registry had this package already
 
 
-def check_package_arn(text: str) -> str:
-    """``text`` if it is a versioned model package ARN, else ValueError."""
+def package_arn_argument(text: str) -> str:
+    """``text`` if it is a versioned model package ARN (an argparse ``type``: the
+    error names what is wrong, for every command that takes ``--package-arn``)."""
     if not PACKAGE_ARN.fullmatch(text):
-        raise ValueError(
+        raise argparse.ArgumentTypeError(
             f"{text!r} is not a model package version ARN "
             "(arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/VERSION)"
         )
@@ -227,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Copy an Approved model package from the training environment's "
         "registry to another environment's, with its artifact checked by SHA-256.",
     )
-    parser.add_argument("--package-arn", type=_arn, required=True)
+    parser.add_argument("--package-arn", type=package_arn_argument, required=True)
     parser.add_argument(
         "--to-env", choices=("staging", "prod"), required=True, help="where to"
     )
@@ -238,13 +239,6 @@ def _parser() -> argparse.ArgumentParser:
         help="the environment that trains and registers (default: dev)",
     )
     return parser
-
-
-def _arn(text: str) -> str:
-    try:
-        return check_package_arn(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _resources(config: Config) -> tuple[ModelRegistry, ObjectStore]:

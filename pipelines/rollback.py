@@ -35,7 +35,7 @@ import sys
 from collections.abc import Sequence
 
 from pipelines.console import ENV_OPTION, STATE_DIR_OPTION, add_global_options
-from pipelines.promote import check_package_arn, find_promoted
+from pipelines.promote import find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, EndpointInfo, LocalEndpoints
 from stack.registry import RegistryError
@@ -73,13 +73,6 @@ def _release(text: str) -> str:
     return text
 
 
-def _arn(text: str) -> str:
-    try:
-        return check_package_arn(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.rollback",
@@ -88,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only-if-serving",
-        type=_arn,
+        type=package_arn_argument,
         metavar="ARN",
         help="act only when the endpoint serves this package (a CD's failure path)",
     )
