@@ -208,6 +208,7 @@ class _RoundMetrics(xgb.callback.TrainingCallback):
         epoch: int,
         evals_log: xgb.callback.TrainingCallback.EvalsLog,
     ) -> bool:
+        # xgb.train logs floats; the log's type also allows xgb.cv's (mean, std)
         latest = {
             split: {
                 name: float(
