@@ -44,18 +44,69 @@ SPLITS = ("train", "validation", "test")
 
 
 def assign_split(
-    entity_ids: pd.Series, validation_fraction: float, test_fraction: float
+    entity_ids: pd.Series | pa.Array | pa.ChunkedArray,
+    validation_fraction: float,
+    test_fraction: float,
 ) -> np.ndarray:
     """Split by a stable hash of the entity id: same entity, same split, every run."""
+    codes = split_codes(entity_hashes(entity_ids), validation_fraction, test_fraction)
+    return np.asarray(SPLITS)[codes]
+
+
+def split_codes(
+    hashed: np.ndarray, validation_fraction: float, test_fraction: float
+) -> np.ndarray:
+    """Index into ``SPLITS`` of each hashed entity id (``entity_hashes``)."""
     if validation_fraction + test_fraction >= 1:
         raise ValueError("validation_fraction + test_fraction must be below 1")
-    hashed = pd.util.hash_pandas_object(entity_ids.astype(str), index=False).to_numpy()
     position = (hashed % np.uint64(10_000)).astype(np.float64) / 10_000
-    return np.where(
-        position < test_fraction,
-        "test",
-        np.where(position < test_fraction + validation_fraction, "validation", "train"),
+    codes = np.zeros(len(hashed), dtype=np.int8)
+    codes[position < test_fraction + validation_fraction] = SPLITS.index("validation")
+    codes[position < test_fraction] = SPLITS.index("test")
+    return codes
+
+
+def entity_hashes(entity_ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``pd.util.hash_pandas_object(ids.astype(str), index=False)``, the hash the
+    splits have always used, computed without pandas' slow steps where that gives
+    the same bits.
+
+    Integer and text ids without nulls are cast to text by Arrow (the same decimal
+    digits as ``str``) and hashed without pandas' categorizing pass (which only
+    saves time when values repeat; entity ids do not). Anything else (nulls,
+    floats, mixed objects) goes the original way, so every id keeps its split.
+    """
+    arrow = _plain_ids(entity_ids)
+    if arrow is None:
+        series = (
+            entity_ids if isinstance(entity_ids, pd.Series) else entity_ids.to_pandas()
+        )
+        return pd.util.hash_pandas_object(series.astype(str), index=False).to_numpy()
+    text = pc.cast(arrow, pa.string()).to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(text, categorize=False)
+
+
+def _plain_ids(
+    entity_ids: pd.Series | pa.Array | pa.ChunkedArray,
+) -> pa.Array | pa.ChunkedArray | None:
+    """``entity_ids`` as Arrow when they are integers or text with no nulls."""
+    arrow: pa.Array | pa.ChunkedArray
+    if isinstance(entity_ids, pd.Series):
+        if entity_ids.dtype.kind not in "iuO":
+            return None
+        try:
+            arrow = pa.Array.from_pandas(entity_ids)
+        except (pa.ArrowException, TypeError, ValueError):
+            return None
+    else:
+        arrow = entity_ids
+    kind = arrow.type
+    plain = (
+        pa.types.is_integer(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
     )
+    return arrow if plain and arrow.null_count == 0 else None
 
 
 def fetch_arrow(cursor: Any) -> Iterator[pa.Table]:
@@ -300,11 +351,13 @@ def _write_batch(
     validation_fraction: float,
     test_fraction: float,
 ) -> None:
-    splits = assign_split(
-        table.column(schema.entity_id).to_pandas(), validation_fraction, test_fraction
+    codes = split_codes(
+        entity_hashes(table.column(schema.entity_id)),
+        validation_fraction,
+        test_fraction,
     )
-    for split in SPLITS:
-        part = table.filter(pa.array(splits == split))
+    for code, split in enumerate(SPLITS):
+        part = table.filter(pa.array(codes == code))
         writers.write(split, part)
         result.rows[split] += len(part)
     result.positives += int(pc.sum(table.column(schema.label)).as_py() or 0)
