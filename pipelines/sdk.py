@@ -8,7 +8,10 @@ Measured with sagemaker 3.27.0 (see docs/architecture.md, "Decisions"):
 - ``ModelTrainer`` validates the role through IAM unless told not to;
 - every configuration lookup re-validates the whole SDK config against its JSON schema
   (0.25 s each, 60 lookups per build: 15 s), so a config that passed once is not checked
-  again (``_validate_once``).
+  again (``_validate_once``);
+- every ``ProcessingStep`` and ``TransformStep`` makes a ``LocalSagemakerClient`` (a
+  boto3 session, its clients and the SDK config: 0.35 s each) only to read a method's
+  name, so the steps get one that makes nothing (``_name_only_local_client``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 _CONFIG = Path(__file__).with_name("sagemaker_config.yaml")
 
@@ -86,6 +90,7 @@ def _load_sdk() -> SimpleNamespace:
         warnings.simplefilter("ignore")
         sdk = _import_sdk()
     _validate_once()
+    _name_only_local_client()
     root.handlers[:] = handlers
     root.setLevel(level)
     for noisy in ("sagemaker", "botocore", "boto3"):
@@ -172,22 +177,71 @@ def _import_sdk() -> SimpleNamespace:
     )
 
 
+# Where SDK 3.27 validates a configuration against its JSON schema: the config
+# manager's method and the module function, also imported by name into the session and
+# local-session modules. Each check costs about 0.25 s (jsonschema re-checks the schema
+# itself every time) and a build makes dozens (every Session, and every ProcessingStep
+# makes a LocalSagemakerClient just to read a method name).
+_VALIDATORS = (
+    "sagemaker.core.config.config",
+    "sagemaker.core.helper.session_helper",
+    "sagemaker.core.local.local_session",
+    "sagemaker.core.utils.intelligent_defaults_helper",
+)
+
+
 def _validate_once() -> None:
-    """Memoise SageMakerConfig.validate_sagemaker_config by the config's content."""
+    """Memoise the SDK's config validation by the config's content: a config that
+    passed once is not checked again; an invalid one raises every time, as before.
+    """
+    import importlib
     import json
 
     from sagemaker.core.config.config_manager import SageMakerConfig
 
-    original = SageMakerConfig.validate_sagemaker_config
-    if getattr(original, "_memoised", False):
-        return
     passed: set[str] = set()
 
-    def validate(sagemaker_config: dict | None = None) -> None:
-        key = json.dumps(sagemaker_config, sort_keys=True, default=str)
-        if key not in passed:
-            original(sagemaker_config)  # raises on an invalid config, as before
-            passed.add(key)
+    def memoised(original: Any) -> Any:
+        if getattr(original, "_memoised", False):
+            return original
 
-    validate._memoised = True  # type: ignore[attr-defined]
-    SageMakerConfig.validate_sagemaker_config = staticmethod(validate)  # type: ignore[method-assign]
+        def validate(sagemaker_config: dict | None = None) -> None:
+            key = json.dumps(sagemaker_config, sort_keys=True, default=str)
+            if key not in passed:
+                original(sagemaker_config)  # raises on an invalid config
+                passed.add(key)
+
+        validate._memoised = True  # type: ignore[attr-defined]
+        return validate
+
+    SageMakerConfig.validate_sagemaker_config = staticmethod(  # type: ignore[method-assign]
+        memoised(SageMakerConfig.validate_sagemaker_config)
+    )
+    for name in _VALIDATORS:
+        module = importlib.import_module(name)
+        validator = memoised(getattr(module, "validate_sagemaker_config"))  # noqa: B009
+        setattr(module, "validate_sagemaker_config", validator)  # noqa: B010
+
+
+def _name_only_local_client() -> None:
+    """Give the SDK's step module a LocalSagemakerClient that builds no session.
+
+    ``ProcessingStep`` and ``TransformStep`` (sagemaker.mlops.workflow.steps, 3.27)
+    call ``LocalSagemakerClient().create_processing_job.__name__`` (and
+    ``create_transform_job``) to check where their step arguments came from: a
+    method's name, which a subclass that skips ``__init__`` has too. The definition is
+    unchanged (the golden-file tests compare it byte for byte).
+    """
+    from sagemaker.mlops.workflow import steps
+
+    client = steps.LocalSagemakerClient
+    if getattr(client, "_name_only", False):
+        return
+
+    class NameOnlyLocalSagemakerClient(client):  # type: ignore[misc, valid-type]
+        _name_only = True
+
+        def __init__(self) -> None:  # no session, no clients, no config
+            pass
+
+    steps.LocalSagemakerClient = NameOnlyLocalSagemakerClient
