@@ -258,6 +258,7 @@ class LocalRunner:
         self._context = context
         self._isolation = isolation
         self._container: Container | None = None
+        self._staging: Future[Container] | None = None
         serve_from_image(resources, self.container)
         self.state_dir = resources.config.state_dir.resolve()
         self.cache = StepCache(self.state_dir / "step-cache", resources.store)
@@ -629,17 +630,42 @@ class LocalRunner:
                 return package
         return None
 
+    def stage_image_ahead(self) -> None:
+        """Start staging the image in a thread now, so that it is ready (or nearly)
+        when the first job starts: a caller with other work first (building the
+        definition takes seconds) overlaps the two. A failure is raised by the first
+        job's ``container()``, as when staging on first use.
+        """
+        with self._lock:
+            if self._container is not None or self._staging is not None:
+                return
+            staging: Future[Container] = Future()
+            self._staging = staging
+
+        def stage() -> None:
+            try:
+                staging.set_result(
+                    staged_container(
+                        self.resources,
+                        self._image,
+                        self._dockerfile,
+                        self._context,
+                        self._isolation,
+                    )
+                )
+            except BaseException as exc:  # raised again where the job asks for it
+                staging.set_exception(exc)
+
+        # not a daemon: a half-staged image is removed by its own thread, not cut off
+        threading.Thread(target=stage, name="stage-image").start()
+
     def container(self) -> Container:
         """The image and platform jobs run under (the image staged on first use)."""
+        self.stage_image_ahead()
         with self._lock:
             if self._container is None:
-                self._container = staged_container(
-                    self.resources,
-                    self._image,
-                    self._dockerfile,
-                    self._context,
-                    self._isolation,
-                )
+                assert self._staging is not None
+                self._container = self._staging.result()
             return self._container
 
     def _property_files(

@@ -424,13 +424,18 @@ def run_local(
     from stack.resources import build_resources
 
     started = time.monotonic()
+    resources = build_resources(config)
+    runner = LocalRunner(
+        resources, progress=lambda e, s, x: show_progress(console, e, s)
+    )
+    if _nothing_to_refuse(parameters):  # else the binding below exits 2 first
+        runner.stage_image_ahead()  # while the SDK builds the definition
     definition = build_definition(config)
     try:
         bound = bind_parameters(definition, parameters)  # fail before any work
         load_feature_set(config.features.feature_set, config.features.directory)
     except (DefinitionError, SchemaError) as exc:
         raise UsageError(str(exc)) from None
-    resources = build_resources(config)
     if bound.get("ModelApprovalStatus") == "Approved":
         _check_endpoint_port(config, resources)
     console.event(
@@ -438,9 +443,6 @@ def run_local(
         f"Environment {config.env}: state in {config.state_dir.resolve()}",
         env=config.env,
         state_dir=str(config.state_dir.resolve()),
-    )
-    runner = LocalRunner(
-        resources, progress=lambda e, s, x: show_progress(console, e, s)
     )
     try:
         # one runner per state folder, held from the demo data to the last step
@@ -456,6 +458,19 @@ def run_local(
         raise UsageError(str(exc)) from None
     _summary(config, execution, time.monotonic() - started, console, resources.store)
     return _verdict(execution, console)
+
+
+def _nothing_to_refuse(parameters: dict[str, str]) -> bool:
+    """Whether ``parameters`` pass what can be checked before the definition is
+    built: known names, values in their domains.
+    """
+    from pipelines.parameters import PARAMETERS, ParameterError, check_parameters
+
+    try:
+        check_parameters(parameters)
+    except ParameterError:
+        return False
+    return set(parameters) <= set(PARAMETERS)
 
 
 def _seed_demo_data(config: Config, resources: Any, console: Console) -> None:

@@ -145,6 +145,39 @@ def test_staging_is_once_per_content_digest(image, tmp_path):
     assert other.digest != image.digest and other.env["EXTRA"] == "1"
 
 
+def test_installed_distributions_are_read_as_importlib_metadata_reads_them():
+    from importlib import metadata
+
+    from pipelines.image import _Dist, _site_packages
+
+    read = 0
+    for dist in metadata.distributions(path=[_site_packages()]):
+        ours = _Dist.read(dist)
+        assert ours is not None, dist.metadata["Name"]
+        assert (ours.name, ours.version) == (dist.metadata["Name"], dist.version)
+        assert ours.requires == tuple(dist.requires or ())  # folded headers included
+        assert ours.files() == [str(f) for f in dist.files or []]
+        read += 1
+    assert read > 50
+
+
+def test_staging_ahead_hands_its_image_or_its_failure_to_the_first_job(
+    image, tmp_path, local_config
+):
+    resources = build_resources(local_config)
+    runner = LocalRunner(resources, dockerfile=DOCKERFILE)
+    runner.stage_image_ahead()
+    runner.stage_image_ahead()  # once
+    assert runner.container().image.digest == image.digest
+    broken = variant(tmp_path, lambda text: text.replace("python:3.11", "python:3.9"))
+    failing = LocalRunner(resources, dockerfile=broken, context=PROJECT_ROOT)
+    failing.stage_image_ahead()
+    from pipelines.local_runner import DefinitionError
+
+    with pytest.raises(DefinitionError, match="cannot stage the image"):
+        failing.container()
+
+
 # --- (a) a module the image lacks fails the job that runs it ------------------------------
 
 
