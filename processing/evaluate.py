@@ -301,21 +301,23 @@ def judge(
     absolute threshold and against the champion scored here on the same ``test``
     (the frame, or what reads it: read only when there is a champion).
     """
-    from inference.model import load_model
-
     challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
     champion = None
     if gate.model_package_group and gate.registry and gate.store:
+
+        def auc_of(folder: Path, frame: pd.DataFrame) -> float:
+            # XGBoost (and scikit-learn, SciPy: 2-3 s of imports) only for a champion
+            from inference.model import load_model
+
+            metrics = evaluate(load_model(folder), frame, threshold)
+            return float(metrics["binary_classification_metrics"]["auc"]["value"])
+
         champion = score_champion(
             gate.registry,
             gate.store,
             gate.model_package_group,
             test if callable(test) else lambda: test,
-            lambda folder, frame: float(
-                evaluate(load_model(folder), frame, threshold)[
-                    "binary_classification_metrics"
-                ]["auc"]["value"]
-            ),
+            auc_of,
         )
     return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
 

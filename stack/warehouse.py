@@ -14,12 +14,12 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from stack.config import SnowflakeConfig
+
+if TYPE_CHECKING:  # pandas only where frames are written: a job that only reads
+    import pandas as pd  # the registry through the resources does not pay for it
 
 # fakesnow 0.12 warns "Arrow output on a DB-API result makes an extra copy" on every
 # fetch through its cursor; nothing a caller can act on.
@@ -262,22 +262,20 @@ def insert_rows(
 
 def _plain_column(column: pd.Series) -> list[Any]:
     """The column's values as Python objects the connector can bind."""
-    return [_plain(v) for v in column]
+    import numpy as np
+    import pandas as pd
 
+    def plain(value: Any) -> Any:
+        try:
+            if pd.isna(value):
+                return None
+        except (TypeError, ValueError):  # a list or an array is not missing
+            pass
+        if isinstance(value, pd.Timestamp):
+            return value.to_pydatetime()
+        return value.item() if isinstance(value, np.generic) else value
 
-def _plain(value: Any) -> Any:
-    if _missing(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # a list or an array is not missing
-        return False
+    return [plain(v) for v in column]
 
 
 def secrets_manager_resolver(client: Any) -> Callable[[str], dict[str, Any]]:
