@@ -20,11 +20,9 @@ value by value, which is what finds the row and column to name in the error.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import operator
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -148,11 +146,21 @@ def _parse_csv(body: bytes, schema: FeatureSchema) -> np.ndarray:
         rows = [line.split(",") for line in text.split("\n") if line]
     else:
         rows = _csv_rows(text)
-    if rows and [c.strip().lower() for c in rows[0]] == schema.feature_names:
+    if rows and _is_header(rows[0], schema):
         rows = rows[1:]
     if not rows:
         raise RequestError("the CSV body holds no rows")
     return _to_matrix(rows, schema)
+
+
+def _is_header(row: list[str], schema: FeatureSchema) -> bool:
+    """Whether ``row`` is a header of the schema's feature names (in order)."""
+    features = schema.features
+    return (
+        bool(row and features)
+        and row[0].strip().lower() == features[0].name  # most rows end here
+        and [c.strip().lower() for c in row] == schema.feature_names
+    )
 
 
 def _arrow_csv(body: bytes, schema: FeatureSchema) -> np.ndarray | None:
@@ -291,8 +299,9 @@ def _fast_matrix(
     a value out of float32 range).
     """
     try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # float32 overflow: caught as inf below
+        # float32 overflow: caught as inf below (numpy 2.4 reports it through
+        # errstate alone, for numbers and for text alike)
+        with np.errstate(all="ignore"):
             matrix = np.array(rows, dtype=np.float32)
     except (ValueError, TypeError, OverflowError):
         return None
@@ -317,11 +326,18 @@ def _checked(matrix: np.ndarray, schema: FeatureSchema) -> np.ndarray | None:
     return np.ascontiguousarray(matrix)
 
 
-@functools.lru_cache(maxsize=8)
 def _required_columns(schema: FeatureSchema) -> np.ndarray:
-    return np.array(
-        [j for j, f in enumerate(schema.features) if not f.nullable], dtype=np.intp
-    )
+    # keyed by identity: hashing a schema hashes every feature (15 us a request)
+    cached = _REQUIRED.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_REQUIRED) > 8:
+            _REQUIRED.clear()
+        columns = [j for j, f in enumerate(schema.features) if not f.nullable]
+        cached = _REQUIRED[id(schema)] = (schema, np.array(columns, dtype=np.intp))
+    return cached[1]
+
+
+_REQUIRED: dict[int, tuple[FeatureSchema, np.ndarray]] = {}
 
 
 def _to_matrix(rows: list[Any], schema: FeatureSchema) -> np.ndarray:

@@ -171,9 +171,21 @@ class _GTILPredictor:
         expf: Any,
     ) -> None:
         self._model, self._config = model, config  # kept alive with their handles
-        self._lib, self._check, self._trees = lib, check, trees
+        self._check, self._trees = check, trees
         self._base_margin, self._expf = base_margin, expf
-        self._uint64 = ctypes.c_uint64
+        self._model_handle, self._config_handle = model.handle, config.handle
+        # A function object of our own, with its argument types declared once (the
+        # library's shared one stays as treelite set it): ctypes converts plain ints.
+        self._predict = ctypes.CDLL(lib._name).TreeliteGTILPredict
+        self._predict.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_uint64,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        self._predict.restype = ctypes.c_int
 
     @classmethod
     def build(cls, booster: xgb.Booster) -> _GTILPredictor:
@@ -211,33 +223,37 @@ class _GTILPredictor:
         rows = matrix.shape[0]
         per_tree = np.empty((rows, self._trees), dtype=np.float32)
         self._check(
-            self._lib.TreeliteGTILPredict(
-                self._model.handle,
-                ctypes.c_void_p(matrix.ctypes.data),
+            self._predict(
+                self._model_handle,
+                matrix.ctypes.data,
                 b"float32",
-                self._uint64(rows),
-                ctypes.c_void_p(per_tree.ctypes.data),
-                self._config.handle,
+                rows,
+                per_tree.ctypes.data,
+                self._config_handle,
             )
         )
         # XGBoost starts from the base margin and adds one tree after the other in
         # float32: the first tree onto the base, then a running sum along the row
         per_tree[:, 0] += self._base_margin
-        margins = np.cumsum(per_tree, axis=1, dtype=np.float32)[:, -1]
+        margins = per_tree.cumsum(axis=1, dtype=np.float32)[:, -1]
         return _xgboost_sigmoid(margins, self._expf)
+
+
+_ONE, _CAP, _EPS = np.float32(1.0), float(np.float32(88.7)), np.float32(1e-16)
 
 
 def _xgboost_sigmoid(margins: np.ndarray, expf: Any) -> np.ndarray:
     """XGBoost's float32 ``common::Sigmoid`` (1 / (expf(min(-x, 88.7)) + 1 + 1e-16)),
     with libm's ``expf`` itself: numpy's float32 exp differs from it in the last bit
     for some inputs, and a float64 exp rounded to float32 for about 3 in 10,000.
+    The sum and the division are float32 numpy operations, each rounded as
+    XGBoost's float arithmetic rounds it.
     """
-    one, cap, eps = np.float32(1.0), np.float32(88.7), np.float32(1e-16)
-    out = np.empty(len(margins), dtype=np.float64)
-    for i, margin in enumerate(margins.tolist()):
-        exp = np.float32(expf(min(-margin, float(cap))))
-        out[i] = one / (exp + one + eps)
-    return out
+    exps = np.array(
+        [expf(min(-margin, _CAP)) for margin in margins.tolist()],
+        dtype=np.float32,
+    )
+    return (_ONE / (exps + _ONE + _EPS)).astype(np.float64)
 
 
 def _logistic_base_margin(booster: xgb.Booster) -> np.float32:
