@@ -1,10 +1,16 @@
-"""The scoring application: SageMaker's hosting contract as a plain ASGI app.
+"""The scoring application: SageMaker's hosting contract, as plain functions and ASGI.
 
   GET  /ping                              200 once the model is loaded
   POST /invocations                       score a batch (see inference.codec)
   POST /endpoints/{name}/invocations      the same, at the SageMaker runtime API's path,
                                           so boto3's ``sagemaker-runtime`` client works
                                           against a local endpoint unchanged
+
+The answers are computed by synchronous methods (``ScoringApp.answer_early``, then
+``ScoringApp.invoke`` with the body) that return a ``Reply``: the worker's HTTP layer
+(``inference.worker``) calls them straight from its parser's callbacks, with no task
+or ASGI message per request. ``ScoringApp`` is also a plain ASGI app built on the same
+methods, for the tests and any ASGI server.
 
 ``inference.server`` runs it: a supervisor and worker processes (``inference.worker``).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,10 +38,35 @@ log = logging.getLogger("inference.app")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = tuple[tuple[bytes, bytes], ...]
+
+# How a request's route was resolved: an invocation answered as a container, or as
+# the SageMaker runtime API (errors become ModelError).
+CONTAINER, RUNTIME_API = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer: status, body, its media type and any further headers."""
+
+    status: int
+    body: bytes
+    media_type: str
+    headers: Headers = ()
+
+
+@dataclass(slots=True)
+class Invocation:
+    """What an invocation needs from the request's headers."""
+
+    content_type: str = ""
+    accept: str = ""
+    encoding: str = ""
+    inference_id: str | None = None
 
 
 class ScoringApp:
-    """A plain ASGI application: no framework between the socket and the model.
+    """SageMaker's hosting contract: no framework between the socket and the model.
 
     ``/invocations`` answers like a SageMaker container (errors as 4xx with a JSON
     message). ``/endpoints/{name}/invocations`` answers like the SageMaker runtime API
@@ -52,11 +84,80 @@ class ScoringApp:
         self.model = model
         self.capture = capture  # data capture (inference.capture), when configured
         self.endpoint_name = endpoint_name
-        self._variant = variant_name.encode("latin-1")
+        self._variant = (
+            (b"x-amzn-invoked-production-variant", variant_name.encode("latin-1")),
+        )
         # Set while the worker shuts down: every answer then says "Connection: close",
         # so keep-alive clients reconnect (to the workers that stay) instead of
         # sending their next request on a connection that is about to close.
         self.draining = False
+
+    # ----------------------------------------------------------------- the contract
+
+    def route(self, method: str, path: str) -> int | Reply:
+        """``CONTAINER`` or ``RUNTIME_API`` for an invocation, which needs its body;
+        else the whole answer (``/ping``, a wrong method, an unknown path).
+        """
+        if path == "/invocations":
+            if method != "POST":
+                return _error(405, f"use POST {path}")
+            return CONTAINER
+        if path == "/ping":
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET /ping")
+            return _PONG
+        if path.startswith("/endpoints/") and path.endswith("/invocations"):
+            name = path[len("/endpoints/") : -len("/invocations")]
+            if method != "POST":
+                return _error(405, f"use POST {path}")
+            if self.endpoint_name and name != self.endpoint_name:
+                return _runtime_error(
+                    400, "ValidationError", f"Endpoint {name} not found."
+                )
+            return RUNTIME_API
+        return _error(404, f"no route for {method} {path}")
+
+    def refuse(self, kind: int, status: int, message: str) -> Reply:
+        """An invocation's error answer, as a container or as the runtime API."""
+        return (_model_error if kind == RUNTIME_API else _error)(status, message)
+
+    def too_large(self, kind: int) -> Reply:
+        """The answer to a body over SageMaker's limit (declared or received)."""
+        return self.refuse(kind, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
+
+    def invoke(
+        self, kind: int, request: Invocation, body: bytes
+    ) -> tuple[Reply, bytes]:
+        """Score ``body``: the answer, and the body as scored (decoded), which
+        ``record`` captures once the answer is on its way.
+        """
+        try:
+            if request.encoding:  # captured decoded: the drift check reads that
+                body = decode_body(body, request.encoding)
+            parsed = parse_request(body, request.content_type, self.model.schema)
+            scores = self.model.predict(parsed.matrix)
+            payload, media_type = encode_response(
+                scores, request.accept, parsed.row_numbers
+            )
+        except RequestError as exc:
+            return self.refuse(kind, exc.status, str(exc)), body
+        except Exception:  # a bug must answer 500 and leave the server serving
+            log.exception("scoring failed")
+            return self.refuse(kind, 500, "internal error while scoring"), body
+        return Reply(200, payload, media_type, self._variant), body
+
+    def record(self, request: Invocation, body: bytes, reply: Reply) -> None:
+        """Data capture of an answered request (200 only; never raises)."""
+        if self.capture is not None and reply.status == 200:
+            self.capture.record(
+                body,
+                request.content_type,
+                reply.body,
+                reply.media_type,
+                request.inference_id,
+            )
+
+    # ----------------------------------------------------------------- ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,86 +167,53 @@ class ScoringApp:
             return
         if self.draining:
             send = _closing(send)
-        path, method = scope["path"], scope["method"]
-        if path == "/invocations":
-            if method != "POST":
-                await _error(send, 405, f"use POST {path}")
-                return
-            await self._invoke(scope, receive, send, runtime_api=False)
+        kind = self.route(scope["method"], scope["path"])
+        if isinstance(kind, Reply):
+            await _respond(send, kind)
             return
-        if path == "/ping":
-            if method not in ("GET", "HEAD"):
-                await _error(send, 405, "use GET /ping")
-                return
-            await _respond(send, 200, b"", "text/plain")
-            return
-        if path.startswith("/endpoints/") and path.endswith("/invocations"):
-            name = path[len("/endpoints/") : -len("/invocations")]
-            if method != "POST":
-                await _error(send, 405, f"use POST {path}")
-            elif self.endpoint_name and name != self.endpoint_name:
-                await _runtime_error(
-                    send, 400, "ValidationError", f"Endpoint {name} not found."
-                )
-            else:
-                await self._invoke(scope, receive, send, runtime_api=True)
-            return
-        await _error(send, 404, f"no route for {method} {path}")
-
-    async def _invoke(
-        self, scope: Scope, receive: Receive, send: Send, runtime_api: bool
-    ) -> None:
-        content_type = accept = encoding = ""
-        inference_id = None
-        declared = 0
-        for key, value in scope["headers"]:
-            key = key.lower()
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
-            elif key == b"accept":
-                accept = value.decode("latin-1")
-            elif key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-            elif key == b"content-encoding":
-                encoding = value.decode("latin-1")
-            elif key == b"x-amzn-sagemaker-inference-id":
-                inference_id = value.decode("latin-1")
-        fail = _model_error if runtime_api else _error
+        request, declared = read_headers(scope["headers"])
         if declared < 0:
-            await fail(send, 400, "Content-Length is not a number")
+            await _respond(
+                send, self.refuse(kind, 400, "Content-Length is not a number")
+            )
             return
         if declared > MAX_PAYLOAD_BYTES:
-            await fail(send, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
+            await _respond(send, self.too_large(kind))
             return
         body = await _read_body(receive)
         if body is None:
-            await fail(send, 413, f"the body exceeds {MAX_PAYLOAD_BYTES} bytes")
+            await _respond(send, self.too_large(kind))
             return
-        try:
-            if encoding:  # captured decoded: the drift check reads what was scored
-                body = decode_body(body, encoding)
-            parsed = parse_request(body, content_type, self.model.schema)
-            scores = self.model.predict(parsed.matrix)
-            payload, media_type = encode_response(scores, accept, parsed.row_numbers)
-        except RequestError as exc:
-            await fail(send, exc.status, str(exc))
-            return
-        except Exception:  # a bug must answer 500 and leave the server serving
-            log.exception("scoring failed")
-            await fail(send, 500, "internal error while scoring")
-            return
-        await _respond(
-            send,
-            200,
-            payload,
-            media_type,
-            [(b"x-amzn-invoked-production-variant", self._variant)],
-        )
-        if self.capture is not None:  # after the answer is on its way; never raises
-            self.capture.record(body, content_type, payload, media_type, inference_id)
+        reply, scored = self.invoke(kind, request, body)
+        await _respond(send, reply)
+        self.record(request, scored, reply)  # after the answer is on its way
+
+
+def read_headers(headers: Any) -> tuple[Invocation, int]:
+    """The invocation's headers and the declared Content-Length (0 if none, -1 if
+    it is not a number).
+    """
+    request = Invocation()
+    declared = 0
+    for key, value in headers:
+        key = key.lower()
+        if key == b"content-type":
+            request.content_type = value.decode("latin-1")
+        elif key == b"accept":
+            request.accept = value.decode("latin-1")
+        elif key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = -1
+        elif key == b"content-encoding":
+            request.encoding = value.decode("latin-1")
+        elif key == b"x-amzn-sagemaker-inference-id":
+            request.inference_id = value.decode("latin-1")
+    return request, declared
+
+
+_PONG = Reply(200, b"", "text/plain")
 
 
 def _closing(send: Send) -> Send:
@@ -173,61 +241,51 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    media_type: str,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+async def _respond(send: Send, reply: Reply) -> None:
     headers = [
-        (b"content-type", media_type.encode()),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+        *reply.headers,
     ]
-    if extra_headers:
-        headers.extend(extra_headers)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send(
+        {"type": "http.response.start", "status": reply.status, "headers": headers}
+    )
+    await send({"type": "http.response.body", "body": reply.body})
 
 
-async def _error(send: Send, status: int, message: str) -> None:
-    await _respond(
-        send,
+def _error(status: int, message: str) -> Reply:
+    return Reply(
         status,
         orjson.dumps({"error": message, "message": message}),
         "application/json",
     )
 
 
-async def _runtime_error(send: Send, status: int, code: str, message: str) -> None:
+def _runtime_error(status: int, code: str, message: str) -> Reply:
     # botocore reads the error code of a rest-json service from this header.
-    await _respond(
-        send,
+    return Reply(
         status,
         orjson.dumps({"message": message}),
         "application/json",
-        [(b"x-amzn-errortype", code.encode())],
+        ((b"x-amzn-errortype", code.encode()),),
     )
 
 
-async def _model_error(send: Send, status: int, message: str) -> None:
+def _model_error(status: int, message: str) -> Reply:
     """What SageMaker's runtime answers when the container answered ``status``."""
-    await _respond(
-        send,
+    side = "client" if status < 500 else "server"
+    return Reply(
         424,
         orjson.dumps(
             {
-                "message": f"Received client error ({status}) from primary with "
-                f'message "{message}".'
-                if status < 500
-                else f"Received server error ({status}) from primary with "
+                "message": f"Received {side} error ({status}) from primary with "
                 f'message "{message}".',
                 "OriginalStatusCode": status,
                 "OriginalMessage": message,
             }
         ),
         "application/json",
-        [(b"x-amzn-errortype", b"ModelError")],
+        ((b"x-amzn-errortype", b"ModelError"),),
     )
 
 

@@ -1,4 +1,4 @@
-"""The serving container's HTTP server: SageMaker's hosting contract on uvicorn.
+"""The serving container's HTTP server: SageMaker's hosting contract.
 
   GET  /ping                              200 once the model is loaded
   POST /invocations                       score a batch (see inference.codec)
@@ -9,8 +9,8 @@
 Run it as ``python -m inference.server --model-dir DIR --port 8080 [--workers N]``. The
 same module is what ``docker run IMAGE serve`` starts in our image. This process only
 holds the port and supervises the workers, so it imports neither numpy nor XGBoost;
-each worker (``inference.worker``) loads the model once and runs uvicorn on uvloop and
-httptools with one OpenMP thread.
+each worker (``inference.worker``) loads the model once and serves HTTP/1.1 itself
+(httptools on uvloop) with one OpenMP thread.
 """
 
 from __future__ import annotations
