@@ -2,14 +2,14 @@
 
 Each worker runs the feature query once, restricted to its shard of the entities, into
 a temporary table of its session (``materialized_shard``); it then reads that table in
-slices (hash buckets of the entity id, ``processing.extract_sql``), so no process ever
-holds more than one slice: each slice is fetched as Arrow, checked and cast against the
-feature schema, split by a hash of the entity id and appended to one Parquet file per
-split with bounded row groups. Slicing in SQL bounds memory on every server: Snowflake
-splits a large result into chunks, but a fakesnow server answers with one batch, so
-reading the one result through the connector's batches would bound nothing there.
-Slicing the table rather than the query keeps the warehouse from aggregating the
-sources once per slice.
+slices (hash buckets of the entity id, ``processing.extract_sql``): each slice is
+fetched as Arrow, checked and cast against the feature schema, split by a hash of the
+entity id and appended to one Parquet file per split with bounded row groups. The next
+slice is fetched while one is written, so no process holds more than two slices.
+Slicing in SQL bounds memory on every server: Snowflake splits a large result into
+chunks, but a fakesnow server answers with one batch, so reading the one result through
+the connector's batches would bound nothing there. Slicing the table rather than the
+query keeps the warehouse from aggregating the sources once per slice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,36 +312,52 @@ def _stream_slices(
         cursor.close()
     non_null = dict.fromkeys(schema.feature_names, 0)
     result.slices = max(1, math.ceil(result.expected_rows / slice_rows))
-    started = time.monotonic()
-    for slice_ in range(result.slices):
+
+    def fetch(slice_: int) -> list[pa.Table]:
         query = table_slice_query(
             source, schema.entity_id, shard, shards, slice_, result.slices
         )
-        # a cursor per slice, closed after it: the connector keeps a result until
-        # the cursor's next query, so one slice would otherwise overlap the next
-        slice_cursor = conn.cursor()
-        try:
-            slice_cursor.execute(query)
-            for batch in fetch_arrow(slice_cursor):
-                table = schema.conform_arrow(batch)
-                del batch
+        return _fetch_slice(conn, query, schema)
+
+    started = time.monotonic()
+    # The next slice is fetched (the warehouse's work, the transfer, the decoding)
+    # while this one is split and written, so the two overlap; one fetch at a time,
+    # so at most two slices are held: the one written and the one arriving.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-fetch") as ahead:
+        pending = ahead.submit(fetch, 0)
+        for slice_ in range(result.slices):
+            tables = pending.result()
+            if slice_ + 1 < result.slices:
+                pending = ahead.submit(fetch, slice_ + 1)
+            while tables:
+                table = tables.pop(0)
                 _write_batch(
                     table, schema, writers, result, validation_fraction, test_fraction
                 )
                 for name, count in schema.non_null_counts(table).items():
                     non_null[name] += count
                 del table
-        finally:
-            slice_cursor.close()
-        log.info(
-            "slice %d/%d: %d of %d rows written (%.0f rows/s)",
-            slice_ + 1,
-            result.slices,
-            result.total,
-            result.expected_rows,
-            result.total / max(time.monotonic() - started, 1e-9),
-        )
+            log.info(
+                "slice %d/%d: %d of %d rows written (%.0f rows/s)",
+                slice_ + 1,
+                result.slices,
+                result.total,
+                result.expected_rows,
+                result.total / max(time.monotonic() - started, 1e-9),
+            )
     schema.check_totals(result.total, non_null)
+
+
+def _fetch_slice(conn: Any, query: str, schema: FeatureSchema) -> list[pa.Table]:
+    """One slice's rows, checked and cast to the feature schema, batch by batch."""
+    # a cursor per slice, closed after it: the connector keeps a result until the
+    # cursor's next query, so one slice's result would otherwise outlive it
+    cursor = conn.cursor()
+    try:
+        cursor.execute(query)
+        return [schema.conform_arrow(batch) for batch in fetch_arrow(cursor)]
+    finally:
+        cursor.close()
 
 
 def _write_batch(
