@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import subprocess
@@ -401,6 +402,10 @@ def _report(measurements: list[Measurement], sizes: list[int]) -> str:
     return "\n".join(lines)
 
 
+def _load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load) + " (1, 5, 15 min)"
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -432,16 +437,22 @@ def main(argv: list[str] | None = None) -> int:
         2_500 if args.quick else ExtractConfig().slice_rows
     )
     measurements = []
+    # the machine is shared: the load says how far the times can be trusted
+    load_start = os.getloadavg()
+    print(f"load average at start: {_load(load_start)} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         for size in sizes:
             for method in args.methods:
                 m = measure(method, size, slice_rows, Path(tmp), args.events_per_row)
                 print(
                     f"  {LABELS[method]:40} {size:>10,} rows  {m.seconds:7.2f} s  "
-                    f"{m.peak_mb:6.0f} MB  {m.executions} query run(s)",
+                    f"{m.peak_mb:6.0f} MB  {m.executions} query run(s)  "
+                    f"load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
                 measurements.append(m)
+    load_end = os.getloadavg()
+    print(f"load average at end: {_load(load_end)}")
     print()
     print(f"slice_rows for ours: {slice_rows:,}")
     if args.events_per_row:
@@ -453,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "benchmark": "extract",
                     "events_per_row": args.events_per_row,
+                    "load_average": {
+                        "start": [round(x, 2) for x in load_start],
+                        "end": [round(x, 2) for x in load_end],
+                        "cpus": os.cpu_count(),
+                    },
                     "results": [
                         {
                             "case": m.case,
