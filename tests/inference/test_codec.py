@@ -196,3 +196,32 @@ def test_gzip_bodies_are_decoded_and_other_codings_refused():
     with pytest.raises(RequestError, match="exceeds .* once decoded") as error:
         decode_body(bomb, "gzip")
     assert error.value.status == 413
+
+
+@pytest.mark.parametrize("rows", [3, 64, 500])
+def test_large_json_batches_convert_exactly_as_numpy_converts_each_value(rows):
+    """Batches of 64 rows and more take a flat float64 iterator and one cast to
+    float32; every value must round exactly as ``np.array(..., float32)`` rounds it.
+    """
+    rng = np.random.default_rng(rows)
+    values = []
+    for i in range(rows):
+        a = [
+            float(rng.normal() * 10.0 ** rng.integers(-40, 38)),
+            int(rng.integers(-(2**62), 2**62)),
+            f"{rng.normal():.17g}",
+            True,
+        ][i % 4]
+        b = None if i % 3 == 0 else float(rng.normal())
+        values.append([a, b])
+    body = orjson.dumps({"instances": values})
+    matrix = parse_request(body, "application/json", SCHEMA).matrix
+    expected = np.array(values, dtype=np.float32)
+    np.testing.assert_array_equal(matrix, expected)
+
+
+def test_a_large_batch_with_a_ragged_row_names_the_row():
+    rows = [[1, 2]] * 100
+    rows[70] = [1, 2, 3]
+    with pytest.raises(RequestError, match="row 70"):
+        parse_request(orjson.dumps(rows), "application/json", SCHEMA)
