@@ -18,8 +18,10 @@ client; the table says which), fixed concurrency, keep-alive connections:
 
 Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
 and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
-and 32. Reported per cell: requests/s, p50 and p99 latency, errors; per server: idle
-RSS of the whole process tree. Ratios: ours over the better peer, ours over the
+and 32. Reported per cell: requests/s, p50 and p99 latency, errors, and the server's
+CPU per answered request (its whole process tree, from /proc: unlike requests/s, it
+hardly moves with the machine's other load); per server: idle RSS of the whole
+process tree. Ratios: ours over the better peer, ours over the
 in-process ceiling (parse + predict + encode of the same body on one thread, times the
 number of workers), capture on over capture off, and ours over xgboost.
 
@@ -75,6 +77,9 @@ class Cell:
     p99_ms: float
     errors: int
     requests: int
+    # CPU seconds of the server's whole process tree per answered request (us);
+    # robust to a busy machine, where req/s and latencies are not
+    cpu_us: float = float("nan")
 
 
 # --------------------------------------------------------------------------- model
@@ -375,6 +380,21 @@ def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise RuntimeError(f"{url}/ping did not answer within 120 s; see {log}")
 
 
+def tree_cpu_s(pids: list[int]) -> float:
+    """User and system CPU seconds of the processes and all their children."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(pid)
+            for process in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
 def tree_rss_mb(pids: list[int]) -> float:
     import psutil
 
@@ -518,15 +538,27 @@ def in_process_per_second(model_dir: Path, payload: Payload, seconds: float) -> 
 
 
 def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, float]:
-    """Where one request's time goes inside our app (microseconds per request)."""
+    """Where one request's time goes inside our worker (microseconds per request).
+
+    ``request_us`` is the worker's whole path for one request short of the socket:
+    the raw HTTP request fed to its HTTP layer (``inference.worker.HttpServer``),
+    parsed, scored, encoded and its answer built, onto a transport that drops it.
+    The difference to the server's CPU per request over HTTP (printed per cell) is
+    the kernel's TCP and the event loop.
+    """
     from inference.app import ScoringApp
     from inference.codec import encode_response, parse_request
     from inference.model import load_model
+    from inference.worker import HttpServer
 
     model = load_model(model_dir, threads=1)
     body, media = body_for("ours", payload)
     parsed = parse_request(body, media, model.schema)
     scores = model.predict(parsed.matrix)
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: bench\r\nContent-Type: {media}\r\n"
+        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
     def per_call(fn: Any) -> float:
         began = time.perf_counter()
@@ -534,32 +566,16 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
             fn()
         return (time.perf_counter() - began) / repeat * 1e6
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/invocations",
-        "headers": [
-            (b"content-type", media.encode()),
-            (b"accept", b"application/json"),
-        ],
-    }
+    def connection(app: ScoringApp) -> Any:
+        answered: list[int] = []
+        conn = HttpServer(app)()
+        conn.connection_made(_DroppingTransport(answered))
+        return conn, answered
 
-    async def drive(app: Any) -> None:
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            return messages[0]
-
-        async def send(_message: dict[str, Any]) -> None:
-            return None
-
-        for _ in range(per_round):
-            await app(scope, receive, send)
-
-    # The app without and with capture, in alternating rounds (medians: the machine
-    # may be busy). With capture, the writer's work (encoding and appending the
-    # lines, done by a thread in the server) runs inline after each round, so the
-    # difference is the whole CPU cost of capturing every request.
+    # The worker without and with capture, in alternating rounds (medians: the
+    # machine may be busy). With capture, the writer's work (encoding and appending
+    # the lines, done by a thread in the server) runs inline after each round, so
+    # the difference is the whole CPU cost of capturing every request.
     from inference.capture import CaptureSettings, CaptureWriter
 
     rounds = 5
@@ -573,31 +589,55 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
         )
         assert settings is not None
         writer = CaptureWriter(settings, flush_bytes=1 << 62)  # flushed below only
-        plain, capturing = ScoringApp(model), ScoringApp(model, capture=writer)
+        plain, plain_answers = connection(ScoringApp(model))
+        capturing, capture_answers = connection(ScoringApp(model, capture=writer))
         for _ in range(rounds):
             began = time.perf_counter()
-            asyncio.run(drive(plain))
+            for _ in range(per_round):
+                plain.data_received(request)
             off_us.append((time.perf_counter() - began) / per_round * 1e6)
             began = time.perf_counter()
-            asyncio.run(drive(capturing))
+            for _ in range(per_round):
+                capturing.data_received(request)
             queued = time.perf_counter()
             written = writer.flush()
             done = time.perf_counter()
             on_us.append((done - began) / per_round * 1e6)
             write_us.append((done - queued) / max(written, 1) * 1e6)
         writer.close()
-    app_us, capture_app_us = float(np.median(off_us)), float(np.median(on_us))
+    if set(plain_answers + capture_answers) != {200}:
+        raise RuntimeError(
+            f"the profiled requests were not all answered 200: {body[:80]!r}"
+        )
+    request_us, capture_us = float(np.median(off_us)), float(np.median(on_us))
     return {
         "parse_us": per_call(lambda: parse_request(body, media, model.schema)),
         "predict_us": per_call(lambda: model.predict(parsed.matrix)),
         "encode_us": per_call(
             lambda: encode_response(scores, "application/json", None)
         ),
-        "asgi_app_us": app_us,
-        "asgi_app_capture_us": capture_app_us,
+        "request_us": request_us,
+        "request_capture_us": capture_us,
         "capture_write_us": float(np.median(write_us)),
-        "capture_cpu_ratio": capture_app_us / app_us,
+        "capture_cpu_ratio": capture_us / request_us,
     }
+
+
+class _DroppingTransport(asyncio.Transport):
+    """Stands for a socket in ``profile_ours``: keeps each answer's status only."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        super().__init__()
+        self._statuses = statuses
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._statuses.append(int(bytes(data[9:12])))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise RuntimeError("the worker closed a connection while profiled")
 
 
 CUT_OVER_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64)
@@ -832,6 +872,7 @@ def _run(
     for group in groups:
         with contextlib.ExitStack() as stack:
             urls: dict[str, str] = {}
+            server_pids: dict[str, list[int]] = {}
             for server in group:
                 try:
                     url, pids = stack.enter_context(starters[server]())
@@ -840,17 +881,19 @@ def _run(
                     print(f"{server}: skipped ({exc})", flush=True)
                     continue
                 urls[server] = url
+                server_pids[server] = pids
                 time.sleep(0.5)
                 idle_rss[server] = tree_rss_mb(pids)
             order = list(urls) + list(reversed(urls)) if len(urls) > 1 else list(urls)
             for payload in payloads:
                 for concurrency in concurrencies:
                     slices: dict[
-                        str, list[tuple[float, float, float, float, int, int]]
+                        str, list[tuple[float, float, float, float, int, int, float]]
                     ] = {server: [] for server in urls}
                     for server in order:
                         body, media = body_for(server, payload)
                         share = seconds * len(urls) / len(order)
+                        cpu_before = tree_cpu_s(server_pids[server])
                         if loadgen == "wrk":
                             result = run_wrk(
                                 urls[server], body, media, concurrency, share, work
@@ -859,14 +902,16 @@ def _run(
                             result = run_asyncio(
                                 urls[server], body, media, concurrency, share
                             )
-                        slices[server].append((share, *result))
+                        cpu = tree_cpu_s(server_pids[server]) - cpu_before
+                        slices[server].append((share, *result, cpu))
                     for server, parts in slices.items():
                         cell = _cell(server, payload.name, concurrency, parts)
                         cells.append(cell)
                         print(
                             f"  {server:7} {payload.name:9} c={concurrency:<3} "
                             f"{cell.requests_per_s:9.1f} req/s  p50 {cell.p50_ms:7.2f}"
-                            f" ms  p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}",
+                            f" ms  p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}"
+                            f"  server CPU {cell.cpu_us:7.1f} us/request",
                             flush=True,
                         )
 
@@ -912,12 +957,14 @@ def _cell(
     server: str,
     payload: str,
     concurrency: int,
-    parts: list[tuple[float, float, float, float, int, int]],
+    parts: list[tuple[float, float, float, float, int, int, float]],
 ) -> Cell:
-    """One cell from its slices ``(seconds, req/s, p50, p99, errors, requests)``:
-    throughput over all of them, latencies averaged, errors and requests summed.
+    """One cell from its slices ``(seconds, req/s, p50, p99, errors, requests,
+    server CPU seconds)``: throughput over all of them, latencies averaged, errors,
+    requests and CPU summed.
     """
     seconds = sum(p[0] for p in parts)
+    requests = sum(p[5] for p in parts)
     return Cell(
         server,
         payload,
@@ -926,7 +973,8 @@ def _cell(
         sum(p[2] for p in parts) / len(parts),
         sum(p[3] for p in parts) / len(parts),
         sum(p[4] for p in parts),
-        sum(p[5] for p in parts),
+        requests,
+        sum(p[6] for p in parts) / requests * 1e6 if requests else float("nan"),
     )
 
 
@@ -950,8 +998,8 @@ def _print_capture(
     print("in-process CPU per request, capture off -> on (writer's work included):")
     for name, parts in profile.items():
         print(
-            f"  {name}: {parts['asgi_app_us']:.1f} -> "
-            f"{parts['asgi_app_capture_us']:.1f} us "
+            f"  {name}: {parts['request_us']:.1f} -> "
+            f"{parts['request_capture_us']:.1f} us "
             f"(x{parts['capture_cpu_ratio']:.3f}; "
             f"writing {parts['capture_write_us']:.1f} us per event)"
         )
@@ -1044,7 +1092,10 @@ def _print_tables(
         f"{WORKERS} workers, req/s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items())
     )
-    print("where a request's time goes inside our app (us per request):")
+    print(
+        "where a request's time goes inside our worker, in-process on one thread "
+        "(us per request; request_us: raw HTTP in, answer out, no socket):"
+    )
     for name, parts in profile.items():
         print("  " + name + ": " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
     for server, reason in skipped.items():
@@ -1069,6 +1120,7 @@ def _write_json(
             "p50_ms": round(c.p50_ms, 3),
             "p99_ms": round(c.p99_ms, 3),
             "errors": c.errors,
+            "server_cpu_us_per_request": round(c.cpu_us, 1),
             "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
             if c.server in ("ours", "capture", "xgboost")
             else None,
