@@ -218,15 +218,9 @@ def build_baseline(
     )
 
 
-def _read_parquet_dir(directory: Path) -> pd.DataFrame:
-    files = sorted(directory.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files under {directory}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The Baseline step, under the processing container contract."""
+    from features.channels import read_split
     from processing.contract import ProcessingContract, log_first_read
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -240,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train_dir = contract.path(args.train_dir)
         log_first_read(log, f"the training split in {train_dir}")
-        train = _read_parquet_dir(train_dir)
-        test = _read_parquet_dir(contract.path(args.test_dir))
+        train = read_split(train_dir)
+        test = read_split(contract.path(args.test_dir))
         # XGBoost (and the scikit-learn it imports) only once the data is in
         from inference.model import load_model, unpack_model
 

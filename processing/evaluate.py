@@ -1,4 +1,4 @@
-"""Evaluate step: score the test split, judge the model, write the evaluation.
+"""Evaluate step: score the test split, write the evaluation.
 
 The metrics are those of SCORE, what the endpoint answers: the booster's score through
 the model's calibration (``LoadedModel.predict``). The report also compares the
@@ -6,12 +6,12 @@ booster's own scores with SCORE (``calibration.before`` and ``.after``: reliabil
 deciles, expected calibration error, AUC, mean score).
 
 ``evaluation.json`` follows the model-quality layout SageMaker's model registry displays
-(``binary_classification_metrics.<metric>.value``); the pipeline reads the AUC and the
-gate's decision (``gate.decision``, see ``processing.gate``) from it through a
-PropertyFile for the condition step. Beside it: PNG plots and ``report.html``, one
-self-contained page (``processing.report``). Evaluate logs nothing to MLflow: it is
-cached and isolated; the Gate step records the evaluation in a run of its execution
-(``processing.tracking``).
+(``binary_classification_metrics.<metric>.value``). The Gate step
+(``processing.gate``) judges the model from it, and the pipeline's condition reads
+the Gate's copy, with its decision, through a PropertyFile. Beside it: PNG plots
+and ``report.html``, one self-contained page (``processing.report``). Evaluate logs
+nothing to MLflow: it is cached and isolated; the Gate step records the evaluation
+in a run of its execution (``processing.tracking``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,13 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from processing.contract import ProcessingContract, log_first_read
-from processing.gate import decide, score_champion
 
 if TYPE_CHECKING:
     # imported where used: the Gate step imports this module, and with no champion
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
 
     from inference.calibration import Calibration
     from inference.model import LoadedModel
-    from stack.objectstore import ObjectStore
-    from stack.registry import ModelRegistry
 
 log = logging.getLogger("processing.evaluate")
 
@@ -237,106 +233,20 @@ def extract_summary(directory: Path) -> dict[str, Any] | None:
     }
 
 
-def _read_parquet_dir(directory: Path) -> pd.DataFrame:
-    import pandas as pd
-
-    from features import SchemaError
-
-    files = sorted(directory.rglob("*.parquet"))
-    if not files:
-        raise SchemaError(f"no Parquet files under {directory}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
-@dataclass
-class GateSettings:
-    auc_threshold: float
-    champion_tolerance: float
-    model_package_group: str | None = None
-    registry: ModelRegistry | None = None
-    store: ObjectStore | None = None
-
-    @staticmethod
-    def add_arguments(
-        parser: argparse.ArgumentParser, auc_threshold_required: bool
-    ) -> None:
-        """The options ``from_args`` reads."""
-        parser.add_argument(
-            "--auc-threshold",
-            type=float,
-            required=auc_threshold_required,
-            default=None,
-        )
-        parser.add_argument("--champion-tolerance", type=float, default=0.0)
-        parser.add_argument(
-            "--model-package-group",
-            default=None,
-            help="compare with this group's newest Approved package (the champion)",
-        )
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> GateSettings:
-        """From ``--auc-threshold``, ``--champion-tolerance`` and
-        ``--model-package-group``: with a group, the champion is looked up in the
-        registry the job's configuration names (its request's Environment).
-        """
-        settings = cls(args.auc_threshold, args.champion_tolerance)
-        if args.model_package_group:
-            from stack.config import load_job_config
-            from stack.resources import build_resources
-
-            resources = build_resources(load_job_config())
-            settings.model_package_group = args.model_package_group
-            settings.registry, settings.store = resources.registry, resources.store
-        return settings
-
-
-def judge(
-    report: dict[str, Any],
-    test: pd.DataFrame | Callable[[], pd.DataFrame],
-    threshold: float,
-    gate: GateSettings,
-) -> dict[str, Any]:
-    """The gate's verdict on the challenger in ``report``: its test AUC against the
-    absolute threshold and against the champion scored here on the same ``test``
-    (the frame, or what reads it: read only when there is a champion).
-    """
-    challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
-    champion = None
-    if gate.model_package_group and gate.registry and gate.store:
-
-        def auc_of(folder: Path, frame: pd.DataFrame) -> float:
-            # XGBoost (and scikit-learn, SciPy: 2-3 s of imports) only for a champion
-            from inference.model import load_model
-
-            metrics = evaluate(load_model(folder), frame, threshold)
-            return float(metrics["binary_classification_metrics"]["auc"]["value"])
-
-        champion = score_champion(
-            gate.registry,
-            gate.store,
-            gate.model_package_group,
-            test if callable(test) else lambda: test,
-            auc_of,
-        )
-    return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
-
-
 def run_evaluation(
     model_dir: Path,
     test_dir: Path,
     output: Path,
     threshold: float,
-    gate: GateSettings | None = None,
 ) -> dict[str, Any]:
-    """Score the model, judge it against the gate, write ``evaluation.json``, the
-    plots and ``report.html`` into ``output``; return the report.
+    """Score the model, write ``evaluation.json``, the plots and ``report.html``
+    into ``output``; return the report.
     """
+    from features.channels import data_window, read_split
     from inference.model import load_model
     from processing.report import render_html, write_plots
-    from training.train import data_window
 
-    test = _read_parquet_dir(test_dir)
+    test = read_split(test_dir)
     model = load_model(model_dir, threads=0)
     labels, raw, scores = score(model, test)
     report = metrics_report(labels, scores, threshold, raw, model.calibration)
@@ -349,8 +259,6 @@ def run_evaluation(
         "git_commit": str(model.metadata.get("git_commit") or "unknown"),
         "best_iteration": model.metadata.get("best_iteration"),
     }
-    if gate is not None:
-        report["gate"] = judge(report, test, threshold, gate)
     output.mkdir(parents=True, exist_ok=True)
     plots = write_plots(
         labels, scores, report, feature_importance(model), output / "plots"
@@ -369,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="decision threshold"
     )
-    GateSettings.add_arguments(parser, auc_threshold_required=False)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
@@ -380,12 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from inference.model import unpack_model
 
             model_dir = unpack_model(archive, model_dir / "unpacked")
-        gate = None
-        if args.auc_threshold is not None:
-            gate = GateSettings.from_args(args)
         output = contract.path(args.output_dir)
         report = run_evaluation(
-            model_dir, contract.path(args.test_dir), output, args.threshold, gate
+            model_dir, contract.path(args.test_dir), output, args.threshold
         )
     except Exception as exc:
         contract.fail(f"evaluation failed: {type(exc).__name__}: {exc}")
@@ -400,8 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         before["auc"],
         after["auc"],
     )
-    if "gate" in report:
-        log.info("gate: %s (%s)", report["gate"]["decision"], report["gate"]["rule"])
     return 0
 
 

@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from features.channels import read_split
+from processing.contract import ProcessingContract, log_first_read
+from processing.evaluate import evaluate
+from processing.report import PLOTS, render_html
+from processing.tracking import log_gate_run
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -133,13 +139,105 @@ def score_champion(
     return Champion(package.arn, package.version, auc)
 
 
+@dataclass
+class GateSettings:
+    auc_threshold: float
+    champion_tolerance: float
+    model_package_group: str | None = None
+    registry: ModelRegistry | None = None
+    store: ObjectStore | None = None
+
+    @staticmethod
+    def add_arguments(
+        parser: argparse.ArgumentParser, auc_threshold_required: bool
+    ) -> None:
+        """The options ``from_args`` reads."""
+        parser.add_argument(
+            "--auc-threshold",
+            type=float,
+            required=auc_threshold_required,
+            default=None,
+        )
+        parser.add_argument("--champion-tolerance", type=float, default=0.0)
+        parser.add_argument(
+            "--model-package-group",
+            default=None,
+            help="compare with this group's newest Approved package (the champion)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GateSettings:
+        """From ``--auc-threshold``, ``--champion-tolerance`` and
+        ``--model-package-group``: with a group, the champion is looked up in the
+        registry the job's configuration names (its request's Environment).
+        """
+        settings = cls(args.auc_threshold, args.champion_tolerance)
+        if args.model_package_group:
+            from stack.config import load_job_config
+            from stack.resources import build_resources
+
+            resources = build_resources(load_job_config())
+            settings.model_package_group = args.model_package_group
+            settings.registry, settings.store = resources.registry, resources.store
+        return settings
+
+
+def judge(
+    report: dict[str, Any],
+    test: pd.DataFrame | Callable[[], pd.DataFrame],
+    threshold: float,
+    gate: GateSettings,
+) -> dict[str, Any]:
+    """The gate's verdict on the challenger in ``report``: its test AUC against the
+    absolute threshold and against the champion scored here on the same ``test``
+    (the frame, or what reads it: read only when there is a champion).
+    """
+    challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
+    champion = None
+    if gate.model_package_group and gate.registry and gate.store:
+
+        def auc_of(folder: Path, frame: pd.DataFrame) -> float:
+            # XGBoost (and scikit-learn, SciPy: 2-3 s of imports) only for a champion
+            from inference.model import load_model
+
+            metrics = evaluate(load_model(folder), frame, threshold)
+            return float(metrics["binary_classification_metrics"]["auc"]["value"])
+
+        champion = score_champion(
+            gate.registry,
+            gate.store,
+            gate.model_package_group,
+            test if callable(test) else lambda: test,
+            auc_of,
+        )
+    return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
+
+
+def run_gate(
+    evaluation: Path, test_dir: Path, output: Path, settings: GateSettings
+) -> dict[str, Any]:
+    """Judge the model Evaluate reported on in ``evaluation`` (its folder): write
+    the report with the verdict (``gate``), ``report.html`` and the plots into
+    ``output``; return the report. The test split is read only to score a champion.
+    """
+    report = json.loads((evaluation / "evaluation.json").read_text())
+    threshold = float(report["evaluation"]["decision_threshold"])
+    report["gate"] = judge(report, lambda: read_split(test_dir), threshold, settings)
+    output.mkdir(parents=True, exist_ok=True)
+    if (evaluation / "plots").is_dir():
+        shutil.copytree(evaluation / "plots", output / "plots", dirs_exist_ok=True)
+    plots = {
+        name: output / "plots" / f"{name}.png"
+        for name in PLOTS
+        if (output / "plots" / f"{name}.png").exists()
+    }
+    (output / "report.html").write_text(render_html(report, plots))
+    (output / "evaluation.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The Gate step: Evaluate's report in, the report with the gate's verdict out."""
-    from processing.contract import ProcessingContract, log_first_read
-    from processing.evaluate import GateSettings, _read_parquet_dir, judge
-    from processing.report import PLOTS, render_html
-    from processing.tracking import log_gate_run
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.gate")
     parser.add_argument("--evaluation-dir", default="/opt/ml/processing/evaluation")
@@ -154,24 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         evaluation = contract.path(args.evaluation_dir)
         log_first_read(log, f"the evaluation in {evaluation}")
-        report = json.loads((evaluation / "evaluation.json").read_text())
-        settings = GateSettings.from_args(args)
-        test_dir = contract.path(args.test_dir)
-        threshold = float(report["evaluation"]["decision_threshold"])
-        report["gate"] = judge(
-            report, lambda: _read_parquet_dir(test_dir), threshold, settings
-        )
         output = contract.path(args.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        if (evaluation / "plots").is_dir():
-            shutil.copytree(evaluation / "plots", output / "plots", dirs_exist_ok=True)
-        plots = {
-            name: output / "plots" / f"{name}.png"
-            for name in PLOTS
-            if (output / "plots" / f"{name}.png").exists()
-        }
-        (output / "report.html").write_text(render_html(report, plots))
-        (output / "evaluation.json").write_text(json.dumps(report, indent=2))
+        report = run_gate(
+            evaluation,
+            contract.path(args.test_dir),
+            output,
+            GateSettings.from_args(args),
+        )
         # this execution's MLflow run; Register puts its id on the package
         report["tracking"] = {
             "run_id": log_gate_run(report, output, args.execution_id),

@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from training.train import TrainedModel, save_model
+from training.model import TrainedModel, save_model
 
 log = logging.getLogger("training.tracking")
 

@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ import pandas as pd
 import xgboost as xgb
 
 from features import FeatureSchema, SchemaError, load_feature_set
-from inference.calibration import FILE as CALIBRATION_FILE
-from inference.calibration import Calibration, CalibrationError
+from features.channels import data_window, parquet_files
+from inference.calibration import CalibrationError
 from training import distributed, metric_lines
 from training.calibration import fit_platt
 from training.contract import TrainingContract
@@ -38,6 +37,8 @@ from training.hyperparameters import (
     HyperparameterError,
     parse_hyperparameters,
 )
+from training.model import TrainedModel, save_model
+from training.tracking import log_training_run
 
 log = logging.getLogger("training.train")
 
@@ -48,24 +49,10 @@ def read_channel(
     """The rows of a channel's Parquet files; with ``hosts`` > 1, only host
     ``rank``'s share of them (``distributed.share``), kept file by file.
     """
-    files = sorted(directory.rglob("*.parquet"))
-    if not files:
-        raise SchemaError(f"no Parquet files in channel {directory.name}")
-    frames = [pd.read_parquet(f) for f in files]
+    frames = [pd.read_parquet(f) for f in parquet_files(directory)]
     if hosts > 1 and entity_id is not None:
         frames = [distributed.share(f, entity_id, rank, hosts) for f in frames]
     return pd.concat(frames, ignore_index=True)
-
-
-@dataclass
-class TrainedModel:
-    booster: xgb.Booster
-    schema: FeatureSchema
-    hyperparameters: dict[str, Any]
-    history: dict[str, dict[str, list[float]]]
-    best_iteration: int
-    calibration: Calibration
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def train_model(
@@ -260,40 +247,6 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def save_model(model: TrainedModel, model_dir: Path) -> None:
-    """Write the booster (trimmed to the best iteration), its calibration, the schema
-    and the metadata.
-    """
-    model_dir.mkdir(parents=True, exist_ok=True)
-    best = model.booster[: model.best_iteration + 1]
-    best.save_model(model_dir / "model.json")
-    (model_dir / CALIBRATION_FILE).write_text(
-        json.dumps(model.calibration.to_dict(), indent=2)
-    )
-    (model_dir / "schema.json").write_text(json.dumps(model.schema.to_dict(), indent=2))
-    (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
-
-
-def data_window(channel: Path) -> dict[str, str]:
-    """As-of date, label window and data version from the Extract's manifests in
-    ``channel`` (empty when it wrote none).
-    """
-    manifests = [
-        json.loads(p.read_text()) for p in sorted(channel.rglob("manifest-*.json"))
-    ]
-    if not manifests:
-        return {}
-    parameters = manifests[0].get("parameters") or {}
-    versions = sorted(
-        {str((m.get("data_version") or {}).get("timestamp")) for m in manifests}
-    )
-    return {
-        "as_of_date": str(parameters.get("as_of", "")),
-        "label_window_days": str(parameters.get("label_window_days", "")),
-        "data_version": " ".join(versions),  # the registry allows no commas
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -326,8 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         git_commit = os.environ.get("GIT_COMMIT") or "unknown"
         window = data_window(contract.channels["train"])
-        from training.tracking import log_training_run
-
         run_id = log_training_run(model, {"git_commit": git_commit, **window})
         # the run id and commit travel with the model: Evaluate logs to the same
         # run and the registered package carries both

@@ -5,8 +5,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from processing.evaluate import GateSettings, run_evaluation
-from processing.gate import Champion, decide
+from processing.evaluate import run_evaluation
+from processing.gate import Champion, GateSettings, decide, run_gate
 from stack.objectstore import LocalObjectStore
 from stack.registry import LocalModelRegistry
 from tests.processing.test_evaluate import SCHEMA, synthetic, write_split
@@ -102,8 +102,10 @@ def _approve_champion(tmp_path, folder):
 
 
 def _evaluate(tmp_path, model_dir, gate):
+    """Evaluate, then the Gate on Evaluate's output, as the pipeline runs them."""
     test_dir = write_split(tmp_path / "test", synthetic(800, 3))
-    return run_evaluation(model_dir, test_dir, tmp_path / "out", 0.5, gate)
+    run_evaluation(model_dir, test_dir, tmp_path / "evaluation", 0.5)
+    return run_gate(tmp_path / "evaluation", test_dir, tmp_path / "out", gate)
 
 
 def test_a_challenger_worse_than_the_champion_is_rejected(models, tmp_path):
