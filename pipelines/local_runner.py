@@ -736,6 +736,8 @@ def _create_tracking_store(uri: str, location: str) -> None:
     try:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+        # its "Creating initial MLflow database tables..." is not the run's news
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         SqlAlchemyStore(uri, location)
     except Exception:  # the first job to log creates it then, as before
         logging.getLogger(__name__).warning(
