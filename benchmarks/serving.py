@@ -15,6 +15,9 @@ client; the table says which), fixed concurrency, keep-alive connections:
             DataCaptureConfig at 100 %), to measure what capture costs
   xgboost   ours with the small-batch fast path off (``--small-batch-rows 0``):
             XGBoost scores every batch, as before issue 22
+  before    ours as of the git revision ``--before-rev`` (its ``inference`` and
+            ``features`` packages, from ``git archive``): a change's "before" in
+            the same run
 
 Payloads of 1 and 1,000 rows as CSV and JSON (each server gets its own JSON shape: ours
 and flask ``{"instances": ...}``, mlflow ``{"dataframe_split": ...}``), concurrency 1, 8
@@ -196,7 +199,9 @@ def ours(
     work: Path,
     capture: bool = False,
     small_batch_rows: int | None = None,
+    code: Path | None = None,
 ) -> Iterator[tuple[str, list[int]]]:
+    """Our server; ``code``: a folder holding another version of its packages."""
     port = free_port()
     command = [
         sys.executable,
@@ -224,13 +229,18 @@ def ours(
         command += ["--small-batch-rows", str(small_batch_rows)]
     url = f"http://127.0.0.1:{port}"
     log_name = (
-        "capture.log"
+        "before.log"
+        if code is not None
+        else "capture.log"
         if capture
         else "xgboost.log"
         if small_batch_rows == 0
         else "ours.log"
     )
-    with _process(command, work / log_name, url=url) as process:
+    env = None
+    if code is not None:  # its packages first; the rest (none today) from ours
+        env = {**_env(), "PYTHONPATH": os.pathsep.join([str(code), str(PROJECT_ROOT)])}
+    with _process(command, work / log_name, env=env, url=url, cwd=code) as process:
         yield f"http://127.0.0.1:{port}", [process.pid]
 
 
@@ -336,12 +346,13 @@ def _process(
     log_path: Path,
     env: dict[str, str] | None = None,
     url: str | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` in its own process group; wait for ``url``/ping if given."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
+            cwd=cwd or PROJECT_ROOT,
             env=env or _env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -378,6 +389,19 @@ def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url}/ping did not answer within 120 s; see {log}")
+
+
+def checkout(revision: str, target: Path) -> Path:
+    """The serving code (``inference``, ``features``) as of ``revision``."""
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", revision, "inference", "features"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -698,30 +722,33 @@ def _print_cut_over(cut_over: dict[str, Any]) -> None:
     )
 
 
-def _print_fast_path(cells: list[Cell]) -> None:
-    """Ours against ours with XGBoost only, cell by cell (same run, alternating)."""
+def _print_against(cells: list[Cell], other: str, title: str) -> None:
+    """Ours against a variant of ours, cell by cell (same run, alternating)."""
     by = {(c.server, c.payload, c.concurrency): c for c in cells}
     pairs = [
         (by[("ours", *key[1:])], by[key])
         for key in sorted(by)
-        if key[0] == "xgboost" and ("ours", *key[1:]) in by
+        if key[0] == other and ("ours", *key[1:]) in by
     ]
     if not pairs:
         return
     print()
-    print("ours (fast path for small batches) vs xgboost (XGBoost only, as before):")
+    print(title)
+    short = other[:6]
     header = (
-        f"{'payload':9} {'c':>3} | {'ours req/s':>10} {'xgb req/s':>9} "
-        f"{'ours/xgb':>8} | {'ours p99':>8} {'xgb p99':>8}"
+        f"{'payload':9} {'c':>3} | {'ours req/s':>10} {short + ' req/s':>12} "
+        f"{'ratio':>6} | {'ours p99':>8} {short + ' p99':>10} | "
+        f"{'ours CPU us':>11} {short + ' CPU us':>13}"
     )
     print(header)
     print("-" * len(header))
-    for mine, today in pairs:
+    for mine, then in pairs:
         print(
             f"{mine.payload:9} {mine.concurrency:>3} | {mine.requests_per_s:10.0f} "
-            f"{today.requests_per_s:9.0f} "
-            f"{mine.requests_per_s / today.requests_per_s:8.2f} | "
-            f"{mine.p99_ms:8.2f} {today.p99_ms:8.2f}"
+            f"{then.requests_per_s:12.0f} "
+            f"{mine.requests_per_s / then.requests_per_s:6.2f} | "
+            f"{mine.p99_ms:8.2f} {then.p99_ms:10.2f} | "
+            f"{mine.cpu_us:11.1f} {then.cpu_us:13.1f}"
         )
 
 
@@ -737,7 +764,10 @@ def small_batch_goals(
             continue
         rows = int(payload.split("-")[1])
         flask = by.get(("flask", payload, 8))
-        today = by.get(("xgboost", payload, 8))
+        # "today": the server before the change under test when the run has it,
+        # else ours with XGBoost scoring every batch (before issue 22's fast path)
+        today = by.get(("before", payload, 8)) or by.get(("xgboost", payload, 8))
+        today_name = "before" if by.get(("before", payload, 8)) else "XGBoost only"
         if rows == 1:
             goals.append(
                 {
@@ -757,10 +787,14 @@ def small_batch_goals(
                 )
         else:
             share = mine.requests_per_s / ceiling[payload]
+            # the same ratio by CPU, which the machine's other load hardly moves:
+            # one thread's in-process time per request over the server's CPU per
+            # request (all its processes, over HTTP)
+            by_cpu = WORKERS / ceiling[payload] * 1e6 / mine.cpu_us
             goals.append(
                 {
                     "goal": f"{payload} c=8 >= 90 % of the in-process ceiling",
-                    "value": f"{share:.0%}",
+                    "value": f"{share:.0%} (by CPU per request: {by_cpu:.0%})",
                     "met": share >= 0.9,
                 }
             )
@@ -768,7 +802,7 @@ def small_batch_goals(
             ratio = mine.requests_per_s / today.requests_per_s
             goals.append(
                 {
-                    "goal": f"{payload} c=8 not slower than XGBoost only (today)",
+                    "goal": f"{payload} c=8 not slower than today ({today_name})",
                     "value": f"{ratio:.2f}x",
                     "met": ratio >= 1.0,
                 }
@@ -800,6 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default=None, help="e.g. 1,8,32")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument(
+        "--before-rev",
+        default="HEAD",
+        help="the git revision the 'before' server runs (default HEAD)",
+    )
     args = parser.parse_args(argv)
 
     seconds = args.seconds or (1.0 if args.quick else 10.0)
@@ -852,6 +891,9 @@ def _run(
         "ours": lambda: ours(model_dir, work),
         "capture": lambda: ours(model_dir, work, capture=True),
         "xgboost": lambda: ours(model_dir, work, small_batch_rows=0),
+        "before": lambda: ours(
+            model_dir, work, code=checkout(args.before_rev, work / "before-code")
+        ),
         "flask": lambda: flask_behind_nginx(model_dir, work),
         "mlflow": lambda: mlflow_serve(
             save_mlflow_model(model_dir, work / "mlflow-model"), work
@@ -863,7 +905,11 @@ def _run(
     # ours and its variants (capture, xgboost) are measured side by side: all run,
     # and each cell alternates between them in slices (ours, capture, capture, ours),
     # so a change in the machine's background load falls on each alike
-    variants = [s for s in ("capture", "xgboost") if s in servers and "ours" in servers]
+    variants = [
+        s
+        for s in ("capture", "xgboost", "before")
+        if s in servers and "ours" in servers
+    ]
     groups: list[list[str]] = []
     for server in servers:
         if server in variants:
@@ -926,7 +972,14 @@ def _run(
     captured = _captured(work / "capture") if "capture" in servers else None
     _print_tables(cells, idle_rss, ceiling, profile, skipped)
     _print_capture(cells, captured, profile)
-    _print_fast_path(cells)
+    _print_against(
+        cells,
+        "xgboost",
+        "ours (fast path for small batches) vs xgboost (XGBoost only, as before):",
+    )
+    _print_against(
+        cells, "before", f"ours vs before (the server as of {args.before_rev}):"
+    )
     goals = small_batch_goals(cells, ceiling)
     _print_goals(goals, load_at_start, os.getloadavg()[0])
     if args.json:
@@ -949,7 +1002,7 @@ def _run(
                 }
             ],
         )
-    ours_like = ("ours", "capture", "xgboost")
+    ours_like = ("ours", "capture", "xgboost", "before")
     return 1 if any(c.errors for c in cells if c.server in ours_like) else 0
 
 
@@ -1122,7 +1175,7 @@ def _write_json(
             "errors": c.errors,
             "server_cpu_us_per_request": round(c.cpu_us, 1),
             "ratio_to_in_process": round(c.requests_per_s / ceiling[c.payload], 3)
-            if c.server in ("ours", "capture", "xgboost")
+            if c.server in ("ours", "capture", "xgboost", "before")
             else None,
             **(
                 {
