@@ -14,15 +14,17 @@ import logging
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xgboost as xgb
 
 from features import FeatureSchema
 from inference.calibration import FILE as CALIBRATION_FILE
 from inference.calibration import Calibration, CalibrationError
 from inference.scorer import SMALL_BATCH_ROWS, TreeScorer
+
+if TYPE_CHECKING:  # imported where a model loads: unpack_model does without it
+    import xgboost as xgb
 
 log = logging.getLogger("inference.model")
 
@@ -73,6 +75,8 @@ def load_model(
     A model saved before calibration existed has no ``calibration.json``: it loads
     with the identity (its raw scores are served, as before) and a warning says so.
     """
+    import xgboost as xgb
+
     try:
         booster = xgb.Booster()
         booster.load_model(model_dir / "model.json")

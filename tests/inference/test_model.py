@@ -76,3 +76,26 @@ def test_a_calibration_that_would_not_keep_the_ranking_is_not_loaded(
     )
     with pytest.raises(ModelLoadError, match=r"calibration.json: .*slope > 0"):
         load_model(bad)
+
+
+def test_importing_the_module_leaves_xgboost_unloaded_until_a_model_loads():
+    """A step that only unpacks an archive (the Gate without a champion, a deploy)
+    does not pay XGBoost's import (seconds on a busy machine).
+    """
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    code = (
+        "import sys, inference.model, inference.scorer, inference.app; "
+        "print('xgboost' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "False"
