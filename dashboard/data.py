@@ -1,7 +1,7 @@
 """What the dashboard shows, read from the environment's resources.
 
-No Streamlit here: each function takes what it reads (a folder, a SageMaker client, the
-object store, the model registry, the warehouse) and returns plain data (DataFrames and
+No Streamlit here: each function takes what it reads (the pipeline service, the object
+store, the model registry, the warehouse) and returns plain data (DataFrames and
 small dataclasses), so it is tested without a browser and the pages only render. An
 outside system that cannot be read raises ``SourceUnavailable`` with a one-line reason,
 which a page shows instead of a traceback; "nothing there yet" is an empty result, not
@@ -11,13 +11,11 @@ an error.
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,6 +23,9 @@ from stack.config import Config, ConfigError, validate_identifier
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
 from stack.warehouse import Warehouse, WarehouseUnavailable
+
+if TYPE_CHECKING:
+    from pipelines.service import PipelineService
 
 EXECUTION_COLUMNS = [
     "execution", "status", "started_at", "ended_at", "duration_seconds", "attempts",
@@ -64,7 +65,10 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
     from snowflake.connector.errors import Error as SnowflakeError
 
+    from pipelines.service import PipelineServiceError
+
     return (
+        PipelineServiceError,
         ObjectStoreError,
         RegistryError,
         WarehouseUnavailable,
@@ -89,144 +93,52 @@ def _reading(what: str) -> Iterator[None]:
 # -- pipeline executions ------------------------------------------------------------
 
 
-class ExecutionSource(ABC):
-    """Where pipeline executions are recorded: the local runner or SageMaker."""
-
-    description: str
-
-    @abstractmethod
-    def executions(self, limit: int) -> pd.DataFrame:
-        """The newest ``limit`` executions, newest first (``EXECUTION_COLUMNS``)."""
-
-    @abstractmethod
-    def steps(self, execution: str) -> pd.DataFrame:
-        """The steps of one execution, in the order they ran (``STEP_COLUMNS``)."""
-
-
-class LocalExecutionSource(ExecutionSource):
-    """The local runner's records: ``<root>/<id>/execution.json``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.description = f"local runner records in {root}"
-
-    def _load_all(self) -> tuple[list[Any], int]:
-        from pipelines.local_runner import Execution
-
-        records, unreadable = [], 0
-        for path in sorted(self.root.glob("*/execution.json")):
-            try:
-                records.append(Execution.load(path.parent))
-            except (OSError, ValueError, TypeError, KeyError):
-                unreadable += 1  # being written, or from an older format
-        return records, unreadable
-
-    def executions(self, limit: int) -> pd.DataFrame:
-        records, unreadable = self._load_all()
-        records.sort(key=lambda e: e.started_at, reverse=True)
-        rows = [
-            {
-                "execution": e.execution_id,
-                "status": e.status,
-                "started_at": e.started_at,
-                "ended_at": e.ended_at,
-                "duration_seconds": _seconds_between(e.started_at, e.ended_at),
-                "attempts": e.attempts,
-                "failed_step": e.failed_step.name if e.failed_step else None,
-                "as_of_date": e.parameters.get("AsOfDate"),
-                "parameters": json.dumps(e.parameters, sort_keys=True, default=str),
-            }
-            for e in records[:limit]
-        ]
-        frame = pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
-        frame.attrs["unreadable"] = unreadable
-        return frame
-
-    def steps(self, execution: str) -> pd.DataFrame:
-        from pipelines.local_runner import Execution
-
-        directory = self.root / execution
-        if "/" in execution or not (directory / "execution.json").is_file():
-            raise SourceUnavailable(f"no execution {execution!r} in {self.root}")
-        with _reading(f"execution {execution}"):
-            record = Execution.load(directory)
-        rows = [
-            {
-                "step": s.name,
-                "type": s.type,
-                "status": s.status,
-                "started_at": s.started_at,
-                "duration_seconds": s.duration_seconds,
-                "cached_from": s.cached_from,
-                "outcome": s.outcome,
-                "failure_reason": s.failure_reason,
-            }
-            for s in record.steps
-        ]
-        return pd.DataFrame(rows, columns=STEP_COLUMNS)
-
-
-class SageMakerExecutionSource(ExecutionSource):
-    """ListPipelineExecutions and ListPipelineExecutionSteps of one pipeline."""
-
-    def __init__(self, client: Any, pipeline_name: str) -> None:
-        self._client = client
-        self.pipeline_name = pipeline_name
-        self.description = f"SageMaker pipeline {pipeline_name}"
-
-    def executions(self, limit: int) -> pd.DataFrame:
-        from pipelines import remote
-
-        with _reading(f"the executions of {self.pipeline_name}"):
-            listed = remote.list_executions(self._client, self.pipeline_name, limit)
-        rows = [
-            {
-                "execution": item["execution"],
-                "status": item["status"],
-                "started_at": item["started_at"],
-                "ended_at": None,
-                "duration_seconds": None,
-                "attempts": None,
-                "failed_step": None,
-                "as_of_date": None,
-                "parameters": item.get("display_name"),
-            }
-            for item in listed
-        ]
-        return pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
-
-    def steps(self, execution: str) -> pd.DataFrame:
-        from pipelines import remote
-
-        with _reading(f"the steps of {execution}"):
-            described = remote.describe_execution(self._client, execution)
-        rows = [
-            {
-                "step": s.name,
-                "type": None,
-                "status": s.status,
-                "started_at": s.started_at,
-                "duration_seconds": s.duration_seconds,
-                "cached_from": s.cached_from,
-                "outcome": None,
-                "failure_reason": s.failure_reason,
-            }
-            for s in described.steps
-        ]
-        return pd.DataFrame(rows, columns=STEP_COLUMNS)
-
-
-def execution_source(
-    config: Config, sagemaker_client: Callable[[], Any]
-) -> ExecutionSource:
-    """Where ``config``'s environment records executions (as ``pipelines.executions``
-    decides: SageMaker for dev/staging/prod, the local runner otherwise).
+def executions(pipelines: PipelineService, limit: int) -> pd.DataFrame:
+    """The newest ``limit`` executions, newest first (``EXECUTION_COLUMNS``); the
+    frame's ``attrs["unreadable"]``: records that could not be read.
     """
-    if config.is_aws:
-        with _reading("AWS credentials"):
-            client = sagemaker_client()
-        return SageMakerExecutionSource(client, config.sagemaker.pipeline_name)
-    return LocalExecutionSource(config.state_dir.resolve() / "executions")
+    with _reading(f"the executions in {pipelines.where}"):
+        listed = pipelines.list(limit)
+    rows = [
+        {
+            "execution": e.execution_id,
+            "status": e.status,
+            "started_at": e.started_at,
+            "ended_at": e.ended_at,
+            "duration_seconds": _seconds_between(e.started_at, e.ended_at),
+            "attempts": e.attempts,
+            "failed_step": e.failed_step.name if e.failed_step else None,
+            "as_of_date": (e.parameters or {}).get("AsOfDate"),
+            # SageMaker's listing has no parameters: its display name stands there
+            "parameters": e.display_name
+            if e.parameters is None
+            else json.dumps(e.parameters, sort_keys=True, default=str),
+        }
+        for e in listed
+    ]
+    frame = pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
+    frame.attrs["unreadable"] = listed.unreadable
+    return frame
+
+
+def steps(pipelines: PipelineService, execution: str) -> pd.DataFrame:
+    """The steps of one execution, in the order they ran (``STEP_COLUMNS``)."""
+    with _reading(f"execution {execution}"):
+        described = pipelines.describe(execution)
+    rows = [
+        {
+            "step": s.name,
+            "type": s.type,
+            "status": s.status,
+            "started_at": s.started_at,
+            "duration_seconds": s.duration_seconds,
+            "cached_from": s.cached_from,
+            "outcome": s.outcome,
+            "failure_reason": s.failure_reason,
+        }
+        for s in described.steps
+    ]
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

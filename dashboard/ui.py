@@ -68,7 +68,7 @@ def _resources(key: str, _config: Config) -> Resources:
 def sidebar(ctx: Context) -> None:
     config = ctx.config
     st.sidebar.caption(f"Environment: **{config.env}**")
-    if not config.is_aws:
+    if ctx.resources.pipelines.runs_here:  # its records are in the state folder
         st.sidebar.caption(f"State: `{config.state_dir.resolve()}`")
     st.sidebar.caption(f"Artifacts: `{config.artifact_root}`")
     if st.sidebar.button("Refresh", help=f"reads are cached for {TTL_SECONDS}s"):
@@ -86,19 +86,13 @@ def unavailable(exc: data.SourceUnavailable) -> None:
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def executions(key: str, _ctx: Context, limit: int) -> tuple[pd.DataFrame, str]:
-    source = _execution_source(_ctx)
-    return source.executions(limit), source.description
+    pipelines = _ctx.resources.pipelines
+    return data.executions(pipelines, limit), pipelines.where
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def steps(key: str, _ctx: Context, execution: str) -> pd.DataFrame:
-    return _execution_source(_ctx).steps(execution)
-
-
-def _execution_source(ctx: Context) -> data.ExecutionSource:
-    return data.execution_source(
-        ctx.config, lambda: ctx.resources.aws.client("sagemaker")
-    )
+    return data.steps(_ctx.resources.pipelines, execution)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

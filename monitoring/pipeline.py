@@ -25,14 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.console import FORMATS, Console, fail
 from stack.config import Config, ConfigError, job_environment, load_config
+
+if TYPE_CHECKING:
+    from pipelines.service import PipelineService
 
 DRIFT_CHECK, CHECK_DRIFT, RETRAIN = "DriftCheck", "CheckDrift", "Retrain"
 DRIFT_REPORT, FORCE_RETRAIN = "DriftReport", "ForceRetrain"
@@ -187,45 +189,36 @@ def build_monitor_definition(
 
 
 def upsert_monitor_pipeline(
-    config: Config, client: Any, definition: dict[str, Any]
+    config: Config, service: PipelineService, definition: dict[str, Any]
 ) -> tuple[str, str]:
     """CreatePipeline, or UpdatePipeline if it exists; returns (action, ARN)."""
     from pipelines.deploy import require_role
 
-    name = monitor_pipeline_name(config)
-    request: dict[str, Any] = {
-        "PipelineName": name,
-        "PipelineDefinition": json.dumps(definition),
-        "RoleArn": require_role(config),
-        "PipelineDescription": f"churn model monitoring ({config.env})",
-    }
-    try:
-        client.describe_pipeline(PipelineName=name)
-    except client.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code not in ("ResourceNotFound", "ValidationException"):
-            raise
-        request["ClientRequestToken"] = uuid.uuid4().hex
-        request["Tags"] = [{"Key": "environment", "Value": config.env}]
-        return "Created", str(client.create_pipeline(**request)["PipelineArn"])
-    return "Updated", str(client.update_pipeline(**request)["PipelineArn"])
+    upserted = service.upsert(
+        definition,
+        name=monitor_pipeline_name(config),
+        role_arn=require_role(config),
+        description=f"churn model monitoring ({config.env})",
+        tags={"environment": config.env},
+    )
+    return upserted.action, upserted.pipeline_arn
 
 
 def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
     """Execute the monitoring pipeline with the local runner; returns the exit code."""
-    if config.is_aws:
+    from pipelines.service import LocalPipelines
+    from stack.resources import build_pipelines
+
+    pipelines = build_pipelines(config)
+    if not isinstance(pipelines, LocalPipelines):
         raise ConfigError(
             f"the {config.env} environment runs on SageMaker: use --upsert, and the "
             "schedules in infra/monitoring.yaml"
         )
     from pipelines.console import show_progress, show_step
-    from pipelines.local_runner import LocalRunner
-    from stack.resources import build_resources
 
     definition = build_monitor_definition(config)
-    runner = LocalRunner(
-        build_resources(config), progress=lambda e, s, x: show_progress(console, e, s)
-    )
+    runner = pipelines.runner(progress=lambda e, s, x: show_progress(console, e, s))
     execution = runner.run(
         definition,
         {FORCE_RETRAIN: str(force_retrain).lower()},
@@ -340,18 +333,18 @@ def run(args: argparse.Namespace) -> int:
         if args.run:
             return run_locally(config, args.force_retrain, console)
         if args.upsert:
-            if not config.is_aws:
+            from pipelines.deploy import require_role
+            from stack.resources import build_pipelines
+
+            service = build_pipelines(config)
+            if service.runs_here:
                 raise ConfigError(
                     "--upsert needs an AWS environment: pass --env dev, staging or prod"
                 )
-            from pipelines.deploy import require_role
-            from pipelines.remote import sagemaker_client
-
             require_role(config)
+            service.check_access()
             definition = build_monitor_definition(config)
-            action, arn = upsert_monitor_pipeline(
-                config, sagemaker_client(config), definition
-            )
+            action, arn = upsert_monitor_pipeline(config, service, definition)
             console.event(
                 "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
             )

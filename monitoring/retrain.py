@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.console import FORMATS, Console, fail
 from pipelines.run import is_unreachable
@@ -41,6 +41,9 @@ from processing.contract import ProcessingContract, command_config
 from stack.config import Config, ConfigError, MonitoringConfig
 from stack.objectstore import ObjectStore, ObjectStoreError
 from stack.registry import ModelPackage, RegistryError
+
+if TYPE_CHECKING:
+    from pipelines.service import PipelineService
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DRIFT_FILE = "drift.json"
@@ -290,26 +293,6 @@ def request_token(pipeline_name: str, parameters: dict[str, str], day: date) -> 
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def start_on_sagemaker(
-    client: Any,
-    config: Config,
-    decision: Decision,
-    today: date,
-) -> str:
-    """StartPipelineExecution on the training pipeline; returns the execution ARN."""
-    pipeline = config.sagemaker.pipeline_name
-    response = client.start_pipeline_execution(
-        PipelineName=pipeline,
-        PipelineExecutionDisplayName=f"retrain-{decision.as_of.isoformat()}",
-        PipelineExecutionDescription=decision.reason[:3072],
-        PipelineParameters=[
-            {"Name": k, "Value": v} for k, v in sorted(decision.parameters.items())
-        ],
-        ClientRequestToken=request_token(pipeline, decision.parameters, today),
-    )
-    return str(response["PipelineExecutionArn"])
-
-
 def start_locally(
     config: Config, decision: Decision, console: Console, today: date
 ) -> int:
@@ -442,7 +425,8 @@ def retrain(
         today,
         force=args.force,
     )
-    if args.no_writeback and decision.retrain and not config.is_aws:
+    pipelines = resources.pipelines
+    if args.no_writeback and decision.retrain and pipelines.runs_here:
         decision = replace(
             decision, parameters={**decision.parameters, "WriteBack": "false"}
         )
@@ -456,8 +440,8 @@ def retrain(
             parameters=decision.parameters,
         )
         return EXIT_OK
-    if config.is_aws:
-        return _start_remote(config, decision, console, today)
+    if not pipelines.runs_here:
+        return _start_remote(config, pipelines, decision, console, today)
     console.event(
         "starting",
         f"Starting the local pipeline with AsOfDate={decision.as_of}",
@@ -530,36 +514,41 @@ def _report(
 
 
 def _start_remote(
-    config: Config, decision: Decision, console: Console, today: date
+    config: Config,
+    pipelines: PipelineService,
+    decision: Decision,
+    console: Console,
+    today: date,
 ) -> int:
-    from botocore.exceptions import ClientError
-
+    """StartPipelineExecution on the training pipeline, which runs elsewhere."""
     from pipelines.parameters import ParameterError, check_parameters
-    from pipelines.remote import sagemaker_client
+    from pipelines.service import PipelineRefused, PipelineServiceError
 
     try:
         check_parameters(decision.parameters)  # before SageMaker starts any job
     except ParameterError as exc:
         raise InputError(str(exc)) from None
-    client = sagemaker_client(config)
+    pipelines.check_access()
+    pipeline = config.sagemaker.pipeline_name
     try:
-        arn = start_on_sagemaker(client, config, decision, today)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = (
-            f"StartPipelineExecution on {config.sagemaker.pipeline_name}: "
-            f"{error.get('Code')}: {error.get('Message')}"
+        arn = pipelines.start(
+            pipeline,
+            dict(sorted(decision.parameters.items())),
+            display_name=f"retrain-{decision.as_of.isoformat()}",
+            description=decision.reason,
+            token=request_token(pipeline, decision.parameters, today),
         )
-        if error.get("Code") in ("ResourceNotFound", "ValidationException"):
-            raise InputError(
-                f"{message} (create it first: python -m pipelines.run --env "
-                f"{config.env} --upsert)"
-            ) from None
-        console.error(message, exit_code=EXIT_FAILED)
+    except (LookupError, PipelineRefused) as exc:
+        raise InputError(
+            f"{exc} (create it first: python -m pipelines.run --env "
+            f"{config.env} --upsert)"
+        ) from None
+    except PipelineServiceError as exc:
+        console.error(str(exc), exit_code=EXIT_FAILED)
         return EXIT_FAILED
     console.event(
         "started",
-        f"Started execution {arn} of {config.sagemaker.pipeline_name} with "
+        f"Started execution {arn} of {pipeline} with "
         + ", ".join(f"{k}={v}" for k, v in sorted(decision.parameters.items())),
         execution_arn=arn,
         parameters=decision.parameters,

@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from pipelines.console import (
@@ -30,7 +29,8 @@ from pipelines.console import (
     show_progress,
     show_step,
 )
-from stack.config import Config, ConfigError, load_config
+from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
+from stack.config import ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -65,56 +65,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(args.log_format)
     try:
         config = load_config(args.env, {"state_dir": args.state_dir})
-        if config.is_aws:
-            return _on_sagemaker(config, args, console)
-        return _local(config, args, console)
+        from stack.resources import build_pipelines
+
+        service = build_pipelines(config)
+        service.check_access()
+        if args.command == "list":
+            return _list(service, args.limit, console)
+        if args.command == "describe":
+            _describe(console, service.describe(args.execution))
+            return EXIT_OK
+        return _retry(service, args.execution, args.wait, console)
     except (ConfigError, LookupError, ValueError) as exc:
         console.error(str(exc).strip("'\""), exit_code=EXIT_USAGE)
         return EXIT_USAGE
+    except PipelineServiceError as exc:  # e.g. SageMaker throttling the requests
+        console.error(str(exc), exit_code=EXIT_FAILED)
+        return EXIT_FAILED
 
 
-def _local(config: Config, args: argparse.Namespace, console: Console) -> int:
-    from pipelines.local_runner import DefinitionError, Execution
+def _list(service: PipelineService, limit: int, console: Console) -> int:
+    listed = service.list(limit)
+    for item in listed:
+        # a listing may have neither end times nor steps: the execution's have them
+        status = item if item.steps else service.describe(item.execution_id)
+        failed = status.failed_step
+        _show_summary(
+            console,
+            item.execution_id,
+            status.status,
+            item.started_at,
+            status.duration_seconds,
+            failed.name if failed else None,
+            status.attempts or 1,
+            failed.failure_reason if failed else status.failure_reason,
+        )
+    if listed.unreadable:
+        console.note(f"{listed.unreadable} unreadable record(s) in {service.where}")
+    if not listed:
+        console.note(f"no executions in {service.where}")
+    return EXIT_OK
 
-    root = config.state_dir.resolve() / "executions"
-    if args.command == "list":
-        records = [
-            Execution.load(path.parent) for path in root.glob("*/execution.json")
-        ]
-        records.sort(key=lambda e: e.started_at, reverse=True)
-        for execution in records[: args.limit]:
-            failed = execution.failed_step
-            _show_summary(
-                console,
-                execution.execution_id,
-                execution.status,
-                execution.started_at,
-                seconds_between(execution.started_at, execution.ended_at),
-                failed.name if failed else None,
-                execution.attempts,
-                failed.failure_reason if failed else execution.failure_reason,
-            )
-        if not records:
-            console.note(f"no executions in {root}")
-        return EXIT_OK
-    directory = root / args.execution
-    if not (directory / "execution.json").exists():
-        raise LookupError(f"no execution {args.execution} in {root}")
-    if args.command == "describe":
-        _describe_local(console, Execution.load(directory))
-        return EXIT_OK
-    from pipelines.local_runner import LocalRunner
-    from stack.resources import build_resources
 
-    runner = LocalRunner(
-        build_resources(config), progress=lambda e, s, x: show_progress(console, e, s)
+def _retry(
+    service: PipelineService, execution: str, wait: bool, console: Console
+) -> int:
+    retried = service.retry(
+        execution, progress=lambda e, s, x: show_progress(console, e, s)
     )
-    try:
-        execution = runner.retry(args.execution)
-    except DefinitionError as exc:
-        raise ValueError(str(exc)) from None
-    _describe_local(console, execution)
-    return EXIT_OK if execution.status == "Succeeded" else EXIT_FAILED
+    console.event("retried", f"retried execution {retried}", execution_arn=retried)
+    if not (wait or service.runs_here):  # a local retry has ended already
+        return EXIT_OK
+    final = service.wait(retried, timeout_seconds=4 * 3600)
+    _describe(console, final)
+    return EXIT_OK if final.status == "Succeeded" else EXIT_FAILED
 
 
 def _show_summary(
@@ -147,81 +150,27 @@ def _show_summary(
     )
 
 
-def seconds_between(start: str | None, end: str | None) -> float | None:
-    """Seconds from one ISO 8601 instant to another; None if either is missing."""
-    if not (start and end):
-        return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def _describe_local(console: Console, execution: Any) -> None:
+def _describe(console: Console, status: ExecutionStatus) -> None:
+    """The execution, what the platform records of it (the local runner: pipeline,
+    end, attempt and parameters), then its steps."""
+    of = f" of {status.pipeline_name}" if status.pipeline_name else ""
+    when = f"started {status.started_at}"
+    if status.attempts is not None:
+        when += f", ended {status.ended_at or '-'}, attempt {status.attempts}"
+    fields: dict[str, Any] = {"execution": status.execution_id, "status": status.status}
+    if status.parameters is not None:
+        fields["parameters"] = status.parameters
     console.event(
         "execution",
-        f"Execution {execution.execution_id} of {execution.pipeline_name}: "
-        f"{execution.status} (started {execution.started_at}, "
-        f"ended {execution.ended_at or '-'}, attempt {execution.attempts})",
-        execution=execution.execution_id,
-        status=execution.status,
-        parameters=execution.parameters,
+        f"Execution {status.execution_id}{of}: {status.status} ({when})",
+        **fields,
     )
-    console.event(
-        "parameters",
-        "Parameters: " + json.dumps(execution.parameters, sort_keys=True),
-        parameters=execution.parameters,
-    )
-    for step in execution.steps:
-        show_step(console, step)
-
-
-def _on_sagemaker(config: Config, args: argparse.Namespace, console: Console) -> int:
-    from pipelines import remote
-
-    client = remote.sagemaker_client(config)
-    if args.command == "list":
-        for item in remote.list_executions(
-            client, config.sagemaker.pipeline_name, args.limit
-        ):
-            # the listing has neither end times nor steps: each execution's steps do
-            status = remote.describe_execution(client, item["execution"])
-            failed = status.failed_step
-            _show_summary(
-                console,
-                item["execution"],
-                status.status,
-                item["started_at"],
-                _remote_duration(status),
-                failed.name if failed else None,
-            )
-        return EXIT_OK
-    if args.command == "describe":
-        _describe_remote(console, remote.describe_execution(client, args.execution))
-        return EXIT_OK
-    arn = remote.retry_execution(client, args.execution)
-    console.event("retried", f"retried execution {arn}", execution_arn=arn)
-    if not args.wait:
-        return EXIT_OK
-    final = remote.wait_for_execution(client, arn, timeout_seconds=4 * 3600)
-    _describe_remote(console, final)
-    return EXIT_OK if final.status == "Succeeded" else EXIT_FAILED
-
-
-def _remote_duration(status: Any) -> float | None:
-    """From the start to the last step's end, once the execution has ended."""
-    from pipelines.remote import TERMINAL
-
-    ends = [step.ended_at for step in status.steps if step.ended_at]
-    if status.status not in TERMINAL or not ends:
-        return None
-    return seconds_between(status.started_at, max(ends, key=datetime.fromisoformat))
-
-
-def _describe_remote(console: Console, status: Any) -> None:
-    console.event(
-        "execution",
-        f"Execution {status.arn}: {status.status} (started {status.started_at})",
-        execution=status.arn,
-        status=status.status,
-    )
+    if status.parameters is not None:
+        console.event(
+            "parameters",
+            "Parameters: " + json.dumps(status.parameters, sort_keys=True),
+            parameters=status.parameters,
+        )
     for step in status.steps:
         show_step(console, step)
 

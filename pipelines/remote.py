@@ -1,76 +1,244 @@
-"""Pipeline executions on SageMaker: start, wait with progress, list, describe, retry.
+"""Pipelines on SageMaker: ``SageMakerPipelines``, the ``PipelineService`` over the
+SageMaker API (a boto3 client from the environment's resources).
 
-Thin functions over the SageMaker API (boto3), shaped like the local runner's records so
-the CLI shows both the same way.
+Its records are shaped like the local runner's (``pipelines.service``), so every
+command shows both the same way. moto answers most of these calls in tests.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
+import json
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from pipelines.service import (
+    ExecutionList,
+    ExecutionStatus,
+    PipelineNotFound,
+    PipelineRefused,
+    PipelineService,
+    PipelineServiceError,
+    Progress,
+    StepStatus,
+    Upserted,
+    seconds_between,
+)
 from stack.config import Config, ConfigError
 
-TERMINAL = ("Succeeded", "Failed", "Stopped")
+NO_CREDENTIALS = (
+    "no AWS credentials found (set AWS_PROFILE or "
+    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where an IAM role is attached)"
+)
 
 
-@dataclass(frozen=True)
-class StepStatus:
-    name: str
-    status: str
-    started_at: str | None = None
-    ended_at: str | None = None
-    failure_reason: str | None = None
-    cached_from: str | None = None
+class SageMakerPipelines(PipelineService):
+    """CreatePipeline/UpdatePipeline, StartPipelineExecution, Describe/List and
+    RetryPipelineExecution. ``pipeline_name``: the pipeline ``list`` shows by default.
+    ``credentials_found``: whether the session has credentials (``check_access``).
+    """
 
-    @property
-    def duration_seconds(self) -> float | None:
-        if not (self.started_at and self.ended_at):
-            return None
-        ended = datetime.fromisoformat(self.ended_at)
-        return (ended - datetime.fromisoformat(self.started_at)).total_seconds()
+    runs_here = False
+    platform = "SageMaker"
 
+    def __init__(
+        self,
+        client: Any,
+        pipeline_name: str,
+        credentials_found: Callable[[], bool] | None = None,
+    ) -> None:
+        self.client = client
+        self.pipeline_name = pipeline_name
+        self.where = f"SageMaker pipeline {pipeline_name}"
+        self._credentials_found = credentials_found
 
-@dataclass(frozen=True)
-class ExecutionStatus:
-    arn: str
-    status: str
-    started_at: str | None = None
-    failure_reason: str | None = None
-    steps: list[StepStatus] = field(default_factory=list)
+    def check_access(self) -> None:
+        if self._credentials_found is not None and not self._credentials_found():
+            raise ConfigError(NO_CREDENTIALS)
 
-    @property
-    def failed_step(self) -> StepStatus | None:
-        return next((s for s in self.steps if s.status == "Failed"), None)
+    def upsert(
+        self,
+        definition: dict[str, Any],
+        *,
+        name: str,
+        role_arn: str,
+        description: str,
+        tags: Mapping[str, str] | None = None,
+        display_name: str | None = None,
+    ) -> Upserted:
+        request: dict[str, Any] = {
+            "PipelineName": name,
+            "PipelineDefinition": json.dumps(definition),
+            "RoleArn": role_arn,
+            "PipelineDescription": description,
+        }
+        if display_name:
+            request["PipelineDisplayName"] = display_name
+        tagged = [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
+        if self._exists(name):
+            with _calling("UpdatePipeline", name):
+                arn = str(self.client.update_pipeline(**request)["PipelineArn"])
+                if tagged:
+                    self.client.add_tags(ResourceArn=arn, Tags=tagged)
+            return Upserted("Updated", arn)
+        request["ClientRequestToken"] = uuid.uuid4().hex
+        if tagged:
+            request["Tags"] = tagged
+        with _calling("CreatePipeline", name):
+            return Upserted(
+                "Created", str(self.client.create_pipeline(**request)["PipelineArn"])
+            )
 
+    def _exists(self, name: str) -> bool:
+        try:
+            self.client.describe_pipeline(PipelineName=name)
+        except self.client.exceptions.ClientError as exc:
+            if _code(exc) in ("ResourceNotFound", "ValidationException"):
+                return False
+            raise
+        return True
 
-class WaitTimeout(Exception):
-    """The execution had not ended when the wait ran out; it goes on in SageMaker."""
+    def start(
+        self,
+        name: str,
+        parameters: Mapping[str, Any],
+        *,
+        display_name: str | None = None,
+        description: str | None = None,
+        token: str | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        request: dict[str, Any] = {
+            "PipelineName": name,
+            "PipelineParameters": [
+                {"Name": k, "Value": str(v)} for k, v in parameters.items()
+            ],
+            "ClientRequestToken": token or uuid.uuid4().hex,
+        }
+        if display_name:
+            request["PipelineExecutionDisplayName"] = display_name
+        if description:
+            request["PipelineExecutionDescription"] = description[:3072]
+        with _calling("StartPipelineExecution", name):
+            response = self.client.start_pipeline_execution(**request)
+        return str(response["PipelineExecutionArn"])
 
-    def __init__(self, status: ExecutionStatus, seconds: float) -> None:
-        super().__init__(
-            f"the execution was still {status.status} after {seconds:.0f}s "
-            f"(it goes on in SageMaker): {status.arn}"
+    def describe(self, execution: str) -> ExecutionStatus:
+        with _calling("DescribePipelineExecution", execution):
+            described = self.client.describe_pipeline_execution(
+                PipelineExecutionArn=execution
+            )
+            steps = list(self._steps(execution))
+        return ExecutionStatus(
+            execution_id=execution,
+            status=described["PipelineExecutionStatus"],
+            started_at=_text(described.get("CreationTime")),
+            failure_reason=described.get("FailureReason"),
+            steps=steps,
+            display_name=described.get("PipelineExecutionDisplayName"),
         )
-        self.status = status
+
+    def _steps(self, execution: str) -> Iterator[StepStatus]:
+        paginator = self.client.get_paginator("list_pipeline_execution_steps")
+        pages = paginator.paginate(
+            PipelineExecutionArn=execution, SortOrder="Ascending"
+        )
+        for page in pages:
+            for step in page.get("PipelineExecutionSteps", []):
+                cache = step.get("CacheHitResult") or {}
+                started, ended = (
+                    _text(step.get("StartTime")),
+                    _text(step.get("EndTime")),
+                )
+                yield StepStatus(
+                    name=step["StepName"],
+                    status=step.get("StepStatus", "Unknown"),
+                    started_at=started,
+                    ended_at=ended,
+                    duration_seconds=seconds_between(started, ended),
+                    failure_reason=step.get("FailureReason"),
+                    cached_from=cache.get("SourcePipelineExecutionArn"),
+                )
+
+    def list(self, limit: int, pipeline: str | None = None) -> ExecutionList:
+        name = pipeline or self.pipeline_name
+        with _calling("ListPipelineExecutions", name):
+            response = self.client.list_pipeline_executions(
+                PipelineName=name,
+                SortBy="CreationTime",
+                SortOrder="Descending",
+                MaxResults=limit,
+            )
+        listed = [
+            ExecutionStatus(
+                execution_id=summary["PipelineExecutionArn"],
+                status=summary.get("PipelineExecutionStatus", "Unknown"),
+                started_at=_text(summary.get("StartTime")),
+                pipeline_name=name,
+                display_name=summary.get("PipelineExecutionDisplayName"),
+            )
+            for summary in response.get("PipelineExecutionSummaries", [])
+        ]
+        # newest first and at most ``limit`` whatever the answer (moto 5.2 ignores
+        # SortOrder and MaxResults)
+        listed.sort(key=lambda e: e.started_at or "", reverse=True)
+        return ExecutionList(listed[:limit])
+
+    def retry(self, execution: str, *, progress: Progress | None = None) -> str:
+        with _calling("RetryPipelineExecution", execution):
+            response = self.client.retry_pipeline_execution(
+                PipelineExecutionArn=execution, ClientRequestToken=uuid.uuid4().hex
+            )
+        return str(response["PipelineExecutionArn"])
+
+
+@contextlib.contextmanager
+def _calling(operation: str, subject: str) -> Iterator[None]:
+    """SageMaker's errors as the service's, naming the call and its subject (a
+    network or credentials error goes on as it is).
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = (
+            f"{operation} on {subject}: {error.get('Code')}: {error.get('Message')}"
+        )
+        code = _code(exc)
+        if code == "ResourceNotFound":
+            raise PipelineNotFound(message) from None
+        if code in ("ValidationException", "ConflictException"):
+            raise PipelineRefused(message) from None
+        raise PipelineServiceError(message) from exc
+
+
+def _code(exc: Any) -> str | None:
+    code = exc.response.get("Error", {}).get("Code")
+    return str(code) if code is not None else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+# -- kept for pipelines.deploy.upsert_pipeline, which the CLI no longer calls ---------
 
 
 def sagemaker_client(config: Config) -> Any:
-    """A SageMaker client for ``config``, or ConfigError when no credentials exist."""
-    import boto3
+    """The SageMaker client of ``config``'s resources; ConfigError without
+    credentials."""
+    from stack.resources import build_pipelines
 
-    session = boto3.Session(region_name=config.aws.region)
-    if session.get_credentials() is None:
-        raise ConfigError(
-            "no AWS credentials found (set AWS_PROFILE or "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,"
-            " or run where an IAM role is attached)"
-        )
-    return session.client("sagemaker", endpoint_url=config.aws.endpoint_url)
+    service = build_pipelines(config)
+    service.check_access()
+    if not isinstance(service, SageMakerPipelines):
+        raise ConfigError(f"the {config.env} environment's pipelines run locally")
+    return service.client
 
 
 def start_execution(
@@ -79,97 +247,6 @@ def start_execution(
     parameters: Mapping[str, Any],
     display_name: str | None = None,
 ) -> str:
-    request: dict[str, Any] = {
-        "PipelineName": pipeline_name,
-        "PipelineParameters": [
-            {"Name": k, "Value": str(v)} for k, v in parameters.items()
-        ],
-        "ClientRequestToken": uuid.uuid4().hex,
-    }
-    if display_name:
-        request["PipelineExecutionDisplayName"] = display_name
-    return str(client.start_pipeline_execution(**request)["PipelineExecutionArn"])
-
-
-def describe_execution(client: Any, arn: str) -> ExecutionStatus:
-    described = client.describe_pipeline_execution(PipelineExecutionArn=arn)
-    steps: list[StepStatus] = []
-    paginator = client.get_paginator("list_pipeline_execution_steps")
-    for page in paginator.paginate(PipelineExecutionArn=arn, SortOrder="Ascending"):
-        for step in page.get("PipelineExecutionSteps", []):
-            cache = step.get("CacheHitResult") or {}
-            steps.append(
-                StepStatus(
-                    name=step["StepName"],
-                    status=step.get("StepStatus", "Unknown"),
-                    started_at=_text(step.get("StartTime")),
-                    ended_at=_text(step.get("EndTime")),
-                    failure_reason=step.get("FailureReason"),
-                    cached_from=cache.get("SourcePipelineExecutionArn"),
-                )
-            )
-    return ExecutionStatus(
-        arn=arn,
-        status=described["PipelineExecutionStatus"],
-        started_at=_text(described.get("CreationTime")),
-        failure_reason=described.get("FailureReason"),
-        steps=steps,
+    return SageMakerPipelines(client, pipeline_name).start(
+        pipeline_name, parameters, display_name=display_name
     )
-
-
-def wait_for_execution(
-    client: Any,
-    arn: str,
-    timeout_seconds: float,
-    poll_seconds: float = 30.0,
-    on_poll: Callable[[ExecutionStatus], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> ExecutionStatus:
-    """Poll until the execution ends; ``on_poll`` sees every status read.
-
-    Raises:
-        WaitTimeout: it had not ended after ``timeout_seconds``.
-    """
-    started = clock()
-    while True:
-        status = describe_execution(client, arn)
-        if on_poll:
-            on_poll(status)
-        if status.status in TERMINAL:
-            return status
-        elapsed = clock() - started
-        if elapsed >= timeout_seconds:
-            raise WaitTimeout(status, elapsed)
-        sleep(min(poll_seconds, max(0.0, timeout_seconds - elapsed)))
-
-
-def list_executions(client: Any, pipeline_name: str, limit: int) -> list[dict]:
-    response = client.list_pipeline_executions(
-        PipelineName=pipeline_name,
-        SortBy="CreationTime",
-        SortOrder="Descending",
-        MaxResults=limit,
-    )
-    return [
-        {
-            "execution": summary["PipelineExecutionArn"],
-            "status": summary.get("PipelineExecutionStatus"),
-            "started_at": _text(summary.get("StartTime")),
-            "display_name": summary.get("PipelineExecutionDisplayName"),
-        }
-        for summary in response.get("PipelineExecutionSummaries", [])
-    ]
-
-
-def retry_execution(client: Any, arn: str) -> str:
-    response = client.retry_pipeline_execution(
-        PipelineExecutionArn=arn, ClientRequestToken=uuid.uuid4().hex
-    )
-    return str(response["PipelineExecutionArn"])
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)

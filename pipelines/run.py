@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.console import (
     FORMATS,
@@ -39,6 +39,9 @@ from pipelines.console import (
 from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
 from stack.objectstore import join_uri
+
+if TYPE_CHECKING:
+    from pipelines.service import ExecutionStatus, PipelineService
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -324,22 +327,24 @@ class UpsertRequest:
 
 def upsert_and_report(config: Config, console: Console, request: UpsertRequest) -> int:
     """Upsert the pipeline, start and wait for it as asked; returns the exit code."""
-    if config.env == "local":
+    from stack.resources import build_pipelines
+
+    service = build_pipelines(config)
+    if service.runs_here:
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    from pipelines.deploy import require_role, upsert_pipeline
-    from pipelines.remote import sagemaker_client
+    from pipelines.deploy import require_role
 
-    require_role(config)  # before looking for credentials: the likelier mistake
-    client = sagemaker_client(config)
-    result = upsert_pipeline(
-        config,
-        description=request.description,
-        start=request.start,
-        parameters=request.parameters,
-        sagemaker_client=client,
-        tags=request.tags,
+    role_arn = require_role(config)  # before looking for credentials: likelier
+    service.check_access()
+    name = config.sagemaker.pipeline_name
+    result = service.upsert(
+        _checked_definition(config, request.parameters),
+        name=name,
+        role_arn=role_arn,
+        description=request.description or f"churn pipeline ({config.env})",
+        tags={"environment": config.env, **request.tags},
         display_name=request.display_name,
     )
     console.event(
@@ -348,24 +353,40 @@ def upsert_and_report(config: Config, console: Console, request: UpsertRequest) 
         action=result.action,
         pipeline_arn=result.pipeline_arn,
     )
-    if not result.execution_arn:
+    if not request.start:
         return EXIT_OK
-    console.event(
-        "started",
-        f"started execution {result.execution_arn}",
-        execution_arn=result.execution_arn,
+    execution = service.start(
+        name, request.parameters, display_name=request.display_name
     )
+    console.event("started", f"started execution {execution}", execution_arn=execution)
     if not request.wait:
         return EXIT_OK
-    return _wait(client, result.execution_arn, request, console)
+    return _wait(service, execution, request, console)
 
 
-def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> int:
-    from pipelines.remote import WaitTimeout, wait_for_execution
+def _checked_definition(config: Config, parameters: dict[str, str]) -> dict[str, Any]:
+    """The definition to send, checked against SageMaker's API model, and the
+    parameters against it, before anything is sent.
+    """
+    from pipelines.definition import build_definition, make_session
+    from pipelines.local_runner import DefinitionError, bind_parameters
+
+    definition = build_definition(config, make_session(config))
+    try:
+        bind_parameters(definition, parameters)
+    except DefinitionError as exc:
+        raise ConfigError(str(exc)) from None
+    return definition
+
+
+def _wait(
+    service: PipelineService, execution: str, request: UpsertRequest, console: Console
+) -> int:
+    from pipelines.service import WaitTimeout
 
     seen: dict[str, str] = {}
 
-    def show(status: Any) -> None:
+    def show(status: ExecutionStatus) -> None:
         for step in status.steps:
             if seen.get(step.name) != step.status:
                 seen[step.name] = step.status
@@ -377,8 +398,8 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
                 )
 
     try:
-        final = wait_for_execution(
-            client, arn, request.wait_timeout, request.poll_interval, on_poll=show
+        final = service.wait(
+            execution, request.wait_timeout, request.poll_interval, on_poll=show
         )
     except WaitTimeout as timeout:
         console.error(str(timeout), exit_code=EXIT_FAILED)
@@ -386,7 +407,9 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
     for step in final.steps:
         show_step(console, step, event="step_result")
     if final.status == "Succeeded":
-        console.event("execution", "Succeeded", status=final.status, execution_arn=arn)
+        console.event(
+            "execution", "Succeeded", status=final.status, execution_arn=execution
+        )
         return EXIT_OK
     failed = final.failed_step
     reason = (
@@ -398,7 +421,7 @@ def _wait(client: Any, arn: str, request: UpsertRequest, console: Console) -> in
         "execution",
         f"Failed: {reason}",
         status=final.status,
-        execution_arn=arn,
+        execution_arn=execution,
         failed_step=failed.name if failed else None,
     )
     return EXIT_FAILED
@@ -409,25 +432,21 @@ def run_local(
 ) -> int:
     """The whole loop on this machine; returns the exit code."""
     console = console or Console()
-    if config.is_aws:
+    from pipelines.service import LocalPipelines
+    from stack.resources import build_pipelines
+
+    started = time.monotonic()
+    pipelines = build_pipelines(config)
+    if not isinstance(pipelines, LocalPipelines):
         raise UsageError(
             f"the {config.env} environment runs on SageMaker: use --upsert [--start]"
         )
+    resources = pipelines.resources
     from features import SchemaError, load_feature_set
     from pipelines.definition import build_definition
-    from pipelines.local_runner import (
-        DefinitionError,
-        LocalRunner,
-        StateBusy,
-        bind_parameters,
-    )
-    from stack.resources import build_resources
+    from pipelines.local_runner import DefinitionError, StateBusy, bind_parameters
 
-    started = time.monotonic()
-    resources = build_resources(config)
-    runner = LocalRunner(
-        resources, progress=lambda e, s, x: show_progress(console, e, s)
-    )
+    runner = pipelines.runner(progress=lambda e, s, x: show_progress(console, e, s))
     if _nothing_to_refuse(parameters):  # else the binding below exits 2 first
         runner.stage_image_ahead()  # while the SDK builds the definition
     definition = build_definition(config)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stack.config import Config
 from stack.endpoints import (
@@ -22,6 +23,9 @@ from stack.warehouse import (
     secrets_manager_resolver,
 )
 
+if TYPE_CHECKING:
+    from pipelines.service import PipelineService
+
 
 class AwsClients:
     """boto3 clients made on first use, all from one session and endpoint setting."""
@@ -38,6 +42,9 @@ class AwsClients:
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self._config.aws.endpoint_url)
 
+    def credentials_found(self) -> bool:
+        return self.session.get_credentials() is not None
+
 
 @dataclass
 class Resources:
@@ -47,6 +54,37 @@ class Resources:
     registry: ModelRegistry
     endpoints: EndpointDeployer
     aws: AwsClients
+
+    @cached_property
+    def pipelines(self) -> PipelineService:
+        """Where pipelines run: made on first use (the runner and the SDK stay
+        unimported until then)."""
+        return _pipeline_service(self.config, self.aws, lambda: self)
+
+
+def build_pipelines(config: Config) -> PipelineService:
+    """The pipeline service alone, for commands that need nothing else (on SageMaker
+    it needs no other resource, not even Snowflake's account).
+    """
+    return _pipeline_service(
+        config, AwsClients(config), lambda: build_resources(config)
+    )
+
+
+def _pipeline_service(
+    config: Config, aws: AwsClients, resources: Callable[[], Resources]
+) -> PipelineService:
+    if config.is_aws:
+        from pipelines.remote import SageMakerPipelines
+
+        return SageMakerPipelines(
+            aws.client("sagemaker"),
+            config.sagemaker.pipeline_name,
+            credentials_found=aws.credentials_found,
+        )
+    from pipelines.service import LocalPipelines
+
+    return LocalPipelines(resources())
 
 
 def build_warehouse(config: Config, aws: AwsClients | None = None) -> Warehouse:

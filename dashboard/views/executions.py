@@ -18,7 +18,7 @@ def render() -> None:
         executions, where = ui.executions(ctx.key, ctx, LIMIT)
     except data.SourceUnavailable as exc:
         ui.unavailable(exc)
-    st.caption(f"From the {where}; the newest {LIMIT}.")
+    st.caption(f"From {where}; the newest {LIMIT}.")
     if executions.attrs.get("unreadable"):
         st.warning(
             f"{executions.attrs['unreadable']} execution record(s) could not be read "

@@ -17,11 +17,13 @@ from botocore.stub import Stubber
 
 from dashboard import data
 from pipelines.console import location
+from pipelines.remote import SageMakerPipelines
+from pipelines.service import LocalPipelines
 from stack.config import ConfigError
 from stack.endpoints import LocalEndpoints
 from stack.objectstore import LocalObjectStore, join_uri
 from stack.registry import LocalModelRegistry
-from stack.resources import build_warehouse
+from stack.resources import build_pipelines, build_resources, build_warehouse
 from stack.warehouse import EmbeddedWarehouse
 from tests.dashboard.conftest import (
     EARLIER_AS_OF,
@@ -40,25 +42,35 @@ from tests.dashboard.conftest import (
 # -- executions ---------------------------------------------------------------------
 
 
+def local_pipelines(state_dir: Path) -> LocalPipelines:
+    """The local environment's pipeline service over ``state_dir``."""
+    service = build_resources(state_config(state_dir)).pipelines
+    assert isinstance(service, LocalPipelines)
+    return service
+
+
 def test_local_executions_newest_first_with_steps(tmp_path: Path) -> None:
-    write_execution(tmp_path, "older")
-    newer = write_execution(tmp_path, "newer")
+    records = tmp_path / "executions"
+    write_execution(records, "older")
+    newer = write_execution(records, "newer")
     newer.started_at = "2026-11-24T10:00:00+00:00"
     newer.ended_at = "2026-11-24T10:00:30+00:00"
     newer.status = "Succeeded"
     newer.save()
-    source = data.LocalExecutionSource(tmp_path)
+    pipelines = local_pipelines(tmp_path)
 
-    executions = source.executions(limit=10)
+    executions = data.executions(pipelines, limit=10)
 
     assert executions["execution"].tolist() == ["newer", "older"]
     assert executions["status"].tolist() == ["Succeeded", "Failed"]
     assert executions["duration_seconds"].tolist() == [30.0, 90.0]
     assert executions["failed_step"].tolist()[1] == "CheckAuc"
     assert executions["as_of_date"].tolist() == ["2026-03-31"] * 2
-    assert source.executions(limit=1)["execution"].tolist() == ["newer"]
-    steps = source.steps("older")
+    assert data.executions(pipelines, limit=1)["execution"].tolist() == ["newer"]
+    steps = data.steps(pipelines, "older")
     assert steps["step"].tolist() == ["Extract", "Train", "CheckAuc"]
+    assert steps["type"].tolist() == ["Processing", "Training", "Condition"]
+    assert steps["duration_seconds"].tolist() == [12.5, 40.0, 0.1]
     assert (
         steps.set_index("step")
         .loc["CheckAuc", "failure_reason"]
@@ -67,23 +79,23 @@ def test_local_executions_newest_first_with_steps(tmp_path: Path) -> None:
 
 
 def test_local_executions_skip_unreadable_records(tmp_path: Path) -> None:
-    write_execution(tmp_path, EXECUTION_ID)
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "execution.json").write_text("{not json")
+    write_execution(tmp_path / "executions", EXECUTION_ID)
+    (tmp_path / "executions" / "broken").mkdir()
+    (tmp_path / "executions" / "broken" / "execution.json").write_text("{not json")
 
-    executions = data.LocalExecutionSource(tmp_path).executions(limit=10)
+    executions = data.executions(local_pipelines(tmp_path), limit=10)
 
     assert executions["execution"].tolist() == [EXECUTION_ID]
     assert executions.attrs["unreadable"] == 1
 
 
 def test_local_executions_empty_and_unknown(tmp_path: Path) -> None:
-    source = data.LocalExecutionSource(tmp_path / "missing")
-    assert source.executions(limit=10).empty
-    with pytest.raises(data.SourceUnavailable, match="no execution 'nope'"):
-        source.steps("nope")
+    pipelines = local_pipelines(tmp_path / "missing")
+    assert data.executions(pipelines, limit=10).empty
+    with pytest.raises(data.SourceUnavailable, match="no execution nope"):
+        data.steps(pipelines, "nope")
     with pytest.raises(data.SourceUnavailable):
-        source.steps("../etc")
+        data.steps(pipelines, "../etc")
 
 
 def test_sagemaker_executions_through_the_api(aws_credentials: None) -> None:
@@ -101,6 +113,7 @@ def test_sagemaker_executions_through_the_api(aws_credentials: None) -> None:
                         "PipelineExecutionArn": arn,
                         "PipelineExecutionStatus": "Executing",
                         "StartTime": started,
+                        "PipelineExecutionDisplayName": "retrain-2026-06-30",
                     }
                 ]
             },
@@ -129,12 +142,13 @@ def test_sagemaker_executions_through_the_api(aws_credentials: None) -> None:
                 ]
             },
         )
-        source = data.SageMakerExecutionSource(client, "churn-pipeline")
-        executions = source.executions(limit=5)
-        steps = source.steps(arn)
+        pipelines = SageMakerPipelines(client, "churn-pipeline")
+        executions = data.executions(pipelines, limit=5)
+        steps = data.steps(pipelines, arn)
 
     assert executions["execution"].tolist() == [arn]
     assert executions["status"].tolist() == ["Executing"]
+    assert executions["parameters"].tolist() == ["retrain-2026-06-30"]
     assert steps["step"].tolist() == ["Extract", "Train"]
     assert steps["duration_seconds"].tolist()[0] == 300.0
 
@@ -148,17 +162,17 @@ def test_sagemaker_errors_become_source_unavailable(aws_credentials: None) -> No
             "Pipeline churn-pipeline does not exist",
         )
         with pytest.raises(data.SourceUnavailable, match="does not exist"):
-            data.SageMakerExecutionSource(client, "churn-pipeline").executions(5)
+            data.executions(SageMakerPipelines(client, "churn-pipeline"), 5)
 
 
-def test_execution_source_follows_the_environment(tmp_path: Path) -> None:
-    local = data.execution_source(state_config(tmp_path), lambda: None)
-    assert isinstance(local, data.LocalExecutionSource)
-    assert local.root == tmp_path.resolve() / "executions"
+def test_the_pipelines_follow_the_environment(tmp_path: Path) -> None:
+    local = build_resources(state_config(tmp_path)).pipelines
+    assert isinstance(local, LocalPipelines)
+    assert local.where == str(tmp_path.resolve() / "executions")
     dev = state_config(tmp_path).model_copy(update={"env": "dev"})
-    remote = data.execution_source(dev, lambda: "client")
-    assert isinstance(remote, data.SageMakerExecutionSource)
-    assert remote.pipeline_name == "churn-pipeline"
+    remote = build_pipelines(dev)
+    assert isinstance(remote, SageMakerPipelines)
+    assert remote.where == "SageMaker pipeline churn-pipeline"
 
 
 # -- model versions -----------------------------------------------------------------

@@ -17,6 +17,7 @@ from monitoring.pipeline import (
     build_monitor_definition,
 )
 from pipelines.local_runner import LocalRunner, flatten_steps
+from pipelines.remote import SageMakerPipelines
 from pipelines.validation import definition_problems
 from stack.config import job_environment, load_config
 from stack.registry import LocalModelRegistry
@@ -222,5 +223,6 @@ def test_upsert_creates_then_updates_the_monitor_pipeline(
         )
         assert environment["MLOPS_RESOURCES__REGISTRY"] == "sagemaker"
         assert body["Steps"][0]["Arguments"]["RoleArn"] == ROLE
-        action, arn = pipeline.upsert_monitor_pipeline(config, client, body)
+        service = SageMakerPipelines(client, "churn-pipeline-dev")
+        action, arn = pipeline.upsert_monitor_pipeline(config, service, body)
         assert (action, arn) == ("Updated", described["PipelineArn"])

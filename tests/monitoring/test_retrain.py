@@ -330,23 +330,23 @@ def sagemaker(aws_credentials, clean_env, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    from pipelines import remote
+    from stack import resources
 
     # what the CD runner sets for dev (build_resources describes Snowflake too)
     monkeypatch.setenv("MLOPS_SNOWFLAKE__ACCOUNT", "acme-dev")
     requests = []
     with mock_aws():
-        original = remote.sagemaker_client
+        build = resources.build_resources
 
-        def client_with_log(config):
-            client = original(config)
-            client.meta.events.register(
+        def resources_with_log(config):
+            built = build(config)
+            built.pipelines.client.meta.events.register(
                 "before-parameter-build.sagemaker.StartPipelineExecution",
                 lambda params, **_: requests.append(dict(params)),
             )
-            return client
+            return built
 
-        monkeypatch.setattr(remote, "sagemaker_client", client_with_log)
+        monkeypatch.setattr(resources, "build_resources", resources_with_log)
         client = boto3.client("sagemaker", region_name="us-east-1")
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="mlops-dev-artifacts")

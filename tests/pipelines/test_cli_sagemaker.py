@@ -15,8 +15,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipelines import executions, remote, run, run_pipeline
+from pipelines import executions, run, run_pipeline
 from pipelines.definition import build_definition
+from stack import resources
 from stack.config import load_config
 
 ROLE = "arn:aws:iam::000000000000:role/mlops-dev"
@@ -65,13 +66,19 @@ class SageMakerStub:
 
 @pytest.fixture
 def sagemaker(aws_credentials, monkeypatch):
-    """moto's SageMaker, with the stub on every client the CLIs make."""
+    """moto's SageMaker, with the stub on the client of every pipeline service the
+    CLIs get from the resources.
+    """
     stub = SageMakerStub()
     with mock_aws():
-        original = remote.sagemaker_client
-        monkeypatch.setattr(
-            remote, "sagemaker_client", lambda config: stub.install(original(config))
-        )
+        build = resources.build_pipelines
+
+        def with_stub(config):
+            service = build(config)
+            stub.install(service.client)
+            return service
+
+        monkeypatch.setattr(resources, "build_pipelines", with_stub)
         stub.client = boto3.client("sagemaker", region_name="us-east-1")
         yield stub
 

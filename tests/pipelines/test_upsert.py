@@ -4,8 +4,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from pipelines.console import Console
 from pipelines.definition import build_definition
-from pipelines.deploy import upsert_pipeline
+from pipelines.run import UpsertRequest, upsert_and_report
 from stack.config import ConfigError, load_config
 from tests.conftest import run_cli
 
@@ -17,7 +18,7 @@ def dev_config(**extra):
 
 
 def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_executes(
-    aws_credentials,
+    aws_credentials, capsys
 ):
     config = dev_config(
         MLOPS_SNOWFLAKE__PASSWORD="pw-sentinel-77",
@@ -25,19 +26,18 @@ def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_execut
             "arn:aws:secretsmanager:us-east-1:000000000000:secret:snowflake"
         ),
     )
-    with mock_aws():
+    console = Console()
+    with mock_aws():  # the resources' SageMaker client is moto's
         client = boto3.client("sagemaker", region_name="us-east-1")
-        first = upsert_pipeline(config, sagemaker_client=client)
-        second = upsert_pipeline(
-            config,
-            sagemaker_client=client,
-            start=True,
-            parameters={"AucThreshold": "0.75"},
-        )
-        assert (first.action, second.action) == ("Created", "Updated")
-        assert first.pipeline_arn == second.pipeline_arn
-        assert second.execution_arn and "/execution/" in second.execution_arn
+        assert upsert_and_report(config, console, UpsertRequest()) == 0
+        request = UpsertRequest(parameters={"AucThreshold": "0.75"}, start=True)
+        assert upsert_and_report(config, console, request) == 0
+        first, second, started = capsys.readouterr().out.splitlines()
         stored = client.describe_pipeline(PipelineName="churn-pipeline-dev")
+        arn = stored["PipelineArn"]
+        assert first == f"Created pipeline {arn}"
+        assert second == f"Updated pipeline {arn}"
+        assert started.startswith(f"started execution {arn}/execution/")
     assert json.loads(stored["PipelineDefinition"]) == build_definition(config)
     assert stored["RoleArn"] == ROLE
     assert "pw-sentinel-77" not in stored["PipelineDefinition"]
@@ -46,13 +46,9 @@ def test_upsert_twice_creates_then_updates_with_the_definition_the_runner_execut
 def test_unknown_parameters_fail_before_any_aws_call(aws_credentials):
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
+        request = UpsertRequest(parameters={"AucTreshold": "0.8"}, start=True)
         with pytest.raises(ConfigError, match="unknown parameter"):
-            upsert_pipeline(
-                dev_config(),
-                sagemaker_client=client,
-                start=True,
-                parameters={"AucTreshold": "0.8"},
-            )
+            upsert_and_report(dev_config(), Console(), request)
         assert client.list_pipelines()["PipelineSummaries"] == []
 
 
