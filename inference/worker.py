@@ -233,8 +233,8 @@ class HttpServer:
     methods (``inference.app``): no task, no ASGI messages and no awaits per request.
     Measured on a 1-row request with the same app: 240-250 us of a worker's CPU under
     uvicorn (0.54), about 190 us under this (docs/benchmarks.md, "Small batches",
-    "Second pass"). Scoring is synchronous CPU work whichever way it is called, so nothing is lost: a
-    connection's requests, pipelined or not, are answered in order.
+    "Second pass"). Scoring is synchronous CPU work whichever way it is called, so
+    nothing is lost: a connection's requests, pipelined or not, are answered in order.
 
     It keeps what the endpoint promised under uvicorn: keep-alive (HTTP/1.0 too when
     asked), Content-Length and chunked bodies, ``Expect: 100-continue``, 413 for a
