@@ -192,7 +192,7 @@ def upsert_monitor_pipeline(
     config: Config, service: PipelineService, definition: dict[str, Any]
 ) -> tuple[str, str]:
     """CreatePipeline, or UpdatePipeline if it exists; returns (action, ARN)."""
-    from pipelines.deploy import require_role
+    from pipelines.remote import require_role
 
     upserted = service.upsert(
         definition,
@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
         if args.run:
             return run_locally(config, args.force_retrain, console)
         if args.upsert:
-            from pipelines.deploy import require_role
+            from pipelines.remote import require_role
             from stack.resources import build_pipelines
 
             service = build_pipelines(config)

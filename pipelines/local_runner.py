@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.expressions import (
     EvaluationContext,
@@ -56,7 +56,9 @@ from stack.config import Config
 from stack.endpoints import EndpointError, LocalEndpoints
 from stack.objectstore import ObjectStoreError, join_uri
 from stack.registry import LOCAL_ACCOUNT, RegistryError
-from stack.resources import Resources
+
+if TYPE_CHECKING:  # the runner is built from the resources, never builds them
+    from stack.resources import Resources
 
 SUCCEEDED, FAILED, EXECUTING = "Succeeded", "Failed", "Executing"
 NOT_EXECUTED, STOPPED = "NotExecuted", "Stopped"

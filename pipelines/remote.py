@@ -226,27 +226,10 @@ def _text(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-# -- kept for pipelines.deploy.upsert_pipeline, which the CLI no longer calls ---------
-
-
-def sagemaker_client(config: Config) -> Any:
-    """The SageMaker client of ``config``'s resources; ConfigError without
-    credentials."""
-    from stack.resources import build_pipelines
-
-    service = build_pipelines(config)
-    service.check_access()
-    if not isinstance(service, SageMakerPipelines):
-        raise ConfigError(f"the {config.env} environment's pipelines run locally")
-    return service.client
-
-
-def start_execution(
-    client: Any,
-    pipeline_name: str,
-    parameters: Mapping[str, Any],
-    display_name: str | None = None,
-) -> str:
-    return SageMakerPipelines(client, pipeline_name).start(
-        pipeline_name, parameters, display_name=display_name
-    )
+def require_role(config: Config) -> str:
+    """The pipeline's execution role, or ConfigError saying how to give one."""
+    if not config.aws.role_arn:
+        raise ConfigError(
+            "aws.role_arn is not set (pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
+        )
+    return config.aws.role_arn

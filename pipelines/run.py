@@ -334,7 +334,7 @@ def upsert_and_report(config: Config, console: Console, request: UpsertRequest) 
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    from pipelines.deploy import require_role
+    from pipelines.remote import require_role
 
     role_arn = require_role(config)  # before looking for credentials: likelier
     service.check_access()

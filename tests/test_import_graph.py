@@ -1,9 +1,10 @@
 """No import cycles among the project's modules.
 
-The graph counts every import statement of a project module, wherever it stands: at
-the top, inside a function (a deferred heavy import) or under ``TYPE_CHECKING``. A
-cycle hidden inside a function is still two modules that cannot be understood, or
-moved, one without the other.
+The graph counts every import statement of a project module that can run: at the top
+or inside a function (a deferred heavy import). A cycle hidden inside a function is
+still two modules that cannot be understood, or moved, one without the other. Imports
+under ``if TYPE_CHECKING:`` are not edges: they never run, and naming a type of the
+layer above (the runner's ``Resources``) is what they are for.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
         return name or None
 
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runnable(ast.parse(path.read_text(), str(path))):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -57,6 +58,25 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         found.update(m for n in names if (m := project_module(n)))
     return found
+
+
+def _runnable(tree: ast.AST):
+    """Every node of ``tree`` outside ``if TYPE_CHECKING:`` blocks."""
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _type_checking(child.test):
+                pending.extend(child.orelse)
+                continue
+            pending.append(child)
+
+
+def _type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
@@ -120,9 +140,12 @@ def test_a_cycle_is_found_however_it_is_hidden(tmp_path):
     (tmp_path / "stack" / "__init__.py").write_text("")
     (tmp_path / "stack" / "a.py").write_text("from stack.b import thing\n")
     (tmp_path / "stack" / "b.py").write_text("def thing():\n    from stack import c\n")
-    (tmp_path / "stack" / "c.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stack.a\n"
-    )
+    (tmp_path / "stack" / "c.py").write_text("import stack.a\n")
     (tmp_path / "stack" / "d.py").write_text("import stack.a\n")  # not in the cycle
+    # a type-only import back is not an edge
+    (tmp_path / "stack" / "e.py").write_text("import stack.f\n")
+    (tmp_path / "stack" / "f.py").write_text(
+        "import typing\nif typing.TYPE_CHECKING:\n    import stack.e\nelse:\n    pass\n"
+    )
     modules = project_modules(tmp_path)
     assert cycles(import_graph(modules)) == [["stack.a", "stack.b", "stack.c"]]
