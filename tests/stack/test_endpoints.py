@@ -379,7 +379,7 @@ def test_a_redeploy_after_a_code_change_serves_the_new_code(deployer, tmp_path):
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     app = code / "inference" / "app.py"
-    empty_ping = 'await _respond(send, 200, b"", "text/plain")'
+    empty_ping = '_PONG = Reply(200, b"", "text/plain")'
     assert empty_ping in app.read_text()
     app.write_text(
         app.read_text().replace(empty_ping, empty_ping.replace('b""', 'b"new"'))
