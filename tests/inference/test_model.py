@@ -99,3 +99,33 @@ def test_importing_the_module_leaves_xgboost_unloaded_until_a_model_loads():
         check=True,
     ).stdout
     assert out.strip() == "False"
+
+
+def test_a_worker_loads_xgboost_without_scikit_learn_and_scores_the_same(model_dir):
+    """The serving worker's import (inference.worker) skips scikit-learn; its scores
+    are XGBoost's, bit for bit, as in a process where XGBoost imported it.
+    """
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json, pathlib, numpy as np\n"
+        "from inference.worker import _import_xgboost_without_scikit_learn\n"
+        "_import_xgboost_without_scikit_learn()\n"
+        "from inference.model import load_model\n"
+        "m = load_model(pathlib.Path(sys.argv[1]), 1)\n"
+        "x = np.array([[2.0, 0.0], [-2.0, np.nan], [0.5, 1.5]], dtype=np.float32)\n"
+        "print(json.dumps({'sklearn': 'sklearn' in sys.modules,"
+        " 'scores': m.predict_raw(x).tolist()}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    assert result["sklearn"] is False
+    here = load_model(model_dir, 1)
+    matrix = np.array([[2.0, 0.0], [-2.0, np.nan], [0.5, 1.5]], dtype=np.float32)
+    assert result["scores"] == here.predict_raw(matrix).tolist()
