@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from stack.config import Config, ConfigError, load_config
+from stack.config import DEFAULT_ENV, Config, ConfigError, load_config
 
 # A role for building dev/staging/prod definitions without the CD runner's settings:
 # the commands do not depend on it, and nothing is sent.
@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m pipelines.entry_points",
         description="Print the commands the pipeline definitions run in the image.",
     )
-    parser.add_argument("--env", default="local", help="local (default) ... prod")
+    parser.add_argument(
+        "--env", default=DEFAULT_ENV, help=f"{DEFAULT_ENV} (default) ... prod"
+    )
     args = parser.parse_args(argv)
     try:
         overrides = {"aws.role_arn": PLACEHOLDER_ROLE} if args.env != "local" else {}

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stack.config import ENVIRONMENTS, Config, ConfigError, load_config
+from stack.config import DEFAULT_AWS_ENV, ENVIRONMENTS, Config, ConfigError, load_config
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
 
@@ -235,8 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from-env",
         choices=[e for e in ENVIRONMENTS if e not in ("staging", "prod")],
-        default="dev",
-        help="the environment that trains and registers (default: dev)",
+        default=DEFAULT_AWS_ENV,
+        help=f"the environment that trains and registers (default: {DEFAULT_AWS_ENV})",
     )
     return parser
 

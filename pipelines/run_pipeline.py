@@ -30,7 +30,7 @@ from pipelines.run import (
     upsert_and_report,
 )
 from pipelines.validation import InvalidDefinition
-from stack.config import ConfigError, load_config
+from stack.config import DEFAULT_AWS_ENV, ConfigError, load_config
 
 MODULE = "pipelines.definition"
 # The template's get_pipeline keyword arguments -> our configuration keys.
@@ -145,7 +145,7 @@ def _config(module: str, kwargs_text: str | None, role_arn: str | None) -> Any:
         raise UsageError(f"--kwargs is not JSON: {exc}") from None
     if not isinstance(kwargs, dict):
         raise UsageError("--kwargs must be a JSON object")
-    env = kwargs.pop("env", None) or os.environ.get("MLOPS_ENV") or "dev"
+    env = kwargs.pop("env", None) or os.environ.get("MLOPS_ENV") or DEFAULT_AWS_ENV
     unknown = sorted(set(kwargs) - set(KWARGS) - IGNORED_KWARGS)
     if unknown:
         raise UsageError(

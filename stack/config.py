@@ -40,6 +40,11 @@ from stack.identifiers import ConfigError as ConfigError
 from stack.identifiers import validate_identifier as validate_identifier
 
 ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
+# The environment when none is named (no --env, no MLOPS_ENV): the embedded one. A
+# command that only ever talks to SageMaker (the Projects template's run-pipeline, a
+# promotion's source) defaults to the first AWS environment instead.
+DEFAULT_ENV = "local"
+DEFAULT_AWS_ENV = "dev"
 ENV_PREFIX = "MLOPS_"
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9_=.-]{1,200}")
@@ -718,7 +723,7 @@ def load_config(
 
 
 def _environment_name(env: str | None) -> str:
-    env = env or "local"
+    env = env or DEFAULT_ENV
     if env not in ENVIRONMENTS:
         raise ConfigError(
             f"unknown environment {env!r} (choose one of {', '.join(ENVIRONMENTS)})"
