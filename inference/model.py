@@ -1,4 +1,5 @@
-"""Load a trained model folder (or ``model.tar.gz``) once and score feature matrices.
+"""Load a model artifact's folder (``inference.artifact``) once and score feature
+matrices.
 
 ``LoadedModel.predict`` is the one way every scorer (the endpoint, Evaluate, the
 Gate's champion, the Baseline, the benchmarks) turns features into SCORE: the
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from features import FeatureSchema
-from inference.calibration import FILE as CALIBRATION_FILE
+from inference import artifact
 from inference.calibration import Calibration, CalibrationError
 from inference.scorer import SMALL_BATCH_ROWS, TreeScorer
 
-if TYPE_CHECKING:  # imported where a model loads: unpack_model does without it
+if TYPE_CHECKING:  # imported where a model loads, not on import
     import xgboost as xgb
 
 log = logging.getLogger("inference.model")
@@ -79,15 +79,15 @@ def load_model(
 
     try:
         booster = xgb.Booster()
-        booster.load_model(model_dir / "model.json")
+        booster.load_model(model_dir / artifact.MODEL_FILE)
         schema = FeatureSchema.from_dict(
-            json.loads((model_dir / "schema.json").read_text())
+            json.loads((model_dir / artifact.SCHEMA_FILE).read_text())
         )
-        metadata_path = model_dir / "metadata.json"
+        metadata_path = model_dir / artifact.METADATA_FILE
         metadata = (
             json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
         )
-        calibration = _load_calibration(model_dir / CALIBRATION_FILE)
+        calibration = _load_calibration(model_dir / artifact.CALIBRATION_FILE)
     except (OSError, ValueError, xgb.core.XGBoostError) as exc:
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     booster.set_param({"nthread": threads})
@@ -107,13 +107,3 @@ def _load_calibration(path: Path) -> Calibration:
         return Calibration.from_dict(json.loads(path.read_text()))
     except CalibrationError as exc:
         raise ValueError(f"{path.name}: {exc}") from exc
-
-
-def unpack_model(archive: Path, target: Path) -> Path:
-    """Extract a SageMaker ``model.tar.gz`` into ``target`` (refusing unsafe
-    members).
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(target, filter="data")
-    return target

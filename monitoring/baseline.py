@@ -237,13 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         train = read_split(train_dir)
         test = read_split(contract.path(args.test_dir))
         # XGBoost (and the scikit-learn it imports) only once the data is in
-        from inference.model import load_model, unpack_model
+        from inference import artifact
+        from inference.model import load_model
 
-        model_dir = contract.path(args.model_dir)
-        archive = model_dir / "model.tar.gz"
-        if archive.exists():
-            model_dir = unpack_model(archive, model_dir / "unpacked")
-        model = load_model(model_dir, threads=0)
+        model = load_model(artifact.folder_in(contract.path(args.model_dir)), threads=0)
         predictions = model.predict(model.schema.feature_matrix(test))
         baseline = build_baseline(train, model.schema, predictions)
         baseline.write(contract.path(args.output_dir))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference import artifact
 from processing.contract import ProcessingContract, log_first_read
 
 if TYPE_CHECKING:
@@ -282,11 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model_dir = contract.path(args.model_dir)
         log_first_read(log, f"the model in {model_dir}")
-        archive = model_dir / "model.tar.gz"
-        if archive.exists():
-            from inference.model import unpack_model
-
-            model_dir = unpack_model(archive, model_dir / "unpacked")
+        model_dir = artifact.folder_in(model_dir)
         output = contract.path(args.output_dir)
         report = run_evaluation(
             model_dir, contract.path(args.test_dir), output, args.threshold

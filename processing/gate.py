@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from features.channels import read_split
+from inference import artifact
 from processing.contract import ProcessingContract, log_first_read
 from processing.evaluate import evaluate
 from processing.report import PLOTS, render_html
@@ -125,11 +126,9 @@ def score_champion(
         return None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "model.tar.gz"
+            archive = Path(tmp) / artifact.ARCHIVE
             store.download_file(package.model_data_url, archive)
-            from inference.model import unpack_model
-
-            auc = auc_of(unpack_model(archive, Path(tmp) / "model"), read_test())
+            auc = auc_of(artifact.unpack(archive, Path(tmp) / "model"), read_test())
     except Exception as exc:  # reported in the gate's rule, never hidden
         log.warning("champion %s could not be scored: %s", package.arn, exc)
         return Champion(

@@ -494,14 +494,14 @@ class LocalEndpoints(EndpointDeployer):
         )
 
     def _stage_model(self, model_name: str, model_data_url: str) -> tuple[Path, str]:
-        from inference.model import unpack_model
+        from inference import artifact
 
         target = self.root / "model-data" / model_name
-        archive = target / "model.tar.gz"
+        archive = target / artifact.ARCHIVE
         self.store.download_file(model_data_url, archive)
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         try:
-            return unpack_model(archive, target / "model"), digest
+            return artifact.unpack(archive, target / "model"), digest
         except (tarfile.TarError, OSError) as exc:
             raise EndpointError(f"cannot unpack {model_data_url}: {exc}") from None
 

@@ -1,13 +1,10 @@
-"""What training produces, and how it is written as the model artifact's folder.
-
-The folder (``model.json``, the calibration, ``schema.json``, ``metadata.json``) is
-what the Train step packs into ``model.tar.gz``, what MLflow logs with the run, and
-what ``inference.model.load_model`` reads back for serving, evaluation and the gate.
+"""What training produces, written as the model artifact's folder
+(``inference.artifact``): what the Train step leaves in /opt/ml/model (SageMaker packs
+it into ``model.tar.gz``) and what MLflow logs with the run.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import xgboost as xgb
 
 from features import FeatureSchema
-from inference.calibration import FILE as CALIBRATION_FILE
+from inference import artifact
 from inference.calibration import Calibration
 
 
@@ -34,11 +31,7 @@ def save_model(model: TrainedModel, model_dir: Path) -> None:
     """Write the booster (trimmed to the best iteration), its calibration, the schema
     and the metadata.
     """
-    model_dir.mkdir(parents=True, exist_ok=True)
     best = model.booster[: model.best_iteration + 1]
-    best.save_model(model_dir / "model.json")
-    (model_dir / CALIBRATION_FILE).write_text(
-        json.dumps(model.calibration.to_dict(), indent=2)
+    artifact.write_folder(
+        model_dir, best, model.calibration, model.schema, model.metadata
     )
-    (model_dir / "schema.json").write_text(json.dumps(model.schema.to_dict(), indent=2))
-    (model_dir / "metadata.json").write_text(json.dumps(model.metadata, indent=2))
