@@ -9,8 +9,15 @@ built with ``endpoint_url`` pointing at our server). It
   row count,
 - keeps up to ``concurrency`` requests in flight (an endpoint with several instances
   or workers scores them side by side); the scores come back in input order,
-- retries throttling, 5xx answers and dropped connections with capped exponential
-  backoff and full jitter, and never retries a 4xx (the request itself is wrong),
+- retries throttling, 5xx answers (the model container's too, which botocore never
+  retries: they come as a 424 ModelError), SageMaker's ModelNotReadyException and
+  dropped connections with capped exponential backoff and full jitter, and never
+  retries a 4xx (the request itself is wrong). It is meant to be the only retry
+  layer: give it a runtime client made with botocore's retries off,
+  ``Config(retries={"total_max_attempts": 1})``, as the resources' and the local
+  endpoints' clients are (``stack.endpoints.RUNTIME_RETRIES``). With botocore's
+  default (3 attempts a call in standard mode) each of our attempts would be three,
+  and a warning says so,
 - returns the scores as a numpy array, or as a DataFrame aligned with the input.
 
 Example::
@@ -22,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import io
+import logging
 import random
 import threading
 import time
@@ -36,7 +44,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+log = logging.getLogger("inference.client")
+
 DEFAULT_MAX_PAYLOAD_BYTES = 5 * 1024 * 1024  # under InvokeEndpoint's 6 MB, with margin
+
 _RETRYABLE_CODES = frozenset(
     {
         "ThrottlingException",
@@ -114,6 +125,15 @@ class EndpointClient:
         self._sleep = sleep
         self._rng = random.Random(seed)  # noqa: S311 - backoff jitter, not secrets
         self._lock = threading.Lock()
+        inner = botocore_attempts(runtime)
+        if inner > 1 and retry.max_attempts > 1:
+            log.warning(
+                "the runtime client retries each call itself (%d attempts), so a "
+                "batch may be sent up to %d times; make it with botocore's retries "
+                "off: Config(retries={'total_max_attempts': 1})",
+                inner,
+                inner * retry.max_attempts,
+            )
 
     def predict(
         self, rows: pd.DataFrame | np.ndarray | Sequence[Sequence[Any]]
@@ -183,6 +203,22 @@ class EndpointClient:
             with self._lock:
                 self.requests_sent += 1
             return np.asarray(scores, dtype=np.float64)
+
+
+def botocore_attempts(runtime: Any) -> int:
+    """How many times botocore itself sends each call of ``runtime`` (1: no
+    retries); botocore's defaults when its config names no number.
+    """
+    retries = getattr(
+        getattr(getattr(runtime, "meta", None), "config", None), "retries", None
+    )
+    if not isinstance(retries, dict):
+        return 1  # not a botocore client (a test's stand-in)
+    if "total_max_attempts" in retries:
+        return int(retries["total_max_attempts"])
+    if "max_attempts" in retries:  # retries after the first call
+        return int(retries["max_attempts"]) + 1
+    return 5 if retries.get("mode") == "legacy" else 3
 
 
 def csv_lines(matrix: np.ndarray) -> list[bytes]:

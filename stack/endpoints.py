@@ -887,9 +887,16 @@ def _nothing_before(endpoint_name: str, config_name: str) -> str:
     )
 
 
+# botocore's retries off for runtime clients: inference.client.EndpointClient, which
+# drives them, retries each call itself (and what botocore does not: a model
+# container's 5xx, ModelNotReadyException); both would multiply the attempts
+RUNTIME_RETRIES = {"total_max_attempts": 1}
+
+
 def local_runtime_client(url: str) -> Any:
     """A boto3 ``sagemaker-runtime`` client for our inference server at ``url``."""
     import boto3
+    from botocore.config import Config
 
     # The local server needs no credentials; boto3 insists on signing with some.
     return boto3.client(
@@ -898,6 +905,7 @@ def local_runtime_client(url: str) -> Any:
         endpoint_url=url,
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106
+        config=Config(retries=RUNTIME_RETRIES),
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from stack.config import Config
 from stack.endpoints import (
+    RUNTIME_RETRIES,
     EndpointDeployer,
     LocalEndpoints,
     SageMakerEndpoints,
@@ -40,7 +41,12 @@ class AwsClients:
         return boto3.Session(region_name=self._config.aws.region)
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self._config.aws.endpoint_url)
+        options: dict[str, Any] = {"endpoint_url": self._config.aws.endpoint_url}
+        if service == "sagemaker-runtime":  # EndpointClient retries (RUNTIME_RETRIES)
+            from botocore.config import Config
+
+            options["config"] = Config(retries=RUNTIME_RETRIES)
+        return self.session.client(service, **options)
 
     def credentials_found(self) -> bool:
         return self.session.get_credentials() is not None

@@ -209,3 +209,35 @@ def test_non_numeric_features_are_refused_before_sending():
     client = EndpointClient(runtime_client(), "ep", feature_names=["x1"])
     with pytest.raises(ValueError, match="numeric"):
         client.predict(pd.DataFrame({"x1": ["a", "b"]}))
+
+
+def test_one_retry_layer_the_clients_we_make_leave_retrying_to_the_loop(
+    caplog, local_config
+):
+    from botocore.config import Config
+
+    from inference.client import botocore_attempts
+    from stack.endpoints import local_runtime_client
+    from stack.resources import AwsClients
+
+    assert botocore_attempts(local_runtime_client("http://127.0.0.1:1")) == 1
+    aws = AwsClients(local_config).client("sagemaker-runtime")
+    assert botocore_attempts(aws) == 1
+    assert botocore_attempts(AwsClients(local_config).client("sagemaker")) > 1
+    with caplog.at_level("WARNING", logger="inference.client"):
+        EndpointClient(local_runtime_client("http://127.0.0.1:1"), "e")
+    assert not caplog.records
+    # an app's client with botocore's default retries: each attempt would be three
+    default = runtime_client()
+    assert botocore_attempts(default) == 3
+    with caplog.at_level("WARNING", logger="inference.client"):
+        EndpointClient(default, "e", retry=RetryPolicy(max_attempts=4))
+    assert "up to 12 times" in caplog.text
+    legacy = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",  # noqa: S106
+        config=Config(retries={"mode": "legacy", "max_attempts": 2}),
+    )
+    assert botocore_attempts(legacy) == 3
