@@ -392,7 +392,10 @@ def stage_image(
     spec = read_dockerfile(dockerfile, context)
     _check_python(spec)
     ignore = _DockerIgnore.read(spec.context)
-    closure_by_install = [_dependency_closure(spec, i) for i in spec.installs]
+    installed = _installed()  # read once: the closure and the linking both need it
+    closure_by_install = [
+        _dependency_closure(spec, i, installed) for i in spec.installs
+    ]
     digest = _digest(spec, ignore, closure_by_install)
     root = images_dir / digest[:16]
     if (root / "image.json").is_file():
@@ -401,7 +404,7 @@ def stage_image(
     partial = images_dir / f".{digest[:16]}.{os.getpid()}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        paths = _build(spec, ignore, closure_by_install, partial / "rootfs")
+        paths = _build(spec, ignore, closure_by_install, installed, partial / "rootfs")
         manifest = {
             "digest": digest,
             "dockerfile": str(spec.dockerfile),
@@ -464,6 +467,7 @@ def _build(
     spec: ImageSpec,
     ignore: _DockerIgnore,
     closures: list[list[_Dist]],
+    installed: dict[str, _Dist],
     rootfs: Path,
 ) -> list[str]:
     paths = []
@@ -477,7 +481,7 @@ def _build(
         venv = rootfs / install.venv.lstrip("/")
         _make_venv(venv)
         _pip_install_project(build_tree, venv)
-        _link_dependencies(closure, _venv_site_packages(venv))
+        _link_dependencies(closure, _venv_site_packages(venv), installed)
         _point_scripts_at(venv, install.venv)
         paths.append(install.venv)
     shutil.rmtree(rootfs.parent / "build", ignore_errors=True)
@@ -567,7 +571,9 @@ def _requirements(spec: ImageSpec, install: ProjectInstall) -> list[str]:
     ]
 
 
-def _dependency_closure(spec: ImageSpec, install: ProjectInstall) -> list[_Dist]:
+def _dependency_closure(
+    spec: ImageSpec, install: ProjectInstall, installed: dict[str, _Dist]
+) -> list[_Dist]:
     """Every distribution ``pip install -c constraints .`` puts in the image, as
     installed here; each checked against the requirement and the constraints pin.
     """
@@ -575,7 +581,6 @@ def _dependency_closure(spec: ImageSpec, install: ProjectInstall) -> list[_Dist]
     from packaging.utils import canonicalize_name
 
     pins = _pins(spec, install)
-    installed = _installed()
     found: dict[str, _Dist] = {}
     extras_seen: dict[str, set[str]] = {}
     queue = [Requirement(r) for r in _requirements(spec, install)]
@@ -709,7 +714,9 @@ def _installed() -> dict[str, _Dist]:
     return found
 
 
-def _link_dependencies(closure: list[_Dist], target: Path) -> None:
+def _link_dependencies(
+    closure: list[_Dist], target: Path, installed: dict[str, _Dist]
+) -> None:
     """Link each distribution of ``closure`` into ``target`` (a site-packages).
 
     A top-level name only closure distributions own is linked whole; one shared with
@@ -719,7 +726,7 @@ def _link_dependencies(closure: list[_Dist], target: Path) -> None:
     site = Path(_site_packages())
     inside = {d.key for d in closure}
     owners: dict[tuple[str, ...], set[bool]] = {}
-    for dist in _installed().values():
+    for dist in installed.values():
         in_image = dist.key in inside
         for file in dist.files():
             parts = tuple(p for p in file.split("/") if p and p != ".")
