@@ -15,17 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from pipelines.service import PipelineService, seconds_between
 from stack.config import Config, ConfigError, validate_identifier
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
 from stack.warehouse import Warehouse, WarehouseUnavailable
-
-if TYPE_CHECKING:
-    from pipelines.service import PipelineService
 
 EXECUTION_COLUMNS = [
     "execution", "status", "started_at", "ended_at", "duration_seconds", "attempts",
@@ -105,7 +103,7 @@ def executions(pipelines: PipelineService, limit: int) -> pd.DataFrame:
             "status": e.status,
             "started_at": e.started_at,
             "ended_at": e.ended_at,
-            "duration_seconds": _seconds_between(e.started_at, e.ended_at),
+            "duration_seconds": seconds_between(e.started_at, e.ended_at),
             "attempts": e.attempts,
             "failed_step": e.failed_step.name if e.failed_step else None,
             "as_of_date": (e.parameters or {}).get("AsOfDate"),
@@ -139,17 +137,6 @@ def steps(pipelines: PipelineService, execution: str) -> pd.DataFrame:
         for s in described.steps
     ]
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not (start and end):
-        return None
-    try:
-        return (
-            datetime.fromisoformat(end) - datetime.fromisoformat(start)
-        ).total_seconds()
-    except ValueError:
-        return None
 
 
 # -- model versions -----------------------------------------------------------------

@@ -363,7 +363,14 @@ def _end(started_at: str | None, seconds: float | None) -> str | None:
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:
-    """Seconds from one ISO 8601 instant to another; None if either is missing."""
+    """Seconds from one ISO 8601 instant to another; None if either is missing or
+    unreadable (a record written by hand or by an older runner).
+    """
     if not (start and end):
         return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    try:
+        return (
+            datetime.fromisoformat(end) - datetime.fromisoformat(start)
+        ).total_seconds()
+    except ValueError:
+        return None
