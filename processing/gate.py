@@ -147,16 +147,9 @@ class GateSettings:
     store: ObjectStore | None = None
 
     @staticmethod
-    def add_arguments(
-        parser: argparse.ArgumentParser, auc_threshold_required: bool
-    ) -> None:
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
         """The options ``from_args`` reads."""
-        parser.add_argument(
-            "--auc-threshold",
-            type=float,
-            required=auc_threshold_required,
-            default=None,
-        )
+        parser.add_argument("--auc-threshold", type=float, required=True)
         parser.add_argument("--champion-tolerance", type=float, default=0.0)
         parser.add_argument(
             "--model-package-group",
@@ -183,13 +176,13 @@ class GateSettings:
 
 def judge(
     report: dict[str, Any],
-    test: pd.DataFrame | Callable[[], pd.DataFrame],
+    read_test: Callable[[], pd.DataFrame],
     threshold: float,
     gate: GateSettings,
 ) -> dict[str, Any]:
     """The gate's verdict on the challenger in ``report``: its test AUC against the
-    absolute threshold and against the champion scored here on the same ``test``
-    (the frame, or what reads it: read only when there is a champion).
+    absolute threshold and against the champion scored here on the same test split
+    (``read_test`` reads it, only when there is a champion).
     """
     challenger_auc = report["binary_classification_metrics"]["auc"]["value"]
     champion = None
@@ -206,7 +199,7 @@ def judge(
             gate.registry,
             gate.store,
             gate.model_package_group,
-            test if callable(test) else lambda: test,
+            read_test,
             auc_of,
         )
     return decide(challenger_auc, gate.auc_threshold, gate.champion_tolerance, champion)
@@ -245,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--execution-id", default="manual", help="the pipeline execution judging"
     )
-    GateSettings.add_arguments(parser, auc_threshold_required=True)
+    GateSettings.add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:
