@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from features.channels import data_window, read_split
 from inference import artifact
 from processing.contract import ProcessingContract, log_first_read
 
@@ -243,7 +244,6 @@ def run_evaluation(
     """Score the model, write ``evaluation.json``, the plots and ``report.html``
     into ``output``; return the report.
     """
-    from features.channels import data_window, read_split
     from inference.model import load_model
     from processing.report import render_html, write_plots
 
