@@ -404,18 +404,27 @@ def checkout(revision: str, target: Path) -> Path:
     return target
 
 
+def _process_tree(pids: list[int]) -> Iterator[Any]:
+    """The processes ``pids`` and all their children (psutil.Process); one that has
+    ended is left out (a caller reading one that ends meanwhile skips it too).
+    """
+    import psutil
+
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(pid)
+            yield from [parent, *parent.children(recursive=True)]
+
+
 def tree_cpu_s(pids: list[int]) -> float:
     """User and system CPU seconds of the processes and all their children."""
     import psutil
 
     total = 0.0
-    for pid in pids:
+    for process in _process_tree(pids):
         with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(pid)
-            for process in [parent, *parent.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    times = process.cpu_times()
-                    total += times.user + times.system
+            times = process.cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -423,12 +432,9 @@ def tree_rss_mb(pids: list[int]) -> float:
     import psutil
 
     total = 0
-    for pid in pids:
+    for process in _process_tree(pids):
         with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(pid)
-            for process in [parent, *parent.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += process.memory_info().rss
+            total += process.memory_info().rss
     return total / 2**20
 
 
