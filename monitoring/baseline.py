@@ -33,8 +33,38 @@ import pandas as pd
 
 from features.schema import FeatureSchema
 from monitoring import formats
+from pipelines.spec import (
+    MODEL,
+    Input,
+    Output,
+    ProcessingSpec,
+    StepOutput,
+    python_module,
+)
+from pipelines.step_names import BASELINE, EXTRACT
 
 log = logging.getLogger("monitoring.baseline")
+
+MODEL_DIR, TRAIN_DIR, TEST_DIR = (
+    "/opt/ml/processing/model",
+    "/opt/ml/processing/train",
+    "/opt/ml/processing/test",
+)
+OUTPUT_DIR = "/opt/ml/processing/baseline"
+
+# Cached: the statistics depend only on the model and the splits.
+SPEC = ProcessingSpec(
+    name=BASELINE,
+    command=python_module("monitoring.baseline"),
+    inputs=(
+        Input("model", MODEL, MODEL_DIR),
+        Input("train", StepOutput(EXTRACT, "train"), TRAIN_DIR),
+        Input("test", StepOutput(EXTRACT, "test"), TEST_DIR),
+    ),
+    outputs=(Output("baseline", OUTPUT_DIR),),
+    cached=True,
+    offline=True,
+)
 
 SKETCH_ITEMS = 1024
 BUCKETS = 10
@@ -225,10 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="monitoring.baseline")
-    parser.add_argument("--model-dir", default="/opt/ml/processing/model")
-    parser.add_argument("--train-dir", default="/opt/ml/processing/train")
-    parser.add_argument("--test-dir", default="/opt/ml/processing/test")
-    parser.add_argument("--output-dir", default="/opt/ml/processing/baseline")
+    parser.add_argument("--model-dir", default=MODEL_DIR)
+    parser.add_argument("--train-dir", default=TRAIN_DIR)
+    parser.add_argument("--test-dir", default=TEST_DIR)
+    parser.add_argument("--output-dir", default=OUTPUT_DIR)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contract = ProcessingContract.from_environment()
     try:

@@ -48,6 +48,8 @@ from monitoring.baseline import (
     Baseline,
 )
 from monitoring.drift import DriftResult, InsufficientData, compare
+from pipelines.spec import Output, ProcessingSpec, PropertyFile, python_module
+from pipelines.step_names import DRIFT_CHECK, DRIFT_REPORT
 from stack.config import Config, ConfigError, validate_identifier
 
 log = logging.getLogger("monitoring.check")
@@ -56,6 +58,30 @@ EXIT_OK, EXIT_VIOLATIONS, EXIT_UNJUDGED = 0, 1, 2
 VIOLATIONS_FILE = "constraint_violations.json"
 DRIFT_FILE = "drift.json"
 REPORT_FILE = "report.html"
+PIPELINE_OUTPUT = "/opt/ml/processing/monitoring"
+
+# The monitoring pipeline's first step. Never cached: what the endpoint saw changes
+# between executions with the same arguments. The check exits 1 when it finds
+# violations (for people and CI); a pipeline step must succeed then, so that
+# CheckDrift can act on the report: --exit-zero.
+SPEC = ProcessingSpec(
+    name=DRIFT_CHECK,
+    command=python_module("monitoring", "check"),
+    arguments=("--output-dir", PIPELINE_OUTPUT, "--exit-zero"),
+    outputs=(Output("monitoring", PIPELINE_OUTPUT),),
+    property_files=(PropertyFile(DRIFT_REPORT, "monitoring", DRIFT_FILE),),
+    sections=(
+        "resources",
+        "aws",
+        "snowflake",
+        "sagemaker",
+        "features",
+        "writeback",
+        "deployment",
+        "monitoring",
+    ),
+    retried=False,
+)
 
 
 class CheckError(Exception):

@@ -12,8 +12,10 @@ schedule starts (``infra/monitoring.yaml``):
   which decides by ``monitoring.*`` and starts the training pipeline with AsOfDate
   moved forward.
 
-Built with the same SDK helpers and settings as ``pipelines.definition`` (image, role,
-instance type, limits, keys, network); the local runner executes the same JSON.
+Its two jobs are declared next to their code (``monitoring.check.SPEC``,
+``monitoring.retrain.SPEC``) and built by ``pipelines.builder`` with the training
+pipeline's settings (image, role, instance type, limits, keys, network); the local
+runner executes the same JSON.
 
   python -m monitoring pipeline [--env ENV] [--definition FILE]   print or write it
   python -m monitoring pipeline --env dev --upsert                create or update it
@@ -30,38 +32,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from monitoring import check, retrain
+from pipelines.builder import PipelineBuilder, make_session
 from pipelines.console import FORMATS, Console, fail
-from stack.config import Config, ConfigError, job_environment, load_config
+from pipelines.step_names import CHECK_DRIFT, DRIFT_CHECK, DRIFT_REPORT
+from stack.config import Config, ConfigError, load_config
+from stack.resources import definition_environment
 
 if TYPE_CHECKING:
     from pipelines.service import PipelineService
 
-DRIFT_CHECK, CHECK_DRIFT, RETRAIN = "DriftCheck", "CheckDrift", "Retrain"
-DRIFT_REPORT, FORCE_RETRAIN = "DriftReport", "ForceRetrain"
-MONITORING_OUTPUT = "/opt/ml/processing/monitoring"
-DRIFT_INPUT = "/opt/ml/processing/drift"
-# ``monitoring check`` exits 1 when it finds violations (for people and CI); a pipeline
-# step must succeed then, so that CheckDrift can act on the report: --exit-zero.
-DRIFT_CHECK_COMMAND = ["python", "-m", "monitoring", "check"]
-DRIFT_CHECK_ARGUMENTS = ["--output-dir", MONITORING_OUTPUT, "--exit-zero"]
-RETRAIN_COMMAND = ["python", "-m", "monitoring", "retrain"]
-RETRAIN_ARGUMENTS = ["--start", "--drift-report", f"{DRIFT_INPUT}/drift.json"]
+FORCE_RETRAIN = "ForceRetrain"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# The configuration sections each job reads, carried in its Environment (a job on
-# SageMaker sees only its request; see pipelines.definition.JOB_SECTIONS).
-JOB_SECTIONS: dict[str, tuple[str, ...]] = {
-    DRIFT_CHECK: (
-        "resources",
-        "aws",
-        "snowflake",
-        "sagemaker",
-        "features",
-        "writeback",
-        "deployment",
-        "monitoring",
-    ),
-    RETRAIN: ("resources", "aws", "sagemaker", "features", "deployment", "monitoring"),
-}
 
 
 def monitor_pipeline_name(config: Config) -> str:
@@ -70,83 +52,16 @@ def monitor_pipeline_name(config: Config) -> str:
 
 def get_monitor_pipeline(config: Config, session: Any) -> Any:
     """The monitoring pipeline for ``config`` on ``session`` (a PipelineSession)."""
-    from pipelines.definition import _network_config, _role, load_sdk_for
+    from pipelines.sdk import load_sdk
 
-    sdk = load_sdk_for(config)  # first: it contains the SDK's import side effects
+    sdk = load_sdk(config.aws.region)  # first: it holds the SDK's import side effects
     from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionOr
 
-    sm, security = config.sagemaker, config.security
-    role = _role(config)
     p_force = sdk.ParameterBoolean(FORCE_RETRAIN, default_value=False)
-    execution_id = sdk.ExecutionVariables.PIPELINE_EXECUTION_ID
-    output_uri = sdk.Join(
-        on="/", values=[config.artifact_root, execution_id, "monitoring"]
-    )
-
-    def processor(entrypoint: list[str], step: str) -> Any:
-        """A processing job on our image, with the environment's security settings
-        (as ``pipelines.definition`` makes its jobs).
-        """
-        return sdk.Processor(
-            image_uri=sm.image_uri,
-            role=role,
-            instance_count=1,
-            instance_type=sm.processing_instance_type,
-            entrypoint=entrypoint,
-            sagemaker_session=session,
-            env=job_environment(config, JOB_SECTIONS[step]),
-            max_runtime_in_seconds=sm.max_runtime_seconds,
-            volume_kms_key=security.volume_kms_key_id,
-            output_kms_key=security.output_kms_key_id,
-            network_config=_network_config(sdk, config, isolated=False),
-        )
-
-    # Never cached: what the endpoint saw changes between executions with the same
-    # arguments.
-    drift_check = sdk.ProcessingStep(
-        name=DRIFT_CHECK,
-        step_args=processor(DRIFT_CHECK_COMMAND, DRIFT_CHECK).run(
-            outputs=[
-                sdk.ProcessingOutput(
-                    output_name="monitoring",
-                    s3_output=sdk.ProcessingS3Output(
-                        s3_uri=output_uri,
-                        local_path=MONITORING_OUTPUT,
-                        s3_upload_mode="EndOfJob",
-                    ),
-                )
-            ],
-            arguments=list(DRIFT_CHECK_ARGUMENTS),
-        ),
-        property_files=[
-            sdk.PropertyFile(
-                name=DRIFT_REPORT, output_name="monitoring", path="drift.json"
-            )
-        ],
-    )
-    report_uri = drift_check.properties.ProcessingOutputConfig.Outputs[
-        "monitoring"
-    ].S3Output.S3Uri
-    retrain = sdk.ProcessingStep(
-        name=RETRAIN,
-        step_args=processor(RETRAIN_COMMAND, RETRAIN).run(
-            inputs=[
-                sdk.ProcessingInput(
-                    input_name="drift",
-                    s3_input=sdk.ProcessingS3Input(
-                        s3_uri=report_uri,
-                        local_path=DRIFT_INPUT,
-                        s3_data_type="S3Prefix",
-                        s3_input_mode="File",
-                    ),
-                )
-            ],
-            arguments=list(RETRAIN_ARGUMENTS),
-        ),
-    )
-    violations = sdk.JsonGet(
-        step_name=DRIFT_CHECK, property_file=DRIFT_REPORT, json_path="violations"
-    )
+    build = PipelineBuilder(config, session, [p_force])
+    drift_check = build.processing(check.SPEC)
+    retrain_step = build.processing(retrain.SPEC)
+    violations = build.report_value(DRIFT_CHECK, DRIFT_REPORT, "violations")
     check_drift = sdk.ConditionStep(
         name=CHECK_DRIFT,
         conditions=[
@@ -157,15 +72,10 @@ def get_monitor_pipeline(config: Config, session: Any) -> Any:
                 ]
             )
         ],
-        if_steps=[retrain],
+        if_steps=[retrain_step],
         else_steps=[],
     )
-    return sdk.Pipeline(
-        name=monitor_pipeline_name(config),
-        parameters=[p_force],
-        steps=[drift_check, check_drift],
-        sagemaker_session=session,
-    )
+    return build.pipeline(monitor_pipeline_name(config), [drift_check, check_drift])
 
 
 def build_monitor_definition(
@@ -176,10 +86,9 @@ def build_monitor_definition(
     Raises:
         InvalidDefinition: a step's request would be refused by SageMaker's API.
     """
-    from pipelines.definition import build_environment, make_session
     from pipelines.validation import check_definition
 
-    with build_environment(config):
+    with definition_environment(config):
         session = session or make_session(config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.console import FORMATS, Console, fail
 from pipelines.run import is_unreachable
+from pipelines.spec import Input, ProcessingSpec, StepOutput, python_module
+from pipelines.step_names import DRIFT_CHECK, RETRAIN
 from processing.contract import ProcessingContract, command_config
 from stack.config import Config, ConfigError, MonitoringConfig
 from stack.objectstore import ObjectStore, ObjectStoreError
@@ -48,6 +50,18 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DRIFT_FILE = "drift.json"
 VIOLATION, SCHEDULE, FORCED = "violation", "schedule", "force"
+DRIFT_INPUT = "/opt/ml/processing/drift"
+
+# The monitoring pipeline's step after CheckDrift: decides on DriftCheck's report and
+# starts the training pipeline with AsOfDate moved forward.
+SPEC = ProcessingSpec(
+    name=RETRAIN,
+    command=python_module("monitoring", "retrain"),
+    arguments=("--start", "--drift-report", f"{DRIFT_INPUT}/{DRIFT_FILE}"),
+    inputs=(Input("drift", StepOutput(DRIFT_CHECK, "monitoring"), DRIFT_INPUT),),
+    sections=("resources", "aws", "sagemaker", "features", "deployment", "monitoring"),
+    retried=False,
+)
 
 
 class InputError(Exception):

@@ -33,12 +33,11 @@ from pipelines.console import (
     Option,
     add_global_options,
 )
-from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
 from pipelines.promote import DIGEST_KEY, find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
-from stack.registry import ModelPackage, ModelRegistry, RegistryError
+from stack.registry import LOCAL_ROLE, ModelPackage, ModelRegistry, RegistryError
 from stack.resources import Resources, build_resources
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

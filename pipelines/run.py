@@ -596,7 +596,7 @@ def _summary(
             url=deploy["Url"],
             ping=ping,
         )
-    from pipelines.definition import WRITEBACK, WRITEBACK_REPORT
+    from pipelines.step_names import WRITEBACK, WRITEBACK_REPORT
 
     written = execution.property_files.get(WRITEBACK, {}).get(WRITEBACK_REPORT)
     if written:

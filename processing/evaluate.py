@@ -28,6 +28,16 @@ import numpy as np
 
 from features.channels import data_window, read_split
 from inference import artifact
+from pipelines.spec import (
+    MODEL,
+    Input,
+    Output,
+    ProcessingSpec,
+    PropertyFile,
+    StepOutput,
+    python_module,
+)
+from pipelines.step_names import EVALUATE, EVALUATION_REPORT, EXTRACT
 from processing.contract import ProcessingContract, log_first_read
 
 if TYPE_CHECKING:
@@ -39,6 +49,25 @@ if TYPE_CHECKING:
     from inference.model import LoadedModel
 
 log = logging.getLogger("processing.evaluate")
+
+MODEL_DIR, TEST_DIR = "/opt/ml/processing/model", "/opt/ml/processing/test"
+OUTPUT_DIR = "/opt/ml/processing/evaluation"
+REPORT_FILE = "evaluation.json"
+
+# Cached: the metrics depend only on the model and the test split (the verdict, which
+# depends on the registry's champion, is the Gate's).
+SPEC = ProcessingSpec(
+    name=EVALUATE,
+    command=python_module("processing.evaluate"),
+    inputs=(
+        Input("model", MODEL, MODEL_DIR),
+        Input("test", StepOutput(EXTRACT, "test"), TEST_DIR),
+    ),
+    outputs=(Output("evaluation", OUTPUT_DIR),),
+    property_files=(PropertyFile(EVALUATION_REPORT, "evaluation", REPORT_FILE),),
+    cached=True,
+    offline=True,
+)
 
 
 def evaluate(
@@ -272,9 +301,9 @@ def run_evaluation(
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.evaluate")
-    parser.add_argument("--model-dir", default="/opt/ml/processing/model")
-    parser.add_argument("--test-dir", default="/opt/ml/processing/test")
-    parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
+    parser.add_argument("--model-dir", default=MODEL_DIR)
+    parser.add_argument("--test-dir", default=TEST_DIR)
+    parser.add_argument("--output-dir", default=OUTPUT_DIR)
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="decision threshold"
     )

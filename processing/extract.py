@@ -34,6 +34,15 @@ from typing import Any
 import pandas as pd
 
 from features import FeatureSet, SchemaError, load_feature_set
+from pipelines.spec import (
+    Output,
+    Parameter,
+    ProcessingSpec,
+    ReportValue,
+    Setting,
+    python_module,
+)
+from pipelines.step_names import EXTRACT, PREFLIGHT, PREFLIGHT_REPORT
 from processing.contract import ProcessingContract, log_first_read
 from processing.extract_sql import (
     DATA_VERSION_PARAM,
@@ -51,9 +60,41 @@ from processing.stream import (
     stream_features,
 )
 
-__all__ = ["SPLITS", "assign_split", "query_features", "main"]
+__all__ = ["SPEC", "SPLITS", "assign_split", "query_features", "main"]
 
 log = logging.getLogger("processing.extract")
+
+OUTPUT_DIR = "/opt/ml/processing/output"
+
+# Cached: the same parameters and the same data fingerprint mean the same splits.
+SPEC = ProcessingSpec(
+    name=EXTRACT,
+    command=python_module("processing.extract"),
+    arguments=(
+        "--feature-set",
+        Setting("features.feature_set"),
+        "--as-of",
+        Parameter("AsOfDate"),
+        "--label-window-days",
+        Parameter("LabelWindowDays", text=True),
+        "--validation-fraction",
+        Setting("features.validation_fraction"),
+        "--test-fraction",
+        Setting("features.test_fraction"),
+        "--data-version",
+        Parameter("DataVersion"),
+        # the data's fingerprint: changed data, changed cache key
+        "--data-fingerprint",
+        ReportValue(PREFLIGHT, PREFLIGHT_REPORT, "data.fingerprint"),
+    ),
+    outputs=tuple(
+        Output(split, f"{OUTPUT_DIR}/{split}", folder=("features", split))
+        for split in SPLITS
+    ),
+    sections=("aws", "snowflake", "extract", "features"),
+    cached=True,
+    instance_count=Parameter("ProcessingInstanceCount"),
+)
 
 
 def query_features(conn: Any, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
@@ -214,7 +255,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--label-window-days", type=int, default=90)
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--output-dir", default="/opt/ml/processing/output")
+    parser.add_argument("--output-dir", default=OUTPUT_DIR)
     parser.add_argument(
         "--data-version",
         default=LATEST,

@@ -30,8 +30,20 @@ from typing import TYPE_CHECKING, Any
 
 from features.channels import read_split
 from inference import artifact
+from pipelines.spec import (
+    EXECUTION_ID,
+    Input,
+    Output,
+    Parameter,
+    ProcessingSpec,
+    PropertyFile,
+    Setting,
+    StepOutput,
+    python_module,
+)
+from pipelines.step_names import EVALUATE, EXTRACT, GATE, GATE_REPORT
 from processing.contract import ProcessingContract, log_first_read
-from processing.evaluate import evaluate
+from processing.evaluate import REPORT_FILE, evaluate
 from processing.report import PLOTS, render_html
 from processing.tracking import log_gate_run
 
@@ -44,6 +56,41 @@ if TYPE_CHECKING:
 log = logging.getLogger("processing.gate")
 
 REGISTER, REJECT = "register", "reject"
+
+EVALUATION_DIR, TEST_DIR = "/opt/ml/processing/evaluation", "/opt/ml/processing/test"
+OUTPUT_DIR = "/opt/ml/processing/gate"
+
+# The gate reads the registry and its verdict depends on the current champion, which
+# can change between executions with the same arguments: a step of its own, never
+# cached, so that Evaluate (model and test split only) can be.
+SPEC = ProcessingSpec(
+    name=GATE,
+    command=python_module("processing.gate"),
+    inputs=(
+        Input("evaluation", StepOutput(EVALUATE, "evaluation"), EVALUATION_DIR),
+        Input("test", StepOutput(EXTRACT, "test"), TEST_DIR),
+    ),
+    outputs=(Output("gate", OUTPUT_DIR),),
+    arguments=(
+        "--auc-threshold",
+        Parameter("AucThreshold", text=True),
+        "--champion-tolerance",
+        Parameter("ChampionTolerance", text=True),
+        "--model-package-group",
+        Setting("sagemaker.model_package_group"),
+        # the MLflow run it records belongs to this execution; never cached, so a
+        # per-execution argument costs no cache hit
+        "--execution-id",
+        EXECUTION_ID,
+    ),
+    # its report is Evaluate's with the verdict added, under the same file name
+    property_files=(PropertyFile(GATE_REPORT, "gate", REPORT_FILE),),
+    # it reads the registry (MLOPS_ENV names the configuration that says which one)
+    # for the champion, and logs the evaluation and its verdict in a run of this
+    # execution, a child of the training run
+    sections=("resources", "aws"),
+    tracking=True,
+)
 
 
 @dataclass(frozen=True)
@@ -232,9 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The Gate step: Evaluate's report in, the report with the gate's verdict out."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.gate")
-    parser.add_argument("--evaluation-dir", default="/opt/ml/processing/evaluation")
-    parser.add_argument("--test-dir", default="/opt/ml/processing/test")
-    parser.add_argument("--output-dir", default="/opt/ml/processing/gate")
+    parser.add_argument("--evaluation-dir", default=EVALUATION_DIR)
+    parser.add_argument("--test-dir", default=TEST_DIR)
+    parser.add_argument("--output-dir", default=OUTPUT_DIR)
     parser.add_argument(
         "--execution-id", default="manual", help="the pipeline execution judging"
     )

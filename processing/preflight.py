@@ -23,12 +23,37 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pipelines.spec import (
+    EVERY_PARAMETER,
+    Output,
+    ProcessingSpec,
+    PropertyFile,
+    Setting,
+    python_module,
+)
+from pipelines.step_names import PREFLIGHT, PREFLIGHT_REPORT
 from processing.contract import ProcessingContract, log_first_read
 
 log = logging.getLogger("processing.preflight")
 
 OUTPUT_DIR = "/opt/ml/processing/preflight"
 FINGERPRINT_PATH = "data.fingerprint"  # where Extract's argument is read from
+
+# Never cached: its fingerprint of the data is what Extract's cache key depends on.
+SPEC = ProcessingSpec(
+    name=PREFLIGHT,
+    command=python_module("processing.preflight"),
+    arguments=(
+        "--feature-set",
+        Setting("features.feature_set"),
+        "--output-dir",
+        OUTPUT_DIR,
+        EVERY_PARAMETER,
+    ),
+    outputs=(Output("preflight", OUTPUT_DIR),),
+    property_files=(PropertyFile(PREFLIGHT_REPORT, "preflight", "preflight.json"),),
+    sections=("aws", "snowflake", "features"),
+)
 
 
 def _parameter(text: str) -> tuple[str, str]:

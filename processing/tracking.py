@@ -23,9 +23,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.spec import ProcessingSpec, ReportValue, StepProperty, python_module
+from pipelines.step_names import GATE, GATE_REPORT, REGISTER, TRACK
+
 log = logging.getLogger("processing.tracking")
 
 NO_RUN = "none"  # the run id a report carries when nothing was tracked
+
+# The registered package's ARN onto the execution's MLflow run (never cached); in the
+# pipeline only when the jobs have a tracking server.
+SPEC = ProcessingSpec(
+    name=TRACK,
+    command=python_module("processing.tracking"),
+    arguments=(
+        "--run-id",
+        ReportValue(GATE, GATE_REPORT, "tracking.run_id"),
+        "--model-package-arn",
+        StepProperty(REGISTER, "ModelPackageArn"),
+    ),
+    tracking=True,
+)
 
 
 def _tracking_on() -> bool:

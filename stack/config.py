@@ -38,6 +38,7 @@ from pydantic import (
 from stack.identifiers import IDENTIFIER as _IDENTIFIER
 from stack.identifiers import ConfigError as ConfigError
 from stack.identifiers import validate_identifier as validate_identifier
+from stack.registry import LOCAL_ROLE
 
 ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
 # The environment when none is named (no --env, no MLOPS_ENV): the embedded one. A
@@ -664,6 +665,32 @@ class Config(_Section):
     def is_aws(self) -> bool:
         """True for the environments whose pipelines run on SageMaker itself."""
         return self.env in ("dev", "staging", "prod")
+
+    @property
+    def execution_role(self) -> str:
+        """The role the pipeline and its jobs run as: ``aws.role_arn``; local runs
+        need none, but the request shapes want an ARN (``LOCAL_ROLE``).
+
+        Raises:
+            ConfigError: an AWS environment without ``aws.role_arn``.
+        """
+        if self.aws.role_arn:
+            return self.aws.role_arn
+        if self.is_aws:
+            raise ConfigError(
+                f"aws.role_arn is not set for {self.env} "
+                "(pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
+            )
+        return LOCAL_ROLE
+
+    @property
+    def jobs_tracking_uri(self) -> str | None:
+        """The MLflow tracking server the pipeline's jobs log to:
+        ``mlflow.tracking_uri``; without one, the embedded stack's own store, and none
+        on AWS."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return None if self.is_aws else self.mlflow_tracking_uri
 
     @property
     def mlflow_tracking_uri(self) -> str:

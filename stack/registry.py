@@ -20,6 +20,9 @@ from typing import Any
 
 APPROVAL_STATUSES = ("Approved", "PendingManualApproval", "Rejected")
 LOCAL_ACCOUNT = "000000000000"
+# An ARN-shaped execution role in the placeholder account, for the request shapes of
+# local runs; never sent to AWS (an AWS environment needs the real role).
+LOCAL_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/local-execution"
 
 
 class RegistryError(Exception):

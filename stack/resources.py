@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -91,6 +92,17 @@ def _pipeline_service(
     from pipelines.service import LocalPipelines
 
     return LocalPipelines(resources())
+
+
+def definition_environment(config: Config) -> contextlib.AbstractContextManager[None]:
+    """Where the SageMaker SDK builds a definition: the caller's AWS session for an AWS
+    environment; none of the caller's AWS settings for ``local`` and ``test``.
+    """
+    if config.is_aws:
+        return contextlib.nullcontext()
+    from pipelines.sdk import without_callers_aws
+
+    return without_callers_aws(config.aws.region)
 
 
 def build_warehouse(config: Config, aws: AwsClients | None = None) -> Warehouse:

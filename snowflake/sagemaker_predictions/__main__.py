@@ -22,9 +22,43 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipelines.spec import (
+    EXECUTION_ID,
+    Output,
+    ProcessingSpec,
+    PropertyFile,
+    Setting,
+    StepProperty,
+    python_module,
+)
+from pipelines.step_names import REGISTER, WRITEBACK, WRITEBACK_REPORT
 from stack.config import ENVIRONMENTS, Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+OUTPUT_DIR = "/opt/ml/processing/writeback"
+
+# The pipeline's WriteBack step, once the endpoint serves the registered model. Never
+# cached: the entities to score change between executions with the same arguments.
+# Rerunning it is safe: a rerun changes nothing (keyed MERGE).
+SPEC = ProcessingSpec(
+    name=WRITEBACK,
+    command=python_module("snowflake.sagemaker_predictions", "writeback"),
+    arguments=(
+        "--endpoint",
+        Setting("sagemaker.endpoint_name"),
+        "--model-package-arn",
+        StepProperty(REGISTER, "ModelPackageArn"),
+        "--execution-id",
+        EXECUTION_ID,
+        "--wait-for-endpoint",
+        Setting("writeback.endpoint_wait_seconds"),
+        "--output-dir",
+        OUTPUT_DIR,
+    ),
+    outputs=(Output("writeback", OUTPUT_DIR),),
+    property_files=(PropertyFile(WRITEBACK_REPORT, "writeback", "writeback.json"),),
+    sections=("resources", "aws", "snowflake", "features", "writeback"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -122,8 +122,9 @@ def test_extract_needs_its_definition_not_the_callers_shell(
     """On SageMaker a job sees only its request: a setting only the caller's shell has
     fails the job here too, and passes once the definition carries it.
     """
-    from pipelines.definition import EXTRACT, PREFLIGHT, build_definition
+    from pipelines.definition import build_definition
     from pipelines.local_runner import LocalRunner
+    from pipelines.step_names import EXTRACT, PREFLIGHT
     from stack.config import load_config
     from stack.resources import build_resources
 

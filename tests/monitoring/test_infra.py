@@ -9,7 +9,8 @@ import json
 import pytest
 import yaml
 
-from monitoring.pipeline import DRIFT_CHECK_COMMAND, FORCE_RETRAIN
+from monitoring import check
+from monitoring.pipeline import FORCE_RETRAIN
 from pipelines.parameters import check_parameters
 from stack.config import load_config
 from tests.conftest import PROJECT_ROOT
@@ -61,7 +62,7 @@ def test_model_monitor_runs_our_check_on_the_endpoint_s_capture():
     resources = template("monitoring.yaml")["Resources"]
     job = resources["DataQualityJobDefinition"]["Properties"]
     app = job["DataQualityAppSpecification"]
-    assert app["ContainerEntrypoint"] == DRIFT_CHECK_COMMAND
+    assert app["ContainerEntrypoint"] == list(check.SPEC.command)
     assert job["DataQualityJobInput"]["EndpointInput"]["EndpointName"] == {
         "Ref": "EndpointName"
     }

@@ -9,15 +9,12 @@ import re
 
 import pytest
 
+from monitoring import check as drift_check
 from monitoring import pipeline
-from monitoring.pipeline import (
-    CHECK_DRIFT,
-    DRIFT_CHECK,
-    RETRAIN,
-    build_monitor_definition,
-)
+from monitoring.pipeline import build_monitor_definition
 from pipelines.local_runner import LocalRunner, flatten_steps
 from pipelines.remote import SageMakerPipelines
+from pipelines.step_names import CHECK_DRIFT, DRIFT_CHECK, RETRAIN
 from pipelines.validation import definition_problems
 from stack.config import job_environment, load_config
 from stack.registry import LocalModelRegistry
@@ -53,7 +50,10 @@ def test_drift_check_then_a_condition_then_retrain(definition):
     check = steps[DRIFT_CHECK].definition
     app = check["Arguments"]["AppSpecification"]
     assert app["ContainerEntrypoint"] == ["python", "-m", "monitoring", "check"]
-    assert app["ContainerArguments"][:2] == ["--output-dir", pipeline.MONITORING_OUTPUT]
+    assert app["ContainerArguments"][:2] == [
+        "--output-dir",
+        drift_check.PIPELINE_OUTPUT,
+    ]
     assert check["PropertyFiles"] == [
         {
             "PropertyFileName": "DriftReport",
@@ -218,9 +218,7 @@ def test_upsert_creates_then_updates_the_monitor_pipeline(
         config = load_config("dev", {"aws.role_arn": ROLE}, environ={})
         # the job's configuration travels in its request (it reads no conf files)
         environment = body["Steps"][0]["Arguments"]["Environment"]
-        assert environment == job_environment(
-            config, pipeline.JOB_SECTIONS[DRIFT_CHECK]
-        )
+        assert environment == job_environment(config, drift_check.SPEC.sections)
         assert environment["MLOPS_RESOURCES__REGISTRY"] == "sagemaker"
         assert body["Steps"][0]["Arguments"]["RoleArn"] == ROLE
         service = SageMakerPipelines(client, "churn-pipeline-dev")

@@ -3,13 +3,10 @@ import json
 import boto3
 import pytest
 
-from pipelines.definition import (
-    JOB_SECTIONS,
-    LOCAL_ROLE,
-    build_definition,
-    make_session,
-)
+from pipelines.builder import make_session
+from pipelines.definition import PROCESSING_SPECS, build_definition
 from stack.config import ConfigError, job_environment, load_config
+from stack.registry import LOCAL_ROLE
 
 DEV = {
     "MLOPS_AWS__ROLE_ARN": "arn:aws:iam::000000000000:role/mlops-dev",
@@ -214,7 +211,10 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     for definition, config in ((local, local_config), (dev, dev_config)):
         for step, environment in job_environments(definition).items():
             carried = {k: v for k, v in environment.items() if k.startswith("MLOPS_")}
-            assert carried == job_environment(config, JOB_SECTIONS.get(step, ()))
+            sections = (
+                PROCESSING_SPECS[step].sections if step in PROCESSING_SPECS else ()
+            )
+            assert carried == job_environment(config, sections)
             for key in carried:
                 del environment[key]
     assert substitute(local, mapping) == dev
