@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
+# How every command ends: 0 done; 1 the work failed; 2 a usage or configuration error,
+# found before any work; 130 interrupted (Ctrl-C).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # An option every command of a CLI takes: its flags and add_argument's keywords.
 Option = tuple[Sequence[str], Mapping[str, Any]]

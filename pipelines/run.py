@@ -22,28 +22,27 @@ import json
 import re
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
     FORMATS,
     Console,
     fail,
-    location,
     show_progress,
     show_step,
 )
 from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
-from stack.objectstore import join_uri
 
 if TYPE_CHECKING:
     from pipelines.service import ExecutionStatus, PipelineService
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -445,6 +444,7 @@ def run_local(
     from features import SchemaError, load_feature_set
     from pipelines.definition import build_definition
     from pipelines.local_runner import DefinitionError, StateBusy, bind_parameters
+    from pipelines.summary import summarise, verdict
 
     runner = pipelines.runner(progress=lambda e, s, x: show_progress(console, e, s))
     if _nothing_to_refuse(parameters):  # else the binding below exits 2 first
@@ -475,8 +475,8 @@ def run_local(
             execution = runner.run(definition, parameters)
     except StateBusy as exc:
         raise UsageError(str(exc)) from None
-    _summary(config, execution, time.monotonic() - started, console, resources.store)
-    return _verdict(execution, console)
+    summarise(config, execution, time.monotonic() - started, console, resources.store)
+    return verdict(execution, console)
 
 
 def _nothing_to_refuse(parameters: dict[str, str]) -> bool:
@@ -520,129 +520,6 @@ def _check_endpoint_port(config: Config, resources: Any) -> None:
         resources.endpoints.check_port(config.sagemaker.endpoint_name)
     except EndpointError as exc:
         raise UsageError(f"{exc}; or pass --port") from None
-
-
-def _verdict(execution: Any, console: Console) -> int:
-    fields = {"status": execution.status, "execution_id": execution.execution_id}
-    if execution.status != "Succeeded":
-        failed = execution.failed_step
-        console.event(
-            "execution",
-            f"Failed: step {failed.name}: {failed.failure_reason}"
-            if failed
-            else f"Failed: the execution {execution.status.lower()}",
-            failed_step=failed.name if failed else None,
-            failure_reason=failed.failure_reason if failed else None,
-            **fields,
-        )
-        return EXIT_FAILED
-    console.event("execution", "Succeeded", **fields)
-    return EXIT_OK
-
-
-def _summary(
-    config: Config, execution: Any, seconds: float, console: Console, store: Any
-) -> None:
-    say = console.event
-    say("summary", "")
-    say(
-        "summary",
-        f"Pipeline {execution.pipeline_name}, execution {execution.execution_id}",
-        pipeline=execution.pipeline_name,
-        execution_id=execution.execution_id,
-    )
-    for step in execution.steps:
-        # the failure was shown as it happened, and is again below the summary
-        show_step(console, step, event="step_summary", with_reason=False)
-    report = execution.property_files.get("Evaluate", {}).get("EvaluationReport")
-    if report:
-        metrics = report["binary_classification_metrics"]
-        shown = {
-            k: metrics[k]["value"]
-            for k in ("auc", "pr_auc", "log_loss", "f1")
-            if k in metrics
-        }
-        say(
-            "metrics",
-            "Test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()),
-            metrics=shown,
-        )
-    evaluation = _evaluation_report(execution)
-    if evaluation:
-        where = location(store, evaluation)
-        say("evaluation_report", f"Evaluation report: {where}", report=where)
-    gate_report = execution.property_files.get("Gate", {}).get("GateReport") or {}
-    gate = gate_report.get("gate")
-    if gate:
-        say("gate", f"Gate: {gate['decision']} by the {gate['rule']}", gate=gate)
-    register = execution.properties.get("Register")
-    if register:
-        say(
-            "model_package",
-            f"Model package: {register['ModelPackageArn']} "
-            f"(version {register['ModelPackageVersion']}, "
-            f"{register['ModelApprovalStatus']})",
-            **register,
-        )
-    deploy = execution.properties.get("Deploy")
-    if deploy:
-        ping = _ping(deploy["Url"])
-        say(
-            "endpoint",
-            f"Endpoint: {deploy['EndpointName']} at {deploy['Url']} "
-            f"(/ping {ping}); stop it with "
-            "`python -m pipelines.endpoint stop`",
-            endpoint=deploy["EndpointName"],
-            url=deploy["Url"],
-            ping=ping,
-        )
-    from pipelines.definition import WRITEBACK, WRITEBACK_REPORT
-
-    written = execution.property_files.get(WRITEBACK, {}).get(WRITEBACK_REPORT)
-    if written:
-        table = (
-            f"{config.snowflake.database}.{config.snowflake.schema_name}."
-            f"{written['table']}"
-        )
-        say(
-            "predictions",
-            f"Predictions: {written['rows_scored']:,} new or changed rows scored "
-            f"into {table} as of {written['as_of']} ({written['rows_inserted']:,} "
-            f"inserted, {written['rows_updated']:,} updated, "
-            f"{written['rows_unchanged']:,} unchanged, "
-            f"{written.get('rows_deleted', 0):,} deleted: customers the data no "
-            "longer has)",
-            **{**written, "table": table},
-        )
-    say(
-        "summary",
-        f"Execution record: {execution.directory}/execution.json "
-        f"({seconds:.0f}s in all)",
-        record=f"{execution.directory}/execution.json",
-        seconds=round(seconds, 1),
-    )
-
-
-def _evaluation_report(execution: Any) -> str | None:
-    """The URI of the report.html the Evaluate step wrote (its output folder's, also
-    when the step was reused from an earlier execution), or None if it did not run.
-    """
-    job = execution.properties.get("Evaluate") or {}
-    outputs = job.get("ProcessingOutputConfig", {}).get("Outputs", [])
-    for output in outputs:
-        if output.get("OutputName") == "evaluation":  # the definition's output
-            return join_uri(output["S3Output"]["S3Uri"], "report.html")
-    return None
-
-
-def _ping(url: str | None) -> str:
-    if not url:
-        return "n/a"
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:  # noqa: S310
-            return str(response.status)
-    except OSError as exc:
-        return f"unreachable: {exc}"
 
 
 if __name__ == "__main__":
