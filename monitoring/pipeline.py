@@ -256,7 +256,7 @@ def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
 
 def _start_requested(config: Config, console: Console) -> int:
     """Start the training executions Retrain asked for, as SageMaker would."""
-    from pipelines.run import git_commit, run_local
+    from pipelines.operations import git_commit, run_local
     from pipelines.start_requests import take_requests
 
     code = EXIT_OK

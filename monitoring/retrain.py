@@ -35,8 +35,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.console import FORMATS, Console, fail
-from pipelines.run import is_unreachable
+from pipelines.console import FORMATS, Console, UsageError, fail, is_unreachable
+from pipelines.operations import git_commit, run_local
 from processing.contract import ProcessingContract, command_config
 from stack.config import Config, ConfigError, MonitoringConfig
 from stack.objectstore import ObjectStore, ObjectStoreError
@@ -302,7 +302,6 @@ def start_locally(
     (``pipelines.start_requests``): the runner of that pipeline starts it, as the
     service does for StartPipelineExecution on SageMaker.
     """
-    from pipelines.run import UsageError, git_commit, run_local
     from pipelines.start_requests import StartRequest, request_start
 
     if ProcessingContract.from_environment().in_job:
