@@ -55,10 +55,11 @@ def with_git_commit(parameters: Mapping[str, str]) -> dict[str, str]:
     """``parameters`` with GitCommit set to the code's commit, when it is known and
     not given already.
     """
+    given = dict(parameters)
     commit = git_commit()
-    if commit == UNKNOWN_COMMIT:
-        return dict(parameters)
-    return {"GitCommit": commit, **parameters}
+    if commit != UNKNOWN_COMMIT:
+        given.setdefault("GitCommit", commit)
+    return given
 
 
 def run_local(
