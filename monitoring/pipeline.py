@@ -27,10 +27,25 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.console import FORMATS, Console, fail
+import stack.resources
+from pipelines import arguments
+from pipelines.arguments import IMAGE_URI, ROLE_ARN, STATE_DIR
+from pipelines.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Console,
+    print_json,
+    run_command,
+    show_progress,
+    show_step,
+)
+from pipelines.operations import run_local, with_git_commit
+from pipelines.remote import require_role
+from pipelines.service import LocalPipelines
+from pipelines.start_requests import take_requests
+from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, job_environment, load_config
 
 if TYPE_CHECKING:
@@ -46,7 +61,6 @@ DRIFT_CHECK_COMMAND = ["python", "-m", "monitoring", "check"]
 DRIFT_CHECK_ARGUMENTS = ["--output-dir", MONITORING_OUTPUT, "--exit-zero"]
 RETRAIN_COMMAND = ["python", "-m", "monitoring", "retrain"]
 RETRAIN_ARGUMENTS = ["--start", "--drift-report", f"{DRIFT_INPUT}/drift.json"]
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The configuration sections each job reads, carried in its Environment (a job on
 # SageMaker sees only its request; see pipelines.definition.JOB_SECTIONS).
 JOB_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -206,17 +220,12 @@ def upsert_monitor_pipeline(
 
 def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
     """Execute the monitoring pipeline with the local runner; returns the exit code."""
-    from pipelines.service import LocalPipelines
-    from stack.resources import build_pipelines
-
-    pipelines = build_pipelines(config)
+    pipelines = stack.resources.build_pipelines(config)
     if not isinstance(pipelines, LocalPipelines):
         raise ConfigError(
             f"the {config.env} environment runs on SageMaker: use --upsert, and the "
             "schedules in infra/monitoring.yaml"
         )
-    from pipelines.console import show_progress, show_step
-
     definition = build_monitor_definition(config)
     runner = pipelines.runner(progress=lambda e, s, x: show_progress(console, e, s))
     execution = runner.run(
@@ -256,9 +265,6 @@ def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
 
 def _start_requested(config: Config, console: Console) -> int:
     """Start the training executions Retrain asked for, as SageMaker would."""
-    from pipelines.operations import git_commit, run_local
-    from pipelines.start_requests import take_requests
-
     code = EXIT_OK
     for request in take_requests(config.state_dir, config.sagemaker.pipeline_name):
         console.event(
@@ -266,9 +272,7 @@ def _start_requested(config: Config, console: Console) -> int:
             f"Starting {request.pipeline_name} as Retrain asked: {request.description}",
             parameters=request.parameters,
         )
-        parameters = dict(request.parameters)
-        if git_commit() != "unknown":
-            parameters.setdefault("GitCommit", git_commit())
+        parameters = with_git_commit(request.parameters)
         code = max(code, run_local(config, parameters, console=console))
     return code
 
@@ -278,7 +282,7 @@ def _start_requested(config: Config, console: Console) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pipeline`` (for ``python -m monitoring``'s subcommand)."""
-    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
+    arguments.add_environment(parser)
     parser.add_argument(
         "--definition",
         nargs="?",
@@ -301,66 +305,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --run: ForceRetrain=true (Retrain runs whatever the check found)",
     )
-    parser.add_argument("--state-dir", help="where the embedded stack keeps its state")
-    parser.add_argument("--role-arn", help="pipeline execution role (aws.role_arn)")
-    parser.add_argument("--image-uri", help="our image in ECR (sagemaker.image_uri)")
-    parser.add_argument(
-        "--log-format",
-        choices=FORMATS,
-        default="text",
-        help="text for people (default), json lines for CD logs",
-    )
-    parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    arguments.add_settings(parser, STATE_DIR, ROLE_ARN, IMAGE_URI)
+    arguments.add_output(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.validation import InvalidDefinition
-
     console = Console(args.log_format)
-    try:
-        if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
-            raise ConfigError("choose one of --definition, --upsert and --run")
-        if args.force_retrain and not args.run:
-            raise ConfigError("--force-retrain goes with --run")
-        config = load_config(
-            args.env,
-            {
-                "aws.role_arn": args.role_arn,
-                "sagemaker.image_uri": args.image_uri,
-                "state_dir": args.state_dir,
-            },
-        )
-        if args.run:
-            return run_locally(config, args.force_retrain, console)
-        if args.upsert:
-            from pipelines.remote import require_role
-            from stack.resources import build_pipelines
+    return run_command(
+        console,
+        args.verbose,
+        lambda: _command(args, console),
+        (ConfigError, InvalidDefinition),
+    )
 
-            service = build_pipelines(config)
-            if service.runs_here:
-                raise ConfigError(
-                    "--upsert needs an AWS environment: pass --env dev, staging or prod"
-                )
-            require_role(config)
-            service.check_access()
-            definition = build_monitor_definition(config)
-            action, arn = upsert_monitor_pipeline(config, service, definition)
-            console.event(
-                "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
-            )
-            return EXIT_OK
-        text = json.dumps(build_monitor_definition(config), indent=2, sort_keys=True)
-        target = args.definition or "-"
-        if target == "-":
-            print(text)
-        else:
-            Path(target).write_text(text + "\n")
-            console.note(f"wrote {target}")
-        return EXIT_OK
-    except (ConfigError, InvalidDefinition) as exc:
-        return fail(console, EXIT_USAGE, str(exc), args.verbose)
-    except Exception as exc:  # one line, a non-zero exit
-        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
+        raise ConfigError("choose one of --definition, --upsert and --run")
+    if args.force_retrain and not args.run:
+        raise ConfigError("--force-retrain goes with --run")
+    config = load_config(args.env, arguments.config_overrides(args))
+    if args.run:
+        return run_locally(config, args.force_retrain, console)
+    if args.upsert:
+        return _upsert(config, console)
+    print_json(console, build_monitor_definition(config), args.definition or "-")
+    return EXIT_OK
+
+
+def _upsert(config: Config, console: Console) -> int:
+    service = stack.resources.build_pipelines(config)
+    if service.runs_here:
+        raise ConfigError(
+            "--upsert needs an AWS environment: pass --env dev, staging or prod"
+        )
+    require_role(config)
+    service.check_access()
+    definition = build_monitor_definition(config)
+    action, arn = upsert_monitor_pipeline(config, service, definition)
+    console.event(
+        "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
+    )
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
