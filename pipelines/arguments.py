@@ -1,5 +1,7 @@
 """The options the command-line tools share, declared once with their help.
 
+- the options a CLI with subcommands takes before or after the subcommand
+  (``add_global_options``: ``--env``, ``--state-dir``, ``--log-format``);
 - ``--env``, and the options that override one configuration key each (``--role-arn``,
   ``--region``, ``--bucket``, ``--image-uri``; the local run's ``--customers``,
   ``--state-dir``, ``--port``): ``config_overrides(args)`` turns those a parser has
@@ -12,13 +14,29 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.console import ENV_OPTION, FORMATS, UsageError
+from pipelines.console import FORMATS, UsageError
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+# An option every subcommand of a CLI takes (add_global_options): its flags and
+# add_argument's keywords.
+Option = tuple[Sequence[str], Mapping[str, Any]]
+ENV_OPTION: Option = (
+    ("--env",),
+    {"help": "local (default), test, dev, staging or prod"},
+)
+STATE_DIR_OPTION: Option = (
+    ("--state-dir",),
+    {"help": "the local state folder (state_dir)"},
+)
+LOG_FORMAT_OPTION: Option = (
+    ("--log-format",),
+    {"choices": FORMATS, "default": "text", "help": "text (default) or json lines"},
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +76,33 @@ PORT = Setting(
 SETTINGS = (ROLE_ARN, REGION, BUCKET, IMAGE_URI, CUSTOMERS, STATE_DIR, PORT)
 
 
+def add_global_options(
+    parser: argparse.ArgumentParser,
+    commands: Iterable[argparse.ArgumentParser],
+    options: Iterable[Option],
+) -> None:
+    """Add ``options`` to ``parser`` and to each of its subcommands' parsers, so they
+    may come before or after the subcommand (``--env dev list``, ``list --env dev``).
+
+    The subcommands' copies default to "not given": argparse lets a subcommand's
+    defaults overwrite what was parsed before it, which would drop ``--env dev list``'s
+    value.
+    """
+    commands = list(commands)
+    for flags, keywords in options:
+        parser.add_argument(*flags, **keywords)
+        for command in commands:
+            command.add_argument(*flags, **{**keywords, "default": argparse.SUPPRESS})
+
+
+def add_options(parser: Parser, *options: Option) -> None:
+    for flags, keywords in options:
+        parser.add_argument(*flags, **keywords)
+
+
 def add_environment(parser: Parser) -> None:
     """``--env``: the configuration environment (local by default)."""
-    flags, keywords = ENV_OPTION
-    parser.add_argument(*flags, **keywords)
+    add_options(parser, ENV_OPTION)
 
 
 def add_settings(parser: Parser, *settings: Setting) -> None:

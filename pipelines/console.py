@@ -7,10 +7,9 @@ can parse step results without scraping text. Errors go to stderr in both format
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,22 +26,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UsageError(Exception):
     """The command was asked what it cannot do as given (exit 2, before any work)."""
-
-
-# An option every command of a CLI takes: its flags and add_argument's keywords.
-Option = tuple[Sequence[str], Mapping[str, Any]]
-ENV_OPTION: Option = (
-    ("--env",),
-    {"help": "local (default), test, dev, staging or prod"},
-)
-STATE_DIR_OPTION: Option = (
-    ("--state-dir",),
-    {"help": "the local state folder (state_dir)"},
-)
-LOG_FORMAT_OPTION: Option = (
-    ("--log-format",),
-    {"choices": FORMATS, "default": "text", "help": "text (default) or json lines"},
-)
 
 
 class Console:
@@ -87,25 +70,6 @@ class Console:
             print(json.dumps(record, default=str), file=stream, flush=True)
         else:
             print(prefix + message, file=stream, flush=True)
-
-
-def add_global_options(
-    parser: argparse.ArgumentParser,
-    commands: Iterable[argparse.ArgumentParser],
-    options: Iterable[Option],
-) -> None:
-    """Add ``options`` to ``parser`` and to each of its subcommands' parsers, so they
-    may come before or after the subcommand (``--env dev list``, ``list --env dev``).
-
-    The subcommands' copies default to "not given": argparse lets a subcommand's
-    defaults overwrite what was parsed before it, which would drop ``--env dev list``'s
-    value.
-    """
-    commands = list(commands)
-    for flags, keywords in options:
-        parser.add_argument(*flags, **keywords)
-        for command in commands:
-            command.add_argument(*flags, **{**keywords, "default": argparse.SUPPRESS})
 
 
 def print_json(console: Console, data: Any, target: str) -> None:

@@ -20,15 +20,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.console import (
+from pipelines.arguments import (
     ENV_OPTION,
     LOG_FORMAT_OPTION,
     STATE_DIR_OPTION,
-    Console,
     add_global_options,
-    show_progress,
-    show_step,
 )
+from pipelines.console import Console, show_progress, show_step
 from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
 from stack.config import ConfigError, load_config
 

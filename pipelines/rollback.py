@@ -34,7 +34,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from pipelines.console import ENV_OPTION, STATE_DIR_OPTION, add_global_options
+from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_global_options
 from pipelines.promote import find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, EndpointInfo, LocalEndpoints
