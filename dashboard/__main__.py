@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_options
+from pipelines.console import EXIT_USAGE
 from stack.config import ConfigError, load_config
 
-EXIT_OK, EXIT_USAGE = 0, 2
 HOST = "127.0.0.1"
 APP = Path(__file__).with_name("app.py")
 

@@ -33,6 +33,7 @@ from pipelines.arguments import (
     Option,
     add_global_options,
 )
+from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.definition import LOCAL_ROLE
 from pipelines.local_runner import serve_from_image
 from pipelines.promote import DIGEST_KEY, find_promoted, package_arn_argument
@@ -41,7 +42,6 @@ from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
 from stack.resources import Resources, build_resources
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DECISIONS = ("Approved", "Rejected")
 
 

@@ -26,11 +26,16 @@ from pipelines.arguments import (
     STATE_DIR_OPTION,
     add_global_options,
 )
-from pipelines.console import Console, show_progress, show_step
+from pipelines.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Console,
+    show_progress,
+    show_step,
+)
 from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
 from stack.config import ConfigError, load_config
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
