@@ -32,15 +32,7 @@ from typing import TYPE_CHECKING, Any
 import stack.resources
 from pipelines import arguments
 from pipelines.arguments import IMAGE_URI, ROLE_ARN, STATE_DIR
-from pipelines.console import (
-    EXIT_FAILED,
-    EXIT_OK,
-    Console,
-    print_json,
-    run_command,
-    show_progress,
-    show_step,
-)
+from pipelines.console import Console, print_json, run_command, show_progress, show_step
 from pipelines.operations import run_local, with_git_commit
 from pipelines.remote import require_role
 from pipelines.service import LocalPipelines
@@ -61,6 +53,7 @@ DRIFT_CHECK_COMMAND = ["python", "-m", "monitoring", "check"]
 DRIFT_CHECK_ARGUMENTS = ["--output-dir", MONITORING_OUTPUT, "--exit-zero"]
 RETRAIN_COMMAND = ["python", "-m", "monitoring", "retrain"]
 RETRAIN_ARGUMENTS = ["--start", "--drift-report", f"{DRIFT_INPUT}/drift.json"]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The configuration sections each job reads, carried in its Environment (a job on
 # SageMaker sees only its request; see pipelines.definition.JOB_SECTIONS).
 JOB_SECTIONS: dict[str, tuple[str, ...]] = {
