@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_options
+from pipelines.console import EXIT_USAGE
 from stack.config import ConfigError, load_config
 
-EXIT_OK, EXIT_USAGE = 0, 2
 HOST = "127.0.0.1"
 APP = Path(__file__).with_name("app.py")
 
@@ -25,9 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m dashboard",
         description="Serve the model health dashboard (Streamlit) on 127.0.0.1.",
     )
-    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
+    add_options(parser, ENV_OPTION)
     parser.add_argument("--port", type=int, default=8501, help="default 8501")
-    parser.add_argument("--state-dir", help="the local state folder (state_dir)")
+    add_options(parser, STATE_DIR_OPTION)
     return parser
 
 

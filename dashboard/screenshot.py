@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.app import PAGES
+from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_options
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -197,8 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m dashboard.screenshot",
         description="Serve the dashboard and save a PNG of every page.",
     )
-    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
-    parser.add_argument("--state-dir", help="the local state folder (state_dir)")
+    add_options(parser, ENV_OPTION, STATE_DIR_OPTION)
     parser.add_argument("--out", default="screenshots", help="folder for the PNGs")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--width", type=int, default=1400)

@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipelines.console import ENV_OPTION, STATE_DIR_OPTION
+from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION
 
 COMMANDS = {
     "check": "monitoring.check",

@@ -29,21 +29,33 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import stack.resources
 from monitoring import check, retrain
+from pipelines import arguments
+from pipelines.arguments import IMAGE_URI, ROLE_ARN, STATE_DIR
 from pipelines.builder import PipelineBuilder, make_session
-from pipelines.console import FORMATS, Console, fail
+from pipelines.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Console,
+    print_json,
+    run_command,
+    show_progress,
+    show_step,
+)
+from pipelines.operations import run_local, with_git_commit
+from pipelines.service import LocalPipelines
+from pipelines.start_requests import take_requests
 from pipelines.step_names import CHECK_DRIFT, DRIFT_CHECK, DRIFT_REPORT
+from pipelines.validation import InvalidDefinition
 from stack.config import Config, ConfigError, load_config
-from stack.resources import definition_environment
 
 if TYPE_CHECKING:
     from pipelines.service import PipelineService
 
 FORCE_RETRAIN = "ForceRetrain"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def monitor_pipeline_name(config: Config) -> str:
@@ -88,7 +100,7 @@ def build_monitor_definition(
     """
     from pipelines.validation import check_definition
 
-    with definition_environment(config):
+    with stack.resources.definition_environment(config):
         session = session or make_session(config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -101,12 +113,10 @@ def upsert_monitor_pipeline(
     config: Config, service: PipelineService, definition: dict[str, Any]
 ) -> tuple[str, str]:
     """CreatePipeline, or UpdatePipeline if it exists; returns (action, ARN)."""
-    from pipelines.remote import require_role
-
     upserted = service.upsert(
         definition,
         name=monitor_pipeline_name(config),
-        role_arn=require_role(config),
+        role_arn=config.execution_role,
         description=f"churn model monitoring ({config.env})",
         tags={"environment": config.env},
     )
@@ -115,17 +125,12 @@ def upsert_monitor_pipeline(
 
 def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
     """Execute the monitoring pipeline with the local runner; returns the exit code."""
-    from pipelines.service import LocalPipelines
-    from stack.resources import build_pipelines
-
-    pipelines = build_pipelines(config)
+    pipelines = stack.resources.build_pipelines(config)
     if not isinstance(pipelines, LocalPipelines):
         raise ConfigError(
             f"the {config.env} environment runs on SageMaker: use --upsert, and the "
             "schedules in infra/monitoring.yaml"
         )
-    from pipelines.console import show_progress, show_step
-
     definition = build_monitor_definition(config)
     runner = pipelines.runner(progress=lambda e, s, x: show_progress(console, e, s))
     execution = runner.run(
@@ -165,9 +170,6 @@ def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
 
 def _start_requested(config: Config, console: Console) -> int:
     """Start the training executions Retrain asked for, as SageMaker would."""
-    from pipelines.run import git_commit, run_local
-    from pipelines.start_requests import take_requests
-
     code = EXIT_OK
     for request in take_requests(config.state_dir, config.sagemaker.pipeline_name):
         console.event(
@@ -175,9 +177,7 @@ def _start_requested(config: Config, console: Console) -> int:
             f"Starting {request.pipeline_name} as Retrain asked: {request.description}",
             parameters=request.parameters,
         )
-        parameters = dict(request.parameters)
-        if git_commit() != "unknown":
-            parameters.setdefault("GitCommit", git_commit())
+        parameters = with_git_commit(request.parameters)
         code = max(code, run_local(config, parameters, console=console))
     return code
 
@@ -187,7 +187,7 @@ def _start_requested(config: Config, console: Console) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pipeline`` (for ``python -m monitoring``'s subcommand)."""
-    parser.add_argument("--env", help="local (default), test, dev, staging or prod")
+    arguments.add_environment(parser)
     parser.add_argument(
         "--definition",
         nargs="?",
@@ -210,66 +210,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --run: ForceRetrain=true (Retrain runs whatever the check found)",
     )
-    parser.add_argument("--state-dir", help="where the embedded stack keeps its state")
-    parser.add_argument("--role-arn", help="pipeline execution role (aws.role_arn)")
-    parser.add_argument("--image-uri", help="our image in ECR (sagemaker.image_uri)")
-    parser.add_argument(
-        "--log-format",
-        choices=FORMATS,
-        default="text",
-        help="text for people (default), json lines for CD logs",
-    )
-    parser.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    arguments.add_settings(parser, STATE_DIR, ROLE_ARN, IMAGE_URI)
+    arguments.add_output(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.validation import InvalidDefinition
-
     console = Console(args.log_format)
-    try:
-        if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
-            raise ConfigError("choose one of --definition, --upsert and --run")
-        if args.force_retrain and not args.run:
-            raise ConfigError("--force-retrain goes with --run")
-        config = load_config(
-            args.env,
-            {
-                "aws.role_arn": args.role_arn,
-                "sagemaker.image_uri": args.image_uri,
-                "state_dir": args.state_dir,
-            },
-        )
-        if args.run:
-            return run_locally(config, args.force_retrain, console)
-        if args.upsert:
-            from pipelines.remote import require_role
-            from stack.resources import build_pipelines
+    return run_command(
+        console,
+        args.verbose,
+        lambda: _command(args, console),
+        (ConfigError, InvalidDefinition),
+    )
 
-            service = build_pipelines(config)
-            if service.runs_here:
-                raise ConfigError(
-                    "--upsert needs an AWS environment: pass --env dev, staging or prod"
-                )
-            require_role(config)
-            service.check_access()
-            definition = build_monitor_definition(config)
-            action, arn = upsert_monitor_pipeline(config, service, definition)
-            console.event(
-                "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
-            )
-            return EXIT_OK
-        text = json.dumps(build_monitor_definition(config), indent=2, sort_keys=True)
-        target = args.definition or "-"
-        if target == "-":
-            print(text)
-        else:
-            Path(target).write_text(text + "\n")
-            console.note(f"wrote {target}")
-        return EXIT_OK
-    except (ConfigError, InvalidDefinition) as exc:
-        return fail(console, EXIT_USAGE, str(exc), args.verbose)
-    except Exception as exc:  # one line, a non-zero exit
-        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", args.verbose)
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    if sum(map(bool, (args.upsert, args.definition, args.run))) > 1:
+        raise ConfigError("choose one of --definition, --upsert and --run")
+    if args.force_retrain and not args.run:
+        raise ConfigError("--force-retrain goes with --run")
+    config = load_config(args.env, arguments.config_overrides(args))
+    if args.run:
+        return run_locally(config, args.force_retrain, console)
+    if args.upsert:
+        return _upsert(config, console)
+    print_json(console, build_monitor_definition(config), args.definition or "-")
+    return EXIT_OK
+
+
+def _upsert(config: Config, console: Console) -> int:
+    service = stack.resources.build_pipelines(config)
+    if service.runs_here:
+        raise ConfigError(
+            "--upsert needs an AWS environment: pass --env dev, staging or prod"
+        )
+    # built first: a missing role (ConfigError, exit 2) is likelier than missing
+    # credentials, and the build makes no AWS call
+    definition = build_monitor_definition(config)
+    service.check_access()
+    action, arn = upsert_monitor_pipeline(config, service, definition)
+    console.event(
+        "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn
+    )
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,12 +27,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipelines.console import (
+from pipelines.arguments import (
     ENV_OPTION,
     STATE_DIR_OPTION,
     Option,
     add_global_options,
 )
+from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.local_runner import serve_from_image
 from pipelines.promote import DIGEST_KEY, find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
@@ -40,7 +41,6 @@ from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
 from stack.registry import LOCAL_ROLE, ModelPackage, ModelRegistry, RegistryError
 from stack.resources import Resources, build_resources
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DECISIONS = ("Approved", "Rejected")
 
 

@@ -7,29 +7,25 @@ can parse step results without scraping text. Errors go to stderr in both format
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-FORMATS = ("text", "json")
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
-# An option every command of a CLI takes: its flags and add_argument's keywords.
-Option = tuple[Sequence[str], Mapping[str, Any]]
-ENV_OPTION: Option = (
-    ("--env",),
-    {"help": "local (default), test, dev, staging or prod"},
-)
-STATE_DIR_OPTION: Option = (
-    ("--state-dir",),
-    {"help": "the local state folder (state_dir)"},
-)
-LOG_FORMAT_OPTION: Option = (
-    ("--log-format",),
-    {"choices": FORMATS, "default": "text", "help": "text (default) or json lines"},
-)
+from stack.warehouse import WarehouseUnavailable
+
+FORMATS = ("text", "json")
+# How every command ends: 0 done; 1 the work failed; 2 a usage or configuration error,
+# found before any work; 130 interrupted (Ctrl-C).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """The command was asked what it cannot do as given (exit 2, before any work)."""
 
 
 class Console:
@@ -76,23 +72,16 @@ class Console:
             print(prefix + message, file=stream, flush=True)
 
 
-def add_global_options(
-    parser: argparse.ArgumentParser,
-    commands: Iterable[argparse.ArgumentParser],
-    options: Iterable[Option],
-) -> None:
-    """Add ``options`` to ``parser`` and to each of its subcommands' parsers, so they
-    may come before or after the subcommand (``--env dev list``, ``list --env dev``).
-
-    The subcommands' copies default to "not given": argparse lets a subcommand's
-    defaults overwrite what was parsed before it, which would drop ``--env dev list``'s
-    value.
+def print_json(console: Console, data: Any, target: str) -> None:
+    """``data`` as indented JSON (keys sorted) on stdout when ``target`` is "-", else
+    written to the file ``target``, noted.
     """
-    commands = list(commands)
-    for flags, keywords in options:
-        parser.add_argument(*flags, **keywords)
-        for command in commands:
-            command.add_argument(*flags, **{**keywords, "default": argparse.SUPPRESS})
+    text = json.dumps(data, indent=2, sort_keys=True)
+    if target == "-":
+        print(text, file=console.out)
+    else:
+        Path(target).write_text(text + "\n")
+        console.note(f"wrote {target}")
 
 
 def location(store: Any, uri: str) -> str:
@@ -174,3 +163,34 @@ def fail(console: Console, code: int, message: str, verbose: bool) -> int:
     first_line = message.strip().splitlines()[0] if message.strip() else "failed"
     console.error(first_line, exit_code=code)
     return code
+
+
+def run_command(
+    console: Console,
+    verbose: bool,
+    work: Callable[[], int],
+    usage_errors: tuple[type[Exception], ...] = (UsageError,),
+) -> int:
+    """Run a command's ``work`` and end it as every command ends: ``work``'s exit code;
+    EXIT_USAGE for ``usage_errors`` and for Snowflake or AWS out of reach;
+    EXIT_INTERRUPTED on Ctrl-C; EXIT_FAILED for anything else. One line each on
+    stderr, no traceback unless ``verbose``.
+    """
+    try:
+        return work()
+    except usage_errors as exc:
+        return fail(console, EXIT_USAGE, str(exc), verbose)
+    except KeyboardInterrupt:
+        console.error("interrupted: the execution was stopped")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: one line, a non-zero exit
+        if is_unreachable(exc):
+            return fail(console, EXIT_USAGE, str(exc), verbose)
+        return fail(console, EXIT_FAILED, f"{type(exc).__name__}: {exc}", verbose)
+
+
+def is_unreachable(exc: Exception) -> bool:
+    """Snowflake or AWS cannot be reached or refuses our credentials: a set-up error."""
+    return isinstance(
+        exc, WarehouseUnavailable | EndpointConnectionError | NoCredentialsError
+    )

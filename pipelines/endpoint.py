@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipelines.console import (
+from pipelines.arguments import (
     ENV_OPTION,
     STATE_DIR_OPTION,
     Option,

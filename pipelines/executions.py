@@ -20,19 +20,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.console import (
+from pipelines.arguments import (
     ENV_OPTION,
     LOG_FORMAT_OPTION,
     STATE_DIR_OPTION,
-    Console,
     add_global_options,
+)
+from pipelines.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Console,
     show_progress,
     show_step,
 )
 from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
 from stack.config import ConfigError, load_config
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:

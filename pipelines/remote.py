@@ -25,7 +25,7 @@ from pipelines.service import (
     Upserted,
     seconds_between,
 )
-from stack.config import Config, ConfigError
+from stack.config import ConfigError
 
 NO_CREDENTIALS = (
     "no AWS credentials found (set AWS_PROFILE or "
@@ -224,12 +224,3 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def require_role(config: Config) -> str:
-    """The pipeline's execution role, or ConfigError saying how to give one."""
-    if not config.aws.role_arn:
-        raise ConfigError(
-            "aws.role_arn is not set (pass --role-arn or set MLOPS_AWS__ROLE_ARN)"
-        )
-    return config.aws.role_arn

@@ -34,14 +34,14 @@ import re
 import sys
 from collections.abc import Sequence
 
-from pipelines.console import ENV_OPTION, STATE_DIR_OPTION, add_global_options
+from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_global_options
+from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.promote import find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, EndpointInfo, LocalEndpoints
 from stack.registry import RegistryError
 from stack.resources import Resources, build_resources
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _RELEASE = re.compile(r"^\d+(\.\d+){1,3}([.+-]?[0-9A-Za-z.]+)?$")
 
 

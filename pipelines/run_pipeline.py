@@ -21,14 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.console import Console
-from pipelines.run import (
-    EXIT_USAGE,
-    UpsertRequest,
-    UsageError,
-    check_tags,
-    upsert_and_report,
-)
+from pipelines.console import EXIT_USAGE, Console, UsageError
+from pipelines.upsert import UpsertRequest, check_tags, upsert_and_report
 from pipelines.validation import InvalidDefinition
 from stack.config import DEFAULT_AWS_ENV, ConfigError, load_config
 

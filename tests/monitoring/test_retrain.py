@@ -11,16 +11,17 @@ from types import SimpleNamespace
 import pytest
 
 from monitoring import retrain
-from monitoring.retrain import (
+from monitoring.decision import (
     DriftReport,
     InputError,
     ServingModel,
     decide,
     model_of,
     new_as_of,
-    request_token,
+    newest_drift,
     serving_model,
 )
+from monitoring.retraining import request_token
 from stack.config import MonitoringConfig, load_config
 from stack.objectstore import LocalObjectStore
 from stack.registry import LocalModelRegistry, ModelPackage
@@ -179,10 +180,10 @@ def test_the_newest_check_is_read_and_nested_or_other_files_are_not(tmp_path):
         store.write_bytes(f"{prefix}/{stamp}/drift.json", json.dumps(report).encode())
     store.write_bytes(f"{prefix}/2026-07-02T05-00-00Z/report.html", b"<html>")
     store.write_bytes(f"{prefix}/zzz/nested/drift.json", b"not read")
-    newest = retrain.newest_drift(store, prefix)
+    newest = newest_drift(store, prefix)
     assert newest.violations == 0
     assert newest.checked_at == datetime(2026, 7, 2, 5, tzinfo=UTC)
-    assert retrain.newest_drift(store, "s3://bkt/churn/monitoring/other") is None
+    assert newest_drift(store, "s3://bkt/churn/monitoring/other") is None
 
 
 # --- the command on the embedded stack ------------------------------------------------

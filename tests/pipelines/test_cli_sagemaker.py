@@ -155,7 +155,7 @@ def test_start_passes_typed_parameters(sagemaker, capsys):
         PipelineExecutionArn=execution_arn
     )["PipelineParameters"]
     values = {p["Name"]: p["Value"] for p in given}
-    # the code's commit is passed with every start (see pipelines.run.git_commit)
+    # the code's commit is passed with every start (see pipelines.operations.git_commit)
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", values.pop("GitCommit"))
     assert values == {"AucThreshold": "0.8", "AsOfDate": "2026-06-30"}
 

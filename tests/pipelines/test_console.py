@@ -10,12 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import approve, endpoint, executions
-from pipelines.console import (
-    ENV_OPTION,
-    LOG_FORMAT_OPTION,
-    add_global_options,
-    location,
-)
+from pipelines.arguments import ENV_OPTION, LOG_FORMAT_OPTION, add_global_options
+from pipelines.console import location
 from pipelines.local_runner import Execution, StepRecord
 from stack.objectstore import LocalObjectStore, S3ObjectStore
 

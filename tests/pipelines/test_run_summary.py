@@ -6,9 +6,9 @@ import io
 import json
 from pathlib import Path
 
-from pipelines import run
 from pipelines.console import Console
 from pipelines.local_runner import Execution
+from pipelines.summary import summarise
 from stack.config import load_config
 from stack.objectstore import LocalObjectStore
 
@@ -37,7 +37,7 @@ def summary(tmp_path: Path, log_format: str = "text", **fields) -> str:
     )
     out = io.StringIO()
     console = Console(log_format, out=out)
-    run._summary(config, execution, 3.0, console, LocalObjectStore(tmp_path / "s3"))
+    summarise(config, execution, 3.0, console, LocalObjectStore(tmp_path / "s3"))
     return out.getvalue()
 
 

@@ -6,7 +6,7 @@ from moto import mock_aws
 
 from pipelines.console import Console
 from pipelines.definition import build_definition
-from pipelines.run import UpsertRequest, upsert_and_report
+from pipelines.upsert import UpsertRequest, upsert_and_report
 from stack.config import ConfigError, load_config
 from tests.conftest import run_cli
 
