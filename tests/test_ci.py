@@ -481,6 +481,11 @@ def test_infra_change_sets_are_reviewed_before_prod_executes_them():
         assert jobs[f"plan-{env}"]["environment"] == f"{env}-plan"  # no reviewers
         assert jobs[f"apply-{env}"]["environment"] == env  # prod: required reviewers
         assert jobs[f"apply-{env}"]["needs"] == f"plan-{env}"
+        # the name its plan created, also when a failed apply job is re-run
+        assert jobs[f"plan-{env}"]["outputs"]["change_set"] == "${{ env.CHANGE_SET }}"
+        assert jobs[f"apply-{env}"]["env"]["CHANGE_SET"] == (
+            f"${{{{ needs.plan-{env}.outputs.change_set }}}}"
+        )
         if previous:
             assert jobs[f"plan-{env}"]["needs"] == f"apply-{previous}"
 
