@@ -41,7 +41,7 @@ PROJECT_PACKAGES = {
 SYSTEM_COMMANDS = {
     "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
     "tee", "jq", "docker", "curl", "rm", "export", "aws", "tar", "sha256sum", "[",
-    "git",
+    "git", "[[",
 }  # fmt: skip
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
 OPERATORS = {";", "&&", "||", "|", "&", ";;"}
@@ -574,6 +574,33 @@ def test_approval_deploy_gets_the_archive_of_the_code_it_deploys_in_dev_only():
         assert deployed == (env == "dev"), env
         for run_time in (_github_run_time_parameters, _harness_run_time_parameters):
             assert ("FunctionCodeKey" in run_time(env)) == deployed, (env, run_time)
+
+
+def test_dev_shares_its_registry_and_artifacts_with_the_promoting_accounts_only():
+    """AWS's cross-account registry pattern, in templates: dev's group policy
+    (model-registry.yaml, dev only) and platform's bucket and key policies name the
+    staging and prod accounts, which only dev's CD runs pass (no account id is in the
+    repository); platform gives dev's infra role its rights on the Lambda archives.
+    """
+    shared = {"StagingAccountId", "ProdAccountId", "InfraRoleName"}
+    for env in ENVIRONMENTS:
+        parameters = json.loads(
+            (PROJECT_ROOT / f"infra/parameters/{env}.json").read_text()
+        )
+        deployed = parameters["Templates"]
+        assert ("model-registry" in deployed) == (env == "dev"), env
+        assert deployed.index("platform") == 0
+        assert not shared & parameters["Parameters"].keys(), env
+        for run_time in (_github_run_time_parameters, _harness_run_time_parameters):
+            given = shared & run_time(env)
+            assert given == (shared if env == "dev" else set()), (env, run_time)
+    registry = (PROJECT_ROOT / "infra/model-registry.yaml").read_text()
+    platform = (PROJECT_ROOT / "infra/platform.yaml").read_text()
+    for sid in ("PromotionReadsTheGroup", "PromotionReadsItsVersions"):
+        assert f"Sid: {sid}" in registry
+    for sid in ("PromotionDecryptsThroughS3", "PromotionReadsArtifacts"):
+        assert f"Sid: {sid}" in platform
+    assert '"${ArtifactsBucket.Arn}/${Prefix}/lambda/*"' in platform
 
 
 # --- the job summary -----------------------------------------------------------------

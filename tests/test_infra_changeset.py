@@ -26,6 +26,7 @@ from tests.conftest import PROJECT_ROOT
 
 DEV_PARAMETERS = PROJECT_ROOT / "infra" / "parameters" / "dev.json"
 KEY = "churn/lambda/approval-events-" + "0" * 64 + ".zip"
+ACCOUNT = "0" * 12  # the placeholder account
 FAKE_AWS = f"""#!{sys.executable}
 import json, os, sys, yaml
 
@@ -109,6 +110,9 @@ def test_run_time_values_reach_only_the_templates_that_declare_them(plan):
             "FunctionCodeKey": KEY,
             "GitHubRepository": "acme/churn",
             "DispatchTarget": "github",
+            "StagingAccountId": ACCOUNT,
+            "ProdAccountId": ACCOUNT,
+            "InfraRoleName": "churn-infra",
             "NoTemplateDeclaresThis": "x",
         }
     )
@@ -125,6 +129,11 @@ def test_run_time_values_reach_only_the_templates_that_declare_them(plan):
     assert approval["DispatchSecretName"] == file_values["DispatchSecretName"]
     assert approval["BucketName"] == file_values["BucketName"]
     assert "EndpointName" not in approval  # not declared by this template
+    # the promoting accounts reach the registry's and the artifacts' policies
+    for stack in ("churn-dev-model-registry", "churn-dev-platform"):
+        assert stacks[stack]["StagingAccountId"] == ACCOUNT, stack
+        assert stacks[stack]["ProdAccountId"] == ACCOUNT, stack
+    assert stacks["churn-dev-platform"]["InfraRoleName"] == "churn-infra"
     for stack, parameters in stacks.items():
         assert "NoTemplateDeclaresThis" not in parameters, stack
         if stack != "churn-dev-approval-deploy":
@@ -140,6 +149,17 @@ def test_a_parameter_without_value_or_default_stops_the_plan(plan):
         in result.stderr
     )
     assert stacks == {}  # no change set was created
+
+
+def test_dev_s_registry_is_not_planned_without_the_promoting_accounts(plan):
+    result, stacks = plan("model-registry")
+
+    assert result.returncode != 0
+    assert (
+        "churn-dev-model-registry: infra/model-registry.yaml needs StagingAccountId, "
+        "ProdAccountId" in result.stderr
+    )
+    assert stacks == {}
 
 
 def test_the_file_alone_plans_templates_that_need_nothing_at_run_time(plan):
