@@ -84,10 +84,11 @@ def test_hadolint_is_clean_on_the_dockerfile():
 
 
 def test_shellcheck_is_clean_on_the_scripts_cd_runs():
-    """infra/changeset.sh, and every Harness script with its expressions as words
+    """infra/*.sh, and every Harness script with its expressions as words
     (actionlint already runs shellcheck on the workflows' run steps).
     """
-    scripts = [PROJECT_ROOT / "infra" / "changeset.sh"]
+    scripts = sorted((PROJECT_ROOT / "infra").glob("*.sh"))
+    assert PROJECT_ROOT / "infra" / "changeset.sh" in scripts
     result = _lint([_tool("shellcheck"), *map(str, scripts)])
     assert result.returncode == 0, result.stdout + result.stderr
     problems = []
@@ -566,6 +567,10 @@ def test_approval_deploy_gets_the_archive_of_the_code_it_deploys_in_dev_only():
     (plan,) = [s for s in _steps(dev) if s["identifier"] == "plan"]
     assert 'key="$prefix/lambda/approval-events-$sha256.zip"' in _script(plan)
     assert "aws s3 cp --only-show-errors lambda/approval-events.zip" in _script(plan)
+    # the secret no template creates is checked before the plan, by both CDs
+    check = "bash infra/check-dispatch-secret.sh"
+    assert runs.index(f"{check} dev") < runs.index("changeset.sh plan")
+    assert _script(plan).index(check) < _script(plan).index("changeset.sh plan")
     for env in ENVIRONMENTS:
         parameters = json.loads(
             (PROJECT_ROOT / f"infra/parameters/{env}.json").read_text()

@@ -371,3 +371,63 @@ def test_a_failed_execution_stops_apply_naming_the_resource_and_its_reason(
     assert "was executed and the stack is UPDATE_ROLLBACK_COMPLETE: plan again" in (
         again.stderr
     )
+
+
+# --- the approval-events function's dispatch secret -----------------------------------
+
+SECRET = json.loads(DEV_PARAMETERS.read_text())["Parameters"]["DispatchSecretName"]
+
+
+def _check_secret(cloudformation: CloudFormation, env: str = "dev"):
+    return subprocess.run(
+        ["bash", "infra/check-dispatch-secret.sh", env],
+        cwd=PROJECT_ROOT,
+        env={
+            "PATH": f"{cloudformation.bin_dir}:/usr/bin:/bin",
+            "HOME": str(cloudformation.home),
+            "FAKE_AWS_STATE": str(cloudformation.path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_missing_dispatch_secret_stops_cd_naming_it_and_how_to_create_it(
+    cloudformation,
+):
+    result = _check_secret(cloudformation)
+
+    assert result.returncode == 1
+    assert f"the secret {SECRET} does not exist here" in result.stderr
+    assert (
+        f'aws secretsmanager create-secret --name {SECRET} --secret-string "$TOKEN"'
+        in result.stderr
+    )
+
+
+def test_a_dispatch_secret_without_value_stops_cd(cloudformation):
+    cloudformation.update(secrets={SECRET: {"Name": SECRET}})
+
+    result = _check_secret(cloudformation)
+
+    assert result.returncode == 1
+    assert f"the secret {SECRET} has no value: put it with" in result.stderr
+
+
+def test_a_dispatch_secret_with_a_value_passes(cloudformation):
+    cloudformation.update(
+        secrets={SECRET: {"Name": SECRET, "VersionIdsToStages": {"v1": ["AWSCURRENT"]}}}
+    )
+
+    result = _check_secret(cloudformation)
+
+    assert result.returncode == 0, result.stderr
+    assert f"the secret {SECRET} exists and has a value" in result.stdout
+
+
+def test_environments_without_the_function_need_no_secret(cloudformation):
+    result = _check_secret(cloudformation, "staging")
+
+    assert result.returncode == 0, result.stderr
+    assert cloudformation.state.get("calls", []) == []

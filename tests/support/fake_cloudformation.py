@@ -1,5 +1,6 @@
 """A stand-in ``aws`` CLI for ``infra/changeset.sh``: the CloudFormation calls it makes,
-answered as CloudFormation answers them, over a state kept in a JSON file.
+answered as CloudFormation answers them, over a state kept in a JSON file (and
+Secrets Manager's DescribeSecret, for ``infra/check-dispatch-secret.sh``).
 
 Run as ``aws`` (a wrapper on PATH execs this file). ``FAKE_AWS_STATE`` names the
 state file, which a test seeds and reads:
@@ -13,6 +14,7 @@ state file, which a test seeds and reads:
   set with its "didn't contain changes" reason) or ``{"fail": reason}``;
 - ``executions``: stack -> ``{"fail": [resource, reason]}`` for an execution that
   fails and rolls back (default: it succeeds);
+- ``secrets``: name -> its DescribeSecret answer (for infra/check-dispatch-secret.sh);
 - ``calls``: every call's arguments, appended here.
 
 As CloudFormation does: executing a change set deletes the stack's change sets, and
@@ -175,6 +177,12 @@ def _wait(state: dict[str, Any], args: list[str]) -> int:
 def call(state: dict[str, Any], args: list[str]) -> int:
     """Answer one ``aws`` call (``args`` without the program name)."""
     state["calls"].append(args)
+    if args[:2] == ["secretsmanager", "describe-secret"]:
+        secret = state["secrets"].get(_option(args, "--secret-id"))
+        if secret is None:
+            return _fail("Secrets Manager can't find the specified secret.")
+        _answer(args, secret)
+        return 0
     if args[0] != "cloudformation":
         return _fail(f"the stand-in answers CloudFormation only, not {args[0]}")
     command = args[1]
@@ -237,7 +245,7 @@ def call(state: dict[str, Any], args: list[str]) -> int:
 def main() -> int:
     path = Path(os.environ["FAKE_AWS_STATE"])
     state = json.loads(path.read_text())
-    for key in ("stacks", "change_sets", "plans", "executions"):
+    for key in ("stacks", "change_sets", "plans", "executions", "secrets"):
         state.setdefault(key, {})
     state.setdefault("calls", [])
     try:
