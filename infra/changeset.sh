@@ -5,13 +5,18 @@
 #   infra/changeset.sh plan  ENV NAME [TEMPLATE...]   create change set NAME on each
 #       stack and print what it would change; a stack it would not change gets none
 #   infra/changeset.sh apply ENV NAME [TEMPLATE...]   execute change set NAME on each
-#       stack that has one, in order, waiting for each
+#       stack, in order, waiting for each; stops at the first that fails
 #
 # Stacks are <Prefix>-<env>-<template> (churn-dev-platform). platform comes first (the
 # others import its exports; in a new account plan and apply it alone first), then the
 # rest in name order, or the file's "Templates" list in its order. A change set is
-# immutable: apply runs exactly what plan showed, and CloudFormation refuses it if the
-# stack changed since. Each template gets the parameters it declares from the
+# immutable: apply runs exactly what plan showed (by the change set's id, as described),
+# and CloudFormation refuses it if the stack changed since. A stack plan found no
+# changes for keeps its empty (FAILED) change set as the record that it was planned:
+# apply notes "no changes" and succeeds. A stack without change set NAME was never
+# planned under that name and stops apply (nothing unreviewed runs), unless change set
+# NAME already ran there (its id is the execution's request token: a rerun of apply).
+# Each template gets the parameters it declares from the
 # environment's file, overridden by CHANGESET_PARAMETERS: a JSON object of values
 # known only at run time (approval-deploy's FunctionCodeKey, the key of the archive
 # CD has just uploaded); a parameter left out of both takes the template's default,
@@ -71,6 +76,10 @@ change_set() {  # stack, then describe-change-set options
   aws cloudformation describe-change-set --stack-name "$stack" --change-set-name "$name" "$@"
 }
 
+no_changes() {  # a change set's StatusReason
+  [[ $1 == *"didn't contain changes"* || $1 == *"No updates"* ]]
+}
+
 plan() {
   local template=$1 stack=$2 type declared missing reason
   case $(stack_status "$stack") in
@@ -113,10 +122,10 @@ plan() {
   if ! aws cloudformation wait change-set-create-complete --stack-name "$stack" \
     --change-set-name "$name" 2>/dev/null; then
     reason=$(change_set "$stack" --query StatusReason --output text)
-    if [[ $reason == *"didn't contain changes"* || $reason == *"No updates"* ]]; then
+    if no_changes "$reason"; then
+      # kept: apply reads it as "planned, nothing to do" (and deletes it)
       echo "$stack: no changes"
       printf '| %s | no changes | | |\n' "$stack" >> "$summary"
-      aws cloudformation delete-change-set --stack-name "$stack" --change-set-name "$name"
       return 0
     fi
     echo "$stack: the change set failed: $reason" >&2
@@ -132,25 +141,59 @@ plan() {
       done >> "$summary"
 }
 
+# The stack's events of this change set's execution (execute-change-set passes NAME as
+# its request token), as text: the query's result.
+execution_events() {
+  aws cloudformation describe-stack-events --stack-name "$1" --output text \
+    --query "StackEvents[?ClientRequestToken=='${name}'] | $2"
+}
+
 apply() {
-  local stack=$2 status
-  if ! status=$(change_set "$stack" --query '[Status, ExecutionStatus]' --output text 2>/dev/null); then
-    echo "$stack: no change set $name (plan found no changes)"
-    return 0
-  fi
-  if [[ $status != $'CREATE_COMPLETE\tAVAILABLE' ]]; then
-    echo "$stack: change set $name is ${status//$'\t'/ }, not executable: plan again" >&2
+  local stack=$2 found id status execution reason kind=update
+  if ! found=$(change_set "$stack" --output json \
+    --query '[ChangeSetId, Status, ExecutionStatus, StatusReason]' 2>/dev/null); then
+    if [[ $(stack_status "$stack") != NONE && $(execution_events "$stack" 'length(@)') != 0 ]]; then
+      status=$(stack_status "$stack")
+      if [[ $status == CREATE_COMPLETE || $status == UPDATE_COMPLETE ]]; then
+        echo "$stack: change set $name was executed already: $status"
+        return 0
+      fi
+      echo "$stack: change set $name was executed and the stack is $status: plan again" >&2
+      return 1
+    fi
+    echo "$stack: no change set $name, so nothing reviewed to execute: run" \
+      "infra/changeset.sh plan $env $name, review its changes, then apply" >&2
     return 1
   fi
-  local created=false
-  [[ $(stack_status "$stack") == REVIEW_IN_PROGRESS ]] && created=true
-  aws cloudformation execute-change-set --stack-name "$stack" --change-set-name "$name"
-  if [[ $created == true ]]; then
-    aws cloudformation wait stack-create-complete --stack-name "$stack"
-  else
-    aws cloudformation wait stack-update-complete --stack-name "$stack"
+  { read -r id; read -r status; read -r execution; read -r reason; } \
+    < <(jq -r '.[] | . // "" | gsub("\n"; " ")' <<< "$found")
+  case $status/$execution in
+    CREATE_COMPLETE/AVAILABLE) ;;
+    FAILED/*)
+      if no_changes "$reason"; then
+        echo "$stack: no changes (change set $name has none): nothing to execute"
+        aws cloudformation delete-change-set --change-set-name "$id"
+        return 0
+      fi
+      echo "$stack: change set $name failed when plan created it: $reason" >&2
+      return 1 ;;
+    *)
+      echo "$stack: change set $name is $status/$execution, not executable: plan again" >&2
+      return 1 ;;
+  esac
+  [[ $(stack_status "$stack") == REVIEW_IN_PROGRESS ]] && kind=create
+  # by its id: exactly the change set just described, which plan created and printed
+  aws cloudformation execute-change-set --change-set-name "$id" \
+    --client-request-token "$name"
+  if ! aws cloudformation wait "stack-${kind}-complete" --stack-name "$stack" 2>/dev/null; then
+    # the first resource that failed says why (events come newest first)
+    reason=$(execution_events "$stack" \
+      "[?ends_with(ResourceStatus, '_FAILED')] | [-1].[LogicalResourceId, ResourceStatusReason]")
+    echo "$stack: executing change set $name failed, the stack is $(stack_status "$stack"):" \
+      "${reason//$'\t'/: }" >&2
+    return 1
   fi
-  echo "$stack: $(stack_status "$stack")"
+  echo "$stack: change set $name executed: $(stack_status "$stack")"
 }
 
 if [[ $action == plan ]]; then

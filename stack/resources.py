@@ -56,11 +56,17 @@ class AwsClients:
 @dataclass
 class Resources:
     config: Config
-    warehouse: Warehouse
     store: ObjectStore
     registry: ModelRegistry
     endpoints: EndpointDeployer
     aws: AwsClients
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        """Snowflake, made on first use: a command that never reads it (the smoke
+        test, a promotion, a rollback) needs no Snowflake settings at all.
+        """
+        return build_warehouse(self.config, self.aws)
 
     @cached_property
     def pipelines(self) -> PipelineService:
@@ -121,7 +127,9 @@ def build_warehouse(config: Config, aws: AwsClients | None = None) -> Warehouse:
 
 
 def build_resources(config: Config) -> Resources:
-    """Everything outside our code, for ``config.env``; nothing connects until used."""
+    """Everything outside our code, for ``config.env``; nothing connects until used,
+    and Snowflake's connection object is made only when a command asks for it.
+    """
     aws = AwsClients(config)
     state = config.state_dir
     choice = config.resources
@@ -159,6 +167,4 @@ def build_resources(config: Config) -> Resources:
             instance_type=config.sagemaker.endpoint_instance_type,
             instance_count=config.sagemaker.endpoint_instance_count,
         )
-    return Resources(
-        config, build_warehouse(config, aws), store, registry, endpoints, aws
-    )
+    return Resources(config, store, registry, endpoints, aws)

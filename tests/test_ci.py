@@ -41,7 +41,7 @@ PROJECT_PACKAGES = {
 SYSTEM_COMMANDS = {
     "cd", "echo", "exit", "printf", "read", "set", "test", "mkdir", "find", "sort",
     "tee", "jq", "docker", "curl", "rm", "export", "aws", "tar", "sha256sum", "[",
-    "git",
+    "git", "[[",
 }  # fmt: skip
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "!", "while"}
 OPERATORS = {";", "&&", "||", "|", "&", ";;"}
@@ -84,10 +84,11 @@ def test_hadolint_is_clean_on_the_dockerfile():
 
 
 def test_shellcheck_is_clean_on_the_scripts_cd_runs():
-    """infra/changeset.sh, and every Harness script with its expressions as words
+    """infra/*.sh, and every Harness script with its expressions as words
     (actionlint already runs shellcheck on the workflows' run steps).
     """
-    scripts = [PROJECT_ROOT / "infra" / "changeset.sh"]
+    scripts = sorted((PROJECT_ROOT / "infra").glob("*.sh"))
+    assert PROJECT_ROOT / "infra" / "changeset.sh" in scripts
     result = _lint([_tool("shellcheck"), *map(str, scripts)])
     assert result.returncode == 0, result.stdout + result.stderr
     problems = []
@@ -481,6 +482,11 @@ def test_infra_change_sets_are_reviewed_before_prod_executes_them():
         assert jobs[f"plan-{env}"]["environment"] == f"{env}-plan"  # no reviewers
         assert jobs[f"apply-{env}"]["environment"] == env  # prod: required reviewers
         assert jobs[f"apply-{env}"]["needs"] == f"plan-{env}"
+        # the name its plan created, also when a failed apply job is re-run
+        assert jobs[f"plan-{env}"]["outputs"]["change_set"] == "${{ env.CHANGE_SET }}"
+        assert jobs[f"apply-{env}"]["env"]["CHANGE_SET"] == (
+            f"${{{{ needs.plan-{env}.outputs.change_set }}}}"
+        )
         if previous:
             assert jobs[f"plan-{env}"]["needs"] == f"apply-{previous}"
 
@@ -561,6 +567,10 @@ def test_approval_deploy_gets_the_archive_of_the_code_it_deploys_in_dev_only():
     (plan,) = [s for s in _steps(dev) if s["identifier"] == "plan"]
     assert 'key="$prefix/lambda/approval-events-$sha256.zip"' in _script(plan)
     assert "aws s3 cp --only-show-errors lambda/approval-events.zip" in _script(plan)
+    # the secret no template creates is checked before the plan, by both CDs
+    check = "bash infra/check-dispatch-secret.sh"
+    assert runs.index(f"{check} dev") < runs.index("changeset.sh plan")
+    assert _script(plan).index(check) < _script(plan).index("changeset.sh plan")
     for env in ENVIRONMENTS:
         parameters = json.loads(
             (PROJECT_ROOT / f"infra/parameters/{env}.json").read_text()
@@ -569,6 +579,33 @@ def test_approval_deploy_gets_the_archive_of_the_code_it_deploys_in_dev_only():
         assert deployed == (env == "dev"), env
         for run_time in (_github_run_time_parameters, _harness_run_time_parameters):
             assert ("FunctionCodeKey" in run_time(env)) == deployed, (env, run_time)
+
+
+def test_dev_shares_its_registry_and_artifacts_with_the_promoting_accounts_only():
+    """AWS's cross-account registry pattern, in templates: dev's group policy
+    (model-registry.yaml, dev only) and platform's bucket and key policies name the
+    staging and prod accounts, which only dev's CD runs pass (no account id is in the
+    repository); platform gives dev's infra role its rights on the Lambda archives.
+    """
+    shared = {"StagingAccountId", "ProdAccountId", "InfraRoleName"}
+    for env in ENVIRONMENTS:
+        parameters = json.loads(
+            (PROJECT_ROOT / f"infra/parameters/{env}.json").read_text()
+        )
+        deployed = parameters["Templates"]
+        assert ("model-registry" in deployed) == (env == "dev"), env
+        assert deployed.index("platform") == 0
+        assert not shared & parameters["Parameters"].keys(), env
+        for run_time in (_github_run_time_parameters, _harness_run_time_parameters):
+            given = shared & run_time(env)
+            assert given == (shared if env == "dev" else set()), (env, run_time)
+    registry = (PROJECT_ROOT / "infra/model-registry.yaml").read_text()
+    platform = (PROJECT_ROOT / "infra/platform.yaml").read_text()
+    for sid in ("PromotionReadsTheGroup", "PromotionReadsItsVersions"):
+        assert f"Sid: {sid}" in registry
+    for sid in ("PromotionDecryptsThroughS3", "PromotionReadsArtifacts"):
+        assert f"Sid: {sid}" in platform
+    assert '"${ArtifactsBucket.Arn}/${Prefix}/lambda/*"' in platform
 
 
 # --- the job summary -----------------------------------------------------------------

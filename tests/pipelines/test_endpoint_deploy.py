@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipelines import approve, endpoint
+from pipelines import approve, endpoint, rollback
 from stack.config import load_config
 from stack.resources import build_resources
 from tests.conftest import free_port
@@ -128,3 +128,43 @@ def test_a_dead_server_reads_failed_in_status_and_the_next_deploy_restarts_it(
     restarted = resources.endpoints.describe(name)
     assert restarted.status == "InService" and restarted.port == port
     assert restarted.pid != dead and ping(f"http://127.0.0.1:{port}") == 200
+
+
+def test_rollback_serves_the_previous_model_again_unless_another_package_serves(
+    state, tmp_path, capsys
+):
+    """``pipelines.rollback`` on a local endpoint: after A then B, it serves A again
+    (its archive's digest and its scores), on the same port; ``--only-if-serving``
+    with a package that does not serve changes nothing (a CD's failure path after a
+    deployment that never switched).
+    """
+    resources, port = state
+    argv = ["--state-dir", str(resources.config.state_dir)]
+    name = resources.config.sagemaker.endpoint_name
+    url = f"http://127.0.0.1:{port}"
+    first = register(resources, tmp_path, "a")
+    assert endpoint.main(["deploy", *argv, "--package", first.arn]) == 0
+    served_a = resources.endpoints.describe(name)
+    score_a = score(url)
+    second = register(resources, tmp_path, "b", sign=-1)
+    assert endpoint.main(["deploy", *argv, "--package", second.arn]) == 0
+    score_b = score(url)
+    assert score_b != pytest.approx(score_a)
+    capsys.readouterr()
+
+    # B serves, so a rollback guarded by A does nothing
+    assert rollback.main([*argv, "--only-if-serving", first.arn]) == 0
+    assert f"{name} does not serve {first.arn}: nothing rolled back" in (
+        capsys.readouterr().out
+    )
+    assert resources.endpoints.serving_package(name) == second.arn
+    assert score(url) == pytest.approx(score_b)
+
+    assert rollback.main([*argv, "--only-if-serving", second.arn]) == 0
+    assert f"serves {first.arn}" in capsys.readouterr().out
+    now = resources.endpoints.describe(name)
+    assert now.config_name == served_a.config_name
+    assert now.model_digest == served_a.model_digest
+    assert now.port == port and now.pid == served_a.pid  # swapped, not restarted
+    assert resources.endpoints.serving_package(name) == first.arn
+    assert score(url) == pytest.approx(score_a)

@@ -82,9 +82,8 @@ def aws(aws_credentials, monkeypatch):
     ``updates``).
     """
     monkeypatch.setenv("MLOPS_AWS__ROLE_ARN", ROLE)
-    # build_resources makes a (lazy) Snowflake connection object, which wants an
-    # account even when only AWS is used; CD sets it job-wide for that reason
-    monkeypatch.setenv("MLOPS_SNOWFLAKE__ACCOUNT", "not-used")
+    # no Snowflake settings: promote, deploy, smoke and rollback never use Snowflake
+    monkeypatch.delenv("MLOPS_SNOWFLAKE__ACCOUNT", raising=False)
     stubs: list[UpdateEndpointStub] = []
     made = AwsClients.client
 
