@@ -2,19 +2,22 @@
 
 The page inlines every plot as a base64 ``data:`` URI, so it opens from S3, an MLflow
 artifact view or a mail attachment without the PNG files beside it. matplotlib runs
-on its non-interactive ``Agg`` backend (no display in a processing container).
+on its non-interactive ``Agg`` backend (no display in a processing container). The
+page's markup is ``templates/evaluation.html.j2``, rendered by Jinja2 with autoescape.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import io
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import jinja2
 
 PLOTS = ("roc", "precision_recall", "calibration", "feature_importance", "confusion")
 
@@ -110,50 +113,33 @@ def write_plots(
 
 
 def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
-    """The report as one HTML page with the plots inlined."""
+    """The report as one HTML page with the plots inlined, from
+    ``templates/evaluation.html.j2`` with autoescape: a feature set's name or a gate
+    rule cannot inject markup.
+    """
     m = report["binary_classification_metrics"]
     e = report["evaluation"]
-    rows = [
+    threshold = f"{e['decision_threshold']:g}"
+    metrics = [
         ("ROC AUC", m["auc"]["value"]),
         ("PR AUC", m["pr_auc"]["value"]),
         ("Log loss", m["log_loss"]["value"]),
         ("Brier score", m["brier_score"]["value"]),
-        (f"Precision @ {e['decision_threshold']:g}", m["precision"]["value"]),
-        (f"Recall @ {e['decision_threshold']:g}", m["recall"]["value"]),
-        (f"F1 @ {e['decision_threshold']:g}", m["f1"]["value"]),
+        (f"Precision @ {threshold}", m["precision"]["value"]),
+        (f"Recall @ {threshold}", m["recall"]["value"]),
+        (f"F1 @ {threshold}", m["f1"]["value"]),
         ("Accuracy", m["accuracy"]["value"]),
         ("Lift in the top decile", m["lift_top_decile"]["value"]),
         ("Expected calibration error", m["expected_calibration_error"]["value"]),
     ]
-    metric_rows = "\n".join(
-        f"<tr><th>{html.escape(name)}</th><td>{value:.4f}</td></tr>"
-        for name, value in rows
-    )
-    gate = report.get("gate")
-    gate_html = ""
-    if gate:
-        verdict = "REGISTER" if gate["decision"] == "register" else "REJECT"
-        champion = (
-            f"{gate['champion_auc']:.4f} (version {gate['champion_version']})"
-            if gate.get("champion_auc") is not None
-            else "none"
-        )
-        gate_html = f"""
-<h2>Registration gate: <span class="{gate["decision"]}">{verdict}</span></h2>
-<p class="rule">{html.escape(gate["rule"])}</p>
-<table>
-<tr><th>Challenger AUC</th><td>{gate["challenger_auc"]:.4f}</td></tr>
-<tr><th>Champion AUC (same test split)</th><td>{html.escape(champion)}</td></tr>
-<tr><th>Absolute threshold</th><td>{gate["auc_threshold"]:.4f}</td></tr>
-<tr><th>Tolerance vs champion</th><td>{gate["champion_tolerance"]:.4f}</td></tr>
-</table>"""
-    images = "\n".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(path.read_bytes()).decode()}"></figure>'
-        for name, path in plots.items()
+    gate = report.get("gate") or None
+    champion = (
+        f"{gate['champion_auc']:.4f} (version {gate['champion_version']})"
+        if gate and gate.get("champion_auc") is not None
+        else "none"
     )
     extract = report.get("extract") or {}
-    data_rows = [
+    data = [
         ("Test rows", e["rows"]),
         ("Test positive rate", f"{e['positive_rate']:.4f}"),
         ("Feature set", extract.get("feature_set", "")),
@@ -167,68 +153,57 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
         ),
         ("Query SHA-256", extract.get("query_sha256", "")),
     ]
-    data_html = "\n".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in data_rows
+    return _template("evaluation.html.j2").render(
+        gate=gate,
+        champion=champion,
+        metrics=metrics,
+        data=data,
+        calibration=_calibration(report),
+        plots=[
+            (name, base64.b64encode(path.read_bytes()).decode())
+            for name, path in plots.items()
+        ],
     )
-    calibration_html = _calibration_html(report)
-    buffer = io.StringIO()
-    buffer.write(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Churn model evaluation</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.75em; text-align: left; }}
-th {{ background: #f4f4f4; }}
-figure {{ display: inline-block; margin: 0.5em; }}
-.register {{ color: #13702b; }} .reject {{ color: #b00020; }}
-.rule {{ font-size: 1.1em; }}
-</style></head><body>
-<h1>Churn model evaluation</h1>
-{gate_html}
-<h2>Metrics on the test split</h2>
-<table>{metric_rows}</table>
-<h2>Data</h2>
-<table>{data_html}</table>
-{calibration_html}
-<h2>Plots</h2>
-{images}
-</body></html>
-""")
-    return buffer.getvalue()
 
 
-def _calibration_html(report: Mapping[str, Any]) -> str:
+def _calibration(report: Mapping[str, Any]) -> dict[str, Any] | None:
     """What SCORE is, and the booster's scores against SCORE: ECE, AUC, mean, and
-    the reliability deciles.
+    the reliability deciles; None for an Evaluate report from before calibration.
     """
     calibration = report["calibration"]
-    if "before" not in calibration:  # an Evaluate report from before calibration
-        return ""
+    if "before" not in calibration:
+        return None
     before, after = calibration["before"], calibration["after"]
-    score = calibration["score"]
     rate = report["evaluation"]["positive_rate"]
-    summary = "\n".join(
-        f"<tr><th>{html.escape(name)}</th><td>{before[key]:.4f}</td>"
-        f"<td>{after[key]:.4f}</td></tr>"
-        for name, key in (
-            ("Expected calibration error", "expected_calibration_error"),
-            ("ROC AUC", "auc"),
-            (f"Mean score (churn rate {rate:.4f})", "mean_score"),
-        )
+    return {
+        "score": calibration["score"],
+        "summary": [
+            (name, before[key], after[key])
+            for name, key in (
+                ("Expected calibration error", "expected_calibration_error"),
+                ("ROC AUC", "auc"),
+                (f"Mean score (churn rate {rate:.4f})", "mean_score"),
+            )
+        ],
+        "deciles": list(zip(before["bins"], after["bins"], strict=True)),
+    }
+
+
+@cache
+def _template(name: str) -> jinja2.Template:
+    """A template of ``templates/``, autoescaped; an undefined name fails the render.
+
+    jinja2 is imported here, not at the top: the Gate step imports this module when it
+    starts, and only a step that writes a report needs the ~35 ms of jinja2.
+    """
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    deciles = "\n".join(
-        f"<tr><td>{b['bin']}</td><td>{b['count']}</td>"
-        f"<td>{b['mean_predicted']:.4f}</td><td>{a['mean_predicted']:.4f}</td>"
-        f"<td>{a['observed_rate']:.4f}</td></tr>"
-        for b, a in zip(before["bins"], after["bins"], strict=True)
-    )
-    return f"""
-<h2>Calibration</h2>
-<p>SCORE: {html.escape(score)}.</p>
-<table><tr><th></th><th>Booster, before calibration</th><th>SCORE</th></tr>
-{summary}</table>
-<table><tr><th>Decile of score</th><th>Rows</th><th>Mean booster score</th>
-<th>Mean SCORE</th><th>Observed churn rate</th></tr>
-{deciles}</table>"""
+    return environment.get_template(name)

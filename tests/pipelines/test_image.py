@@ -105,6 +105,23 @@ def test_the_staged_image_holds_what_the_dockerfile_copies_and_nothing_else(
     assert seen["missing"] == ["pytest", "moto", "hypothesis", "benchmarks"]
 
 
+def test_the_staged_image_holds_the_report_templates(image, tmp_path):
+    """Package data (setup.cfg's ``*.j2``): without it pip installs no templates."""
+    code = (
+        "from processing.report import _template as evaluation\n"
+        "from monitoring.report import _template as drift\n"
+        "print(evaluation('evaluation.html.j2').filename)\n"
+        "print(drift('drift.html.j2').filename)"
+    )
+    result = run_in(image, tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    site = "/opt/venv/lib/python3.11/site-packages/"
+    assert result.stdout.split() == [
+        f"{site}processing/templates/evaluation.html.j2",
+        f"{site}monitoring/templates/drift.html.j2",
+    ]
+
+
 @ISOLATED
 def test_an_isolated_job_sees_the_image_paths_and_nothing_of_the_checkout(
     image, tmp_path
