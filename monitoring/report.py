@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from processing.html_pages import load_template
+
 if TYPE_CHECKING:
     import jinja2
 
@@ -49,24 +51,14 @@ def _number(value: Any, digits: int = 3) -> str:
 
 @cache
 def _template(name: str) -> jinja2.Template:
-    """A template of ``templates/``, autoescaped; an undefined name fails the render.
-
-    jinja2 is imported here, not at the top, so that importing this module costs
-    nothing until a check writes its report.
-    """
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+    """A template of ``templates/`` (``processing.html_pages``), with the page's
+    number formats."""
+    return load_template(
+        Path(__file__).parent / "templates",
+        name,
+        {
+            "number": _number,
+            "percent": "{:.2%}".format,
+            "thousands": "{:,}".format,
+        },
     )
-    environment.filters.update(
-        number=_number,
-        percent="{:.2%}".format,
-        thousands="{:,}".format,
-    )
-    return environment.get_template(name)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from processing.html_pages import load_template
+
 if TYPE_CHECKING:
     import jinja2
 
@@ -191,19 +193,5 @@ def _calibration(report: Mapping[str, Any]) -> dict[str, Any] | None:
 
 @cache
 def _template(name: str) -> jinja2.Template:
-    """A template of ``templates/``, autoescaped; an undefined name fails the render.
-
-    jinja2 is imported here, not at the top: the Gate step imports this module when it
-    starts, and only a step that writes a report needs the ~35 ms of jinja2.
-    """
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template(name)
+    """A template of ``templates/`` (``processing.html_pages``)."""
+    return load_template(Path(__file__).parent / "templates", name)
