@@ -67,7 +67,7 @@ def log_gate_run(report: dict[str, Any], output: Path, execution_id: str) -> str
     gate = report.get("gate") or {}
     tags = {
         "pipeline_execution_id": execution_id,
-        "step": "Gate",
+        "step": GATE,
         # a child of the training run: MLflow shows each execution that judged it
         "mlflow.parentRunId": training_run_id,
         "training_run_id": training_run_id,

@@ -15,6 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from pipelines.step_names import TRAIN, TUNE
 from training.model import TrainedModel, save_model
 
 log = logging.getLogger("training.tracking")
@@ -71,10 +72,10 @@ def log_training_run(
         mlflow.create_experiment(experiment, artifact_location=location)
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     trial = tuning_trial(job_name)
-    run_name, parent, step = f"train-{execution_id}", None, "Train"
+    run_name, parent, step = f"train-{execution_id}", None, TRAIN
     if trial is not None:
         parent = _tuning_run(experiment_id, trial[0], execution_id)
-        run_name, step = f"trial-{trial[1]:03d}-{execution_id}", "Tune"
+        run_name, step = f"trial-{trial[1]:03d}-{execution_id}", TUNE
         mlflow.MlflowClient().log_metric(
             parent,
             "trial_validation_auc",

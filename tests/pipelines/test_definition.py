@@ -201,7 +201,11 @@ def test_local_and_dev_definitions_differ_only_in_configured_values():
     assert defaults["local"].pop("DefaultValue") is True
     assert defaults["dev"].pop("DefaultValue") is False
     # and the local endpoint's data capture into the local store (conf/local.yaml)
-    approval = top_step(local, "CheckAuc")["Arguments"]["IfSteps"][2]["Arguments"]
+    (approval,) = [
+        s["Arguments"]
+        for s in top_step(local, "CheckAuc")["Arguments"]["IfSteps"]
+        if s["Name"] == "CheckApproval"
+    ]
     (endpoint_config,) = [
         s for s in approval["IfSteps"] if s["Name"] == "EndpointConfig"
     ]
