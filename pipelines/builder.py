@@ -32,6 +32,7 @@ from pipelines.spec import (
     StepProperty,
 )
 from stack.config import Config, job_environment
+from stack.resources import AwsClients
 
 
 def load_sdk_for(config: Config) -> Any:
@@ -47,11 +48,9 @@ def make_session(config: Config, boto_session: Any | None = None) -> Any:
     """
     sdk = load_sdk_for(config)
     if boto_session is None:
-        import boto3
-
-        # for local and test builds, inside stack.resources.definition_environment:
-        # no caller's AWS
-        boto_session = boto3.Session(region_name=config.aws.region)
+        # the environment's session (for local and test builds, made inside
+        # stack.resources.definition_environment: no caller's AWS)
+        boto_session = AwsClients(config).session
     return sdk.PipelineSession(
         boto_session=boto_session, default_bucket=config.aws.bucket
     )
