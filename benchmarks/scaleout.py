@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extract import CountingConnection, free_port
+from pipelines.expressions import EvaluationContext, resolve
+from stack.objectstore import LocalObjectStore, join_uri
 
 DEFAULT_CUSTOMERS = 750_000
 QUICK_CUSTOMERS = 3_000
@@ -276,7 +278,6 @@ class _TrainRun:
 
 def _run_extract(bench: Bench, instances: int) -> _ExtractRun:
     from pipelines.local_jobs import run_processing_job
-    from stack.objectstore import join_uri
 
     request = _request(
         bench,
@@ -453,7 +454,6 @@ def _request(
     definition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The definition's step ``step_name`` resolved as the local runner resolves it."""
-    from pipelines.expressions import EvaluationContext, resolve
     from pipelines.local_runner import bind_parameters
 
     steps_of = (definition or bench.definition)["Steps"]
@@ -544,7 +544,6 @@ def _bench(
     from pipelines.local_jobs import Container, Platform
     from pipelines.local_runner import platform_variables
     from stack.config import load_config
-    from stack.objectstore import LocalObjectStore
 
     state = root / "state"
     state.mkdir(parents=True, exist_ok=True)

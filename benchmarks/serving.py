@@ -58,6 +58,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from inference.artifact import CALIBRATION_FILE
+from inference.calibration import PLATT, Calibration
+from inference.capture import CaptureSettings, CaptureWriter
+from inference.scorer import SMALL_BATCH_ROWS, TreeScorer
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 2
 N_FEATURES = 20
@@ -97,7 +102,6 @@ def build_model(folder: Path, trees: int) -> Path:
     import xgboost as xgb
 
     from features import FeatureSchema
-    from inference.calibration import FILE, PLATT, Calibration
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(20_000, N_FEATURES)).astype(np.float32)
@@ -119,7 +123,7 @@ def build_model(folder: Path, trees: int) -> Path:
     (folder / "schema.json").write_text(json.dumps(schema.to_dict()))
     (folder / "metadata.json").write_text(json.dumps({"trees": trees}))
     calibration = Calibration(PLATT, 1.45, -1.96, "validation", len(x), int(y.sum()))
-    (folder / FILE).write_text(json.dumps(calibration.to_dict()))
+    (folder / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()))
     return folder
 
 
@@ -612,8 +616,6 @@ def profile_ours(model_dir: Path, payload: Payload, repeat: int) -> dict[str, fl
     # machine may be busy). With capture, the writer's work (encoding and appending
     # the lines, done by a thread in the server) runs inline after each round, so
     # the difference is the whole CPU cost of capturing every request.
-    from inference.capture import CaptureSettings, CaptureWriter
-
     rounds = 5
     per_round = max(repeat // rounds, 1)
     off_us: list[float] = []
@@ -688,7 +690,6 @@ def measure_cut_over(model_dir: Path, rounds: int) -> dict[str, Any]:
     is faster at every measured size.
     """
     from inference.model import load_model
-    from inference.scorer import SMALL_BATCH_ROWS, TreeScorer
 
     booster = load_model(model_dir, threads=1).booster
     gtil = TreeScorer(booster, small_batch_rows=max(CUT_OVER_SIZES))

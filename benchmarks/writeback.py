@@ -45,7 +45,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stack.warehouse import Warehouse
+from datagen.seed import ensure_demo_data
+from features import load_feature_set
+from stack.endpoints import local_runtime_client
+from stack.warehouse import EmbeddedWarehouse, Warehouse
+from training.hyperparameters import DEFAULTS
 
 TARGET_ROWS = 200_000
 AS_OF = date(2026, 6, 30)
@@ -122,9 +126,7 @@ def bench_executemany(warehouse: Any, rows: int, slice_rows: int) -> dict[str, A
 
 
 def _train(warehouse: Any, folder: Path) -> None:
-    from features import load_feature_set
     from processing.extract import query_features
-    from training.hyperparameters import DEFAULTS
     from training.train import save_model, train_model
 
     feature_set = load_feature_set("churn")
@@ -171,8 +173,6 @@ class _Server:
             time.sleep(0.2)
 
     def client(self) -> Any:
-        from stack.endpoints import local_runtime_client
-
         return local_runtime_client(f"http://127.0.0.1:{self.port}")
 
     def stop(self) -> None:
@@ -258,7 +258,6 @@ class _TimedWarehouse(Warehouse):
 
 
 def bench_job(warehouse: Any, score: Any, case: str) -> dict[str, Any]:
-    from features import load_feature_set
     from snowflake.sagemaker_predictions.writeback import write_back
 
     timed = _Timed(score)
@@ -311,7 +310,6 @@ class _Timed:
 
 
 def bench_per_row(warehouse: Any, score: Any, rows: int, slice_rows: int) -> dict:
-    from features import load_feature_set
     from processing.extract import query_features
 
     feature_set = load_feature_set("churn")
@@ -339,7 +337,6 @@ def bench_query(warehouse: Any) -> dict[str, Any]:
     """The feature query alone (no change filter, no fingerprint): the floor under
     the job's "query + stage + merge" share.
     """
-    from features import load_feature_set
     from processing.extract import query_features
 
     feature_set = load_feature_set("churn")
@@ -353,9 +350,7 @@ def bench_query(warehouse: Any) -> dict[str, Any]:
 
 
 def run(customers: int, write_rows: int, slice_rows: int) -> list[dict[str, Any]]:
-    from datagen.seed import ensure_demo_data
     from snowflake.sagemaker_predictions.writeback import endpoint_scorer
-    from stack.warehouse import EmbeddedWarehouse
 
     with tempfile.TemporaryDirectory(prefix="bench-writeback-") as tmp:
         root = Path(tmp)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.service import PipelineService, seconds_between
+from pipelines.service import PipelineService, PipelineServiceError, seconds_between
 from stack.config import Config, ConfigError, validate_identifier
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelRegistry, RegistryError
@@ -62,8 +62,6 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     # imported here: the connector is slow to import and only some pages need it
     from botocore.exceptions import BotoCoreError, ClientError
     from snowflake.connector.errors import Error as SnowflakeError
-
-    from pipelines.service import PipelineServiceError
 
     return (
         PipelineServiceError,

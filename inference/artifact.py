@@ -22,8 +22,6 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference.calibration import FILE as CALIBRATION_FILE
-
 if TYPE_CHECKING:
     import xgboost as xgb
 
@@ -32,6 +30,7 @@ if TYPE_CHECKING:
 
 ARCHIVE = "model.tar.gz"
 MODEL_FILE = "model.json"
+CALIBRATION_FILE = "calibration.json"
 SCHEMA_FILE = "schema.json"
 METADATA_FILE = "metadata.json"
 __all__ = [

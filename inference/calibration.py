@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-FILE = "calibration.json"
 PLATT = "platt"
 IDENTITY = "identity"
 

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference.supervisor import Generation, Supervisor
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the model: a supervisor process holding the port and ``--workers``
@@ -120,8 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--data-capture-config is not JSON: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from inference.supervisor import Generation, Supervisor
-
     supervisor = Supervisor(
         host=args.host,
         port=args.port,

@@ -38,12 +38,23 @@ from typing import TYPE_CHECKING
 import httptools
 import orjson
 
+# load_model and ScoringApp are called through their modules: tests replace them there
+import inference.app
+import inference.model
 from inference.app import Invocation, Reply
+from inference.capture import (
+    DEFAULT_MAX_MB,
+    DEFAULT_RETENTION_HOURS,
+    CaptureBounds,
+    CaptureSettings,
+    CaptureWriter,
+)
 from inference.codec import MAX_PAYLOAD_BYTES
+from inference.model import ModelLoadError
+from inference.scorer import SMALL_BATCH_ROWS
 
 if TYPE_CHECKING:
     from inference.app import ScoringApp
-    from inference.capture import CaptureWriter
     from inference.model import LoadedModel
 
 log = logging.getLogger("inference.worker")
@@ -100,22 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     _import_xgboost_without_scikit_learn()
-    from inference.app import ScoringApp
-    from inference.model import ModelLoadError, load_model
-    from inference.scorer import SMALL_BATCH_ROWS
-
     _no_signal_cancels_parsing()
     small_batch_rows = (
         SMALL_BATCH_ROWS if args.small_batch_rows is None else args.small_batch_rows
     )
     try:
-        model = load_model(Path(args.model_dir), 1, small_batch_rows)
+        model = inference.model.load_model(Path(args.model_dir), 1, small_batch_rows)
         _score_one_row(model)  # proves it answers before it reports ready
     except ModelLoadError as exc:
         print(f"worker {os.getpid()}: {exc}", file=sys.stderr)
         return 3
     capture = _capture_writer(args)
-    app = ScoringApp(model, args.endpoint_name, args.variant_name, capture)
+    app = inference.app.ScoringApp(
+        model, args.endpoint_name, args.variant_name, capture
+    )
     sock = socket.socket(fileno=args.fd)
     try:
         return _serve(app, sock, args.ready_fd, args.grace, args.read_timeout)
@@ -150,8 +159,6 @@ def _score_one_row(model: LoadedModel) -> None:
     """
     import numpy as np
 
-    from inference.model import ModelLoadError
-
     try:
         model.predict(np.zeros((1, len(model.schema.features)), dtype=np.float32))
     except Exception as exc:  # noqa: BLE001 - any failure means it cannot serve
@@ -175,14 +182,6 @@ def _capture_writer(args: argparse.Namespace) -> CaptureWriter | None:
     """The data capture writer the worker's generation asks for, if any."""
     if not args.data_capture_config or not args.data_capture_dir:
         return None
-    from inference.capture import (
-        DEFAULT_MAX_MB,
-        DEFAULT_RETENTION_HOURS,
-        CaptureBounds,
-        CaptureSettings,
-        CaptureWriter,
-    )
-
     settings = CaptureSettings.from_config(
         json.loads(args.data_capture_config),
         Path(args.data_capture_dir),

@@ -31,7 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.channels import read_split
 from features.schema import FeatureSchema
+from inference import artifact
+from inference.model import load_model
 from monitoring import formats
 from pipelines.spec import (
     MODEL,
@@ -42,6 +45,7 @@ from pipelines.spec import (
     python_module,
 )
 from pipelines.step_names import BASELINE, EXTRACT
+from processing.contract import ProcessingContract, log_first_read
 
 log = logging.getLogger("monitoring.baseline")
 
@@ -250,9 +254,6 @@ def build_baseline(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The Baseline step, under the processing container contract."""
-    from features.channels import read_split
-    from processing.contract import ProcessingContract, log_first_read
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="monitoring.baseline")
     parser.add_argument("--model-dir", default=MODEL_DIR)
@@ -266,10 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_first_read(log, f"the training split in {train_dir}")
         train = read_split(train_dir)
         test = read_split(contract.path(args.test_dir))
-        # XGBoost (and the scikit-learn it imports) only once the data is in
-        from inference import artifact
-        from inference.model import load_model
-
+        # load_model imports XGBoost (and the scikit-learn it imports) only now
         model = load_model(artifact.folder_in(contract.path(args.model_dir)), threads=0)
         predictions = model.predict(model.schema.feature_matrix(test))
         baseline = build_baseline(train, model.schema, predictions)

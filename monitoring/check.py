@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import stack.resources
+from features.schema import load_feature_set
 from monitoring import formats
 from monitoring.baseline import (
     CONSTRAINTS_FILE,
@@ -47,10 +49,16 @@ from monitoring.baseline import (
     STATISTICS_FILE,
     Baseline,
 )
+from monitoring.decision import results_prefix
 from monitoring.drift import DriftResult, InsufficientData, compare
+from monitoring.report import render_report
+from pipelines.console import Console, location
 from pipelines.spec import Output, ProcessingSpec, PropertyFile, python_module
 from pipelines.step_names import DRIFT_CHECK, DRIFT_REPORT
+from processing.contract import command_config
 from stack.config import Config, ConfigError, validate_identifier
+from stack.objectstore import LocalObjectStore, join_uri
+from stack.warehouse import WarehouseUnavailable
 
 log = logging.getLogger("monitoring.check")
 
@@ -94,12 +102,6 @@ class CheckOutcome:
     violations: list[dict[str, str]]
     output_dir: Path
     published_uri: str | None
-
-
-def results_prefix(config: Config) -> str:
-    from stack.objectstore import join_uri
-
-    return join_uri(config.artifact_root, "monitoring", config.sagemaker.endpoint_name)
 
 
 # --- the baseline -----------------------------------------------------------------
@@ -320,8 +322,6 @@ def write_results(
     drift: dict[str, Any],
     extra_violations: list[dict[str, str]],
 ) -> list[dict[str, str]]:
-    from monitoring.report import render_report
-
     violations = result.violations + extra_violations
     document = {"violations": violations}
     formats.check(document, formats.VIOLATIONS, VIOLATIONS_FILE)
@@ -335,8 +335,6 @@ def write_results(
 
 
 def publish(store: Any, prefix: str, directory: Path, checked_at: str) -> str:
-    from stack.objectstore import join_uri
-
     folder = join_uri(prefix, checked_at.replace(":", "-"))
     for name in (VIOLATIONS_FILE, STATISTICS_FILE, DRIFT_FILE, REPORT_FILE):
         store.write_bytes(join_uri(folder, name), (directory / name).read_bytes())
@@ -360,8 +358,6 @@ def run_check(
     """The whole check; raises CheckError (or InsufficientData, FormatError) when
     nothing could be judged.
     """
-    from features.schema import load_feature_set
-
     feature_set = load_feature_set(
         config.features.feature_set, config.features.directory
     )
@@ -439,8 +435,6 @@ def run_check(
 def _performance_if_reachable(
     resources: Any, config: Config, feature_set: Any, package: Any, window_days: int
 ) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
-    from stack.warehouse import WarehouseUnavailable
-
     try:
         with resources.warehouse.connect() as conn:
             return performance(conn, config, feature_set, package, window_days)
@@ -528,16 +522,14 @@ def _baseline_folder(statistics: Path, constraints: Path) -> Path:
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
-    from pipelines.console import Console
-    from processing.contract import command_config
-    from stack.resources import build_resources
-
     environ = os.environ if environ is None else environ
     console = Console(args.log_format)
     args = _model_monitor_contract(args, environ)
     try:
         config = command_config(args.env, {"state_dir": args.state_dir})
-        resources = _resources_for_contract(build_resources(config), environ)
+        resources = _resources_for_contract(
+            stack.resources.build_resources(config), environ
+        )
         output = args.output_dir or Path(tempfile.mkdtemp(prefix="drift-"))
         outcome = run_check(
             config,
@@ -569,8 +561,6 @@ def _resources_for_contract(resources: Any, environ: Mapping[str, str]) -> Any:
     if not source:
         return resources
     from dataclasses import replace
-
-    from stack.objectstore import LocalObjectStore
 
     folder = Path(source)
     config = resources.config.model_copy(
@@ -604,9 +594,6 @@ class _SplitStore:
 
 
 def _show(console: Any, outcome: CheckOutcome, store: Any) -> None:
-    from pipelines.console import location
-    from stack.objectstore import join_uri
-
     drift = outcome.drift
     drifted = [f["name"] for f in drift["features"] if f["drifted"]]
     console.event(

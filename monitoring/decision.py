@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from stack.config import MonitoringConfig
-from stack.objectstore import ObjectStore, ObjectStoreError
+from stack.config import Config, MonitoringConfig
+from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelPackage
 from stack.resources import Resources
 
@@ -223,6 +223,11 @@ def model_of(package: ModelPackage, found_by: str) -> ServingModel:
         label_window_days=int(window) if window.isdigit() else None,
         found_by=found_by,
     )
+
+
+def results_prefix(config: Config) -> str:
+    """Where the drift checks publish their results, one folder per check."""
+    return join_uri(config.artifact_root, "monitoring", config.sagemaker.endpoint_name)
 
 
 def newest_drift(store: ObjectStore, prefix: str) -> DriftReport | None:

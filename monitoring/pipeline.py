@@ -46,10 +46,11 @@ from pipelines.console import (
     show_step,
 )
 from pipelines.operations import run_local, with_git_commit
+from pipelines.sdk import load_sdk
 from pipelines.service import LocalPipelines
 from pipelines.start_requests import take_requests
 from pipelines.step_names import CHECK_DRIFT, DRIFT_CHECK, DRIFT_REPORT
-from pipelines.validation import InvalidDefinition
+from pipelines.validation import InvalidDefinition, check_definition
 from stack.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ def monitor_pipeline_name(config: Config) -> str:
 
 def get_monitor_pipeline(config: Config, session: Any) -> Any:
     """The monitoring pipeline for ``config`` on ``session`` (a PipelineSession)."""
-    from pipelines.sdk import load_sdk
-
     sdk = load_sdk(config.aws.region)  # first: it holds the SDK's import side effects
     from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionOr
 
@@ -98,8 +97,6 @@ def build_monitor_definition(
     Raises:
         InvalidDefinition: a step's request would be refused by SageMaker's API.
     """
-    from pipelines.validation import check_definition
-
     with stack.resources.definition_environment(config):
         session = session or make_session(config)
         with warnings.catch_warnings():

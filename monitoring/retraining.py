@@ -27,6 +27,7 @@ from monitoring.decision import (
     iso_utc,
     newest_drift,
     read_drift,
+    results_prefix,
     serving_model,
 )
 from pipelines.console import EXIT_FAILED, EXIT_OK, Console, UsageError
@@ -68,8 +69,6 @@ def retrain(
             resources.store, request.drift_report
         )
     else:
-        from monitoring.check import results_prefix  # (numpy, pandas: only here)
-
         drift = newest_drift(resources.store, results_prefix(config))
     decision = decide(
         model,

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from functools import reduce
 from typing import Any
 
+from pipelines.sdk import load_sdk
 from pipelines.spec import (
     EVERY_PARAMETER,
     EXECUTION_ID,
@@ -37,8 +38,6 @@ from stack.resources import AwsClients
 
 def load_sdk_for(config: Config) -> Any:
     """The SageMaker SDK's names (``pipelines.sdk``), for ``config``'s region."""
-    from pipelines.sdk import load_sdk
-
     return load_sdk(config.aws.region)
 
 

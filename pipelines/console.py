@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
+from stack.objectstore import LocalObjectStore
 from stack.warehouse import WarehouseUnavailable
 
 FORMATS = ("text", "json")
@@ -88,8 +89,6 @@ def location(store: Any, uri: str) -> str:
     """Where a person finds ``uri``: a file path in the local object store's folder,
     else the URI itself (``s3://...`` on AWS).
     """
-    from stack.objectstore import LocalObjectStore
-
     if isinstance(store, LocalObjectStore):
         return str(store.path_of(uri).resolve())
     return uri

@@ -19,6 +19,7 @@ from typing import Any
 
 from monitoring import baseline as baseline_step
 from pipelines.builder import PipelineBuilder, make_session
+from pipelines.sdk import load_sdk
 from pipelines.spec import StepOutput
 from pipelines.step_names import (
     AUC_TOO_LOW,
@@ -35,6 +36,7 @@ from pipelines.step_names import (
     TRAIN,
     TUNE,
 )
+from pipelines.validation import check_definition
 from processing import evaluate as evaluate_step
 from processing import extract as extract_step
 from processing import gate as gate_step
@@ -145,8 +147,6 @@ TUNABLE_PARAMETERS = {
 
 def get_pipeline(config: Config, session: Any) -> Any:
     """Build the pipeline for ``config`` on ``session`` (a PipelineSession)."""
-    from pipelines.sdk import load_sdk
-
     sdk = load_sdk(config.aws.region)
     build = PipelineBuilder(config, session, parameters(sdk, config))
     preflight = build.processing(preflight_step.SPEC)
@@ -473,8 +473,6 @@ def build_definition(config: Config, session: Any | None = None) -> dict[str, An
         InvalidDefinition: a step's request would be refused by SageMaker's API
             (checked against botocore's service model, see ``pipelines.validation``).
     """
-    from pipelines.validation import check_definition
-
     with definition_environment(config):
         session = session or make_session(config)
         with warnings.catch_warnings():

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import stack.resources
 from pipelines.arguments import (
     ENV_OPTION,
     LOG_FORMAT_OPTION,
@@ -68,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(args.log_format)
     try:
         config = load_config(args.env, {"state_dir": args.state_dir})
-        from stack.resources import build_pipelines
-
-        service = build_pipelines(config)
+        service = stack.resources.build_pipelines(config)
         service.check_access()
         if args.command == "list":
             return _list(service, args.limit, console)

@@ -21,6 +21,7 @@ from pipelines.console import Console, UsageError, show_progress
 from pipelines.local_runner import DefinitionError, StateBusy, bind_parameters
 from pipelines.parameters import PARAMETERS, ParameterError, check_parameters
 from pipelines.service import LocalPipelines
+from pipelines.summary import summarise, verdict
 from stack.config import Config
 from stack.endpoints import EndpointError, LocalEndpoints
 from stack.resources import Resources
@@ -76,7 +77,6 @@ def run_local(
     started = time.monotonic()
     from features import SchemaError, load_feature_set  # pandas
     from pipelines.definition import build_definition  # the SageMaker SDK
-    from pipelines.summary import summarise, verdict  # (imports the definition)
 
     pipelines = stack.resources.build_pipelines(config)
     if not isinstance(pipelines, LocalPipelines):

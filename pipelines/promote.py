@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import stack.resources
 from stack.config import DEFAULT_AWS_ENV, ENVIRONMENTS, Config, ConfigError, load_config
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
@@ -242,9 +243,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resources(config: Config) -> tuple[ModelRegistry, ObjectStore]:
-    from stack.resources import build_resources
-
-    resources = build_resources(config)
+    resources = stack.resources.build_resources(config)
     return resources.registry, resources.store
 
 

@@ -37,6 +37,11 @@ from collections.abc import Sequence
 from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_global_options
 from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.promote import find_promoted, package_arn_argument
+from snowflake.sagemaker_predictions.__main__ import main as snowflake_main
+from snowflake.sagemaker_predictions.procedure_code import (
+    DISTRIBUTION,
+    release_version,
+)
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, EndpointInfo, LocalEndpoints
 from stack.registry import RegistryError
@@ -97,11 +102,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_installed(version: str) -> None:
-    from snowflake.sagemaker_predictions.procedure_code import (
-        DISTRIBUTION,
-        release_version,
-    )
-
     installed = release_version()
     if installed != version:
         raise ConfigError(
@@ -126,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: rollback: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.snowflake_release:
-        from snowflake.sagemaker_predictions.__main__ import main as snowflake_main
-
         return snowflake_main(["deploy", "--env", config.env])
     return EXIT_OK
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from stack.registry import LOCAL_ACCOUNT
+
 if TYPE_CHECKING:
     from pipelines.local_runner import Execution, LocalRunner
     from stack.resources import Resources
@@ -254,8 +256,6 @@ class LocalPipelines(PipelineService):
         tags: Mapping[str, str] | None = None,
         display_name: str | None = None,
     ) -> Upserted:
-        from stack.registry import LOCAL_ACCOUNT
-
         region = self.resources.config.aws.region
         arn = f"arn:aws:sagemaker:{region}:{LOCAL_ACCOUNT}:pipeline/{name.lower()}"
         path = self._pipelines / f"{name}.json"

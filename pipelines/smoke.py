@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import stack.resources
 from stack.config import ConfigError, load_config
 
 
@@ -62,13 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from features import load_feature_set
-    from stack.resources import build_resources
 
     name = args.name or config.sagemaker.endpoint_name
     schema = load_feature_set(config.features.feature_set).schema
     try:
         score = smoke_test(
-            build_resources(config).endpoints, name, len(schema.features)
+            stack.resources.build_resources(config).endpoints,
+            name,
+            len(schema.features),
         )
     except SmokeError as exc:
         print(f"error: smoke test failed: {exc}", file=sys.stderr)

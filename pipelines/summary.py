@@ -3,9 +3,9 @@ steps, test metrics, the evaluation report, the gate's decision, the model packa
 endpoint, the predictions written back, the record) and the verdict that becomes the
 exit code.
 
-The step and property file names are the definition's constants. Importing this module
-imports ``pipelines.definition`` (and pandas, through ``features``): the run that calls
-it has built the definition by then.
+The step and property file names are the definition's constants, from
+``pipelines.step_names``: importing this module imports neither the definition nor
+pandas.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stack.resources
+from pipelines.builder import make_session
 from pipelines.console import EXIT_FAILED, EXIT_OK, Console, UsageError, show_step
 from pipelines.local_runner import DefinitionError, bind_parameters
 from pipelines.service import ExecutionStatus, PipelineService, WaitTimeout
@@ -97,7 +98,6 @@ def checked_definition(config: Config, parameters: dict[str, str]) -> dict[str, 
     """The definition to send, checked against SageMaker's API model, and the
     parameters against it, before anything is sent.
     """
-    from pipelines.builder import make_session
     from pipelines.definition import build_definition  # the SDK
 
     definition = build_definition(config, make_session(config))

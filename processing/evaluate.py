@@ -26,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from features import SchemaError
 from features.channels import data_window, read_split
 from inference import artifact
+from inference.calibration import Calibration
+from inference.model import load_model
 from pipelines.spec import (
     MODEL,
     Input,
@@ -39,13 +42,14 @@ from pipelines.spec import (
 )
 from pipelines.step_names import EVALUATE, EVALUATION_REPORT, EXTRACT
 from processing.contract import ProcessingContract, log_first_read
+from processing.report import render_html, write_plots
 
 if TYPE_CHECKING:
-    # imported where used: the Gate step imports this module, and with no champion
-    # to score it needs neither pandas, scikit-learn, XGBoost nor matplotlib
+    # scikit-learn, XGBoost (through load_model) and matplotlib are imported where
+    # used: the Gate step imports this module, and with no champion to score it
+    # needs none of them
     import pandas as pd
 
-    from inference.calibration import Calibration
     from inference.model import LoadedModel
 
 log = logging.getLogger("processing.evaluate")
@@ -86,8 +90,6 @@ def score(
     """The labels of ``test``, the booster's raw scores and SCORE (calibrated, as the
     endpoint answers) for them.
     """
-    from features import SchemaError
-
     schema = model.schema
     schema.check_frame(test)
     labels = test[schema.label].astype(int).to_numpy()
@@ -112,8 +114,6 @@ def metrics_report(
             identity).
     """
     from sklearn import metrics
-
-    from inference.calibration import Calibration
 
     calibration = calibration or Calibration.identity()
     before = reliability(labels, scores if raw_scores is None else raw_scores)
@@ -273,9 +273,6 @@ def run_evaluation(
     """Score the model, write ``evaluation.json``, the plots and ``report.html``
     into ``output``; return the report.
     """
-    from inference.model import load_model
-    from processing.report import render_html, write_plots
-
     test = read_split(test_dir)
     model = load_model(model_dir, threads=0)
     labels, raw, scores = score(model, test)

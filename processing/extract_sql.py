@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from features import FeatureSchema
+if TYPE_CHECKING:
+    # an annotation only: the SQL helpers need no pandas (the Preflight step imports
+    # them at its top)
+    from features import FeatureSchema
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 _SENTINEL = re.compile(r"\b__param_(\w+)__\b")

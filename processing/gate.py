@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from features.channels import read_split
 from inference import artifact
+from inference.model import load_model
 from pipelines.spec import (
     EXECUTION_ID,
     Input,
@@ -236,9 +237,8 @@ def judge(
     if gate.model_package_group and gate.registry and gate.store:
 
         def auc_of(folder: Path, frame: pd.DataFrame) -> float:
-            # XGBoost (and scikit-learn, SciPy: 2-3 s of imports) only for a champion
-            from inference.model import load_model
-
+            # load_model imports XGBoost (with scikit-learn and SciPy: 2-3 s) only
+            # here, for a champion
             metrics = evaluate(load_model(folder), frame, threshold)
             return float(metrics["binary_classification_metrics"]["auc"]["value"])
 

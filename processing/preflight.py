@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pipelines.parameters import ParameterError, check_parameters
 from pipelines.spec import (
     EVERY_PARAMETER,
     Output,
@@ -33,6 +34,8 @@ from pipelines.spec import (
 )
 from pipelines.step_names import PREFLIGHT, PREFLIGHT_REPORT
 from processing.contract import ProcessingContract, log_first_read
+from processing.extract_sql import source_tables
+from processing.fingerprint import fingerprint_tables
 
 log = logging.getLogger("processing.preflight")
 
@@ -80,8 +83,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from pipelines.parameters import ParameterError, check_parameters
-
     contract = ProcessingContract.from_environment()
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     parameters = dict(args.param)
@@ -115,8 +116,6 @@ def run(feature_set_name: str, data_version: str) -> dict[str, Any]:
     """The fingerprint of the tables ``feature_set_name`` reads at ``data_version``."""
     from features import load_feature_set
     from processing.extract import parse_data_version, resolve_data_version
-    from processing.extract_sql import source_tables
-    from processing.fingerprint import fingerprint_tables
     from stack.config import load_job_config
     from stack.resources import build_warehouse
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipelines.spec import ProcessingSpec, ReportValue, StepProperty, python_module
 from pipelines.step_names import GATE, GATE_REPORT, REGISTER, TRACK
+from processing.contract import ProcessingContract, log_first_read
 
 log = logging.getLogger("processing.tracking")
 
@@ -122,8 +123,6 @@ def tag_registration(run_id: str, model_package_arn: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The Track step: the registered package's ARN onto the execution's run."""
-    from processing.contract import ProcessingContract, log_first_read
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(prog="processing.tracking")
     parser.add_argument("--run-id", required=True, help="the execution's Gate run")

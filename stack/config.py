@@ -38,7 +38,13 @@ from pydantic import (
 from stack.identifiers import IDENTIFIER as _IDENTIFIER
 from stack.identifiers import ConfigError as ConfigError
 from stack.identifiers import validate_identifier as validate_identifier
+from stack.objectstore import ObjectStoreError, check_bucket, split_uri
 from stack.registry import LOCAL_ROLE
+from training.hyperparameters import (
+    HYPERPARAMETER_TYPES,
+    HyperparameterError,
+    parse_hyperparameters,
+)
 
 ENVIRONMENTS = ("local", "test", "dev", "staging", "prod")
 # The environment when none is named (no --env, no MLOPS_ENV): the embedded one. A
@@ -86,8 +92,6 @@ class AwsConfig(_Section):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        from stack.objectstore import ObjectStoreError, check_bucket
-
         try:
             return check_bucket(value)
         except ObjectStoreError as exc:
@@ -337,8 +341,6 @@ class TuningConfig(_Section):
     @field_validator("ranges")
     @classmethod
     def _tunable(cls, value: dict[str, TuningRange]) -> dict[str, TuningRange]:
-        from training.hyperparameters import HYPERPARAMETER_TYPES
-
         if not value:
             raise ValueError("a tuning job needs at least one range")
         for name, bounds in value.items():
@@ -368,8 +370,6 @@ class TrainingConfig(_Section):
     def _known_hyperparameters(
         cls, value: dict[str, str | int | float]
     ) -> dict[str, str | int | float]:
-        from training.hyperparameters import HyperparameterError, parse_hyperparameters
-
         try:
             parse_hyperparameters({k: str(v) for k, v in value.items()})
         except HyperparameterError as exc:
@@ -431,8 +431,6 @@ class DeploymentConfig(_Section):
     @classmethod
     def _s3_uri(cls, value: str | None) -> str | None:
         if value is not None:
-            from stack.objectstore import ObjectStoreError, split_uri
-
             try:
                 split_uri(value)
             except ObjectStoreError as exc:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from inference import artifact
 from stack.config import DeploymentConfig
 from stack.objectstore import LocalObjectStore, ObjectStore, ObjectStoreError
 from stack.registry import ModelRegistry
@@ -494,8 +495,6 @@ class LocalEndpoints(EndpointDeployer):
         )
 
     def _stage_model(self, model_name: str, model_data_url: str) -> tuple[Path, str]:
-        from inference import artifact
-
         target = self.root / "model-data" / model_name
         archive = target / artifact.ARCHIVE
         self.store.download_file(model_data_url, archive)

@@ -6,8 +6,11 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipelines.remote import SageMakerPipelines
+from pipelines.sdk import without_callers_aws
+from pipelines.service import LocalPipelines, PipelineService
 from stack.config import Config
 from stack.endpoints import (
     RUNTIME_RETRIES,
@@ -24,9 +27,6 @@ from stack.warehouse import (
     Warehouse,
     secrets_manager_resolver,
 )
-
-if TYPE_CHECKING:
-    from pipelines.service import PipelineService
 
 
 class AwsClients:
@@ -88,15 +88,11 @@ def _pipeline_service(
     config: Config, aws: AwsClients, resources: Callable[[], Resources]
 ) -> PipelineService:
     if config.is_aws:
-        from pipelines.remote import SageMakerPipelines
-
         return SageMakerPipelines(
             aws.client("sagemaker"),
             config.sagemaker.pipeline_name,
             credentials_found=aws.credentials_found,
         )
-    from pipelines.service import LocalPipelines
-
     return LocalPipelines(resources())
 
 
@@ -106,8 +102,6 @@ def definition_environment(config: Config) -> contextlib.AbstractContextManager[
     """
     if config.is_aws:
         return contextlib.nullcontext()
-    from pipelines.sdk import without_callers_aws
-
     return without_callers_aws(config.aws.region)
 
 

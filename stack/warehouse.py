@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stack.config import SnowflakeConfig
+from stack.config import SnowflakeConfig, validate_identifier
 
 if TYPE_CHECKING:  # pandas only where frames are written: a job that only reads
     import pandas as pd  # the registry through the resources does not pay for it
@@ -242,8 +242,6 @@ def insert_rows(
     Python values first (numpy scalars, pandas Timestamps and missing values are
     not among its types).
     """
-    from stack.config import validate_identifier
-
     validate_identifier(table, "table")
     columns = [validate_identifier(str(c), "column") for c in frame.columns]
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"

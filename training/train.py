@@ -30,7 +30,7 @@ import xgboost as xgb
 from features import FeatureSchema, SchemaError, load_feature_set
 from features.channels import data_window, parquet_files
 from inference.calibration import CalibrationError
-from training import distributed, metric_lines
+from training import checkpoints, distributed, metric_lines
 from training.calibration import fit_platt
 from training.contract import TrainingContract
 from training.hyperparameters import (
@@ -119,8 +119,6 @@ def train_model(
     resume, done = None, 0
     callbacks: list[xgb.callback.TrainingCallback] = []
     if checkpoint_dir is not None:
-        from training import checkpoints
-
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         found = checkpoints.latest(checkpoint_dir)
         if found:
@@ -347,9 +345,7 @@ def _train_on_share(
     checkpoint_dir = None
     checkpoint_root = contract.root / "checkpoints"  # exists when SageMaker syncs it
     if checkpoint_root.is_dir():
-        from training.checkpoints import fingerprint
-
-        checkpoint_dir = checkpoint_root / fingerprint(
+        checkpoint_dir = checkpoint_root / checkpoints.fingerprint(
             hp, [contract.channels["train"], contract.channels["validation"]]
         )
     return train_model(

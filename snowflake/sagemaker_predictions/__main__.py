@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import stack.resources
 from pipelines.spec import (
     EXECUTION_ID,
     Output,
@@ -32,7 +33,11 @@ from pipelines.spec import (
     python_module,
 )
 from pipelines.step_names import REGISTER, WRITEBACK, WRITEBACK_REPORT
+from processing.contract import ProcessingContract, command_config
+from snowflake.sagemaker_predictions.procedure import ProcedureSettings
+from snowflake.sagemaker_predictions.procedure_code import build_procedure_code
 from stack.config import ENVIRONMENTS, Config, ConfigError, load_config
+from stack.warehouse import WarehouseUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 OUTPUT_DIR = "/opt/ml/processing/writeback"
@@ -121,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("deploy", "package"):
             config = load_config(args.env, overrides)
         else:
-            from processing.contract import command_config
-
             config = command_config(args.env, overrides)
         if args.command == "deploy":
             return _deploy(config, args.dry_run)
@@ -136,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _deploy(config: Config, dry_run: bool) -> int:
     from features import load_feature_set
-    from snowflake.sagemaker_predictions.procedure import ProcedureSettings
-    from snowflake.sagemaker_predictions.procedure_code import build_procedure_code
 
     feature_set = load_feature_set(
         config.features.feature_set, config.features.directory
@@ -152,8 +153,6 @@ def _deploy(config: Config, dry_run: bool) -> int:
 
 def _package(config: Config, output: Path) -> int:
     from features import load_feature_set
-    from snowflake.sagemaker_predictions.procedure import ProcedureSettings
-    from snowflake.sagemaker_predictions.procedure_code import build_procedure_code
 
     feature_set = load_feature_set(
         config.features.feature_set, config.features.directory
@@ -195,10 +194,8 @@ def _print_deployment(config: Config, feature_set: Any, code: Any) -> int:
 def _apply(config: Config, feature_set: Any, code: Any) -> int:
     from snowflake.sagemaker_predictions.deploy import DeployError, deploy
     from snowflake.sagemaker_predictions.templates import render
-    from stack.resources import build_resources
-    from stack.warehouse import WarehouseUnavailable
 
-    warehouse = build_resources(config).warehouse
+    warehouse = stack.resources.build_resources(config).warehouse
     # fakesnow runs none of the objects that need account values: placeholders do
     objects = render(config, feature_set, code, placeholders=warehouse.emulated)
     try:
@@ -223,12 +220,9 @@ def _apply(config: Config, feature_set: Any, code: Any) -> int:
 
 def _writeback(config: Config, args: argparse.Namespace) -> int:
     from snowflake.sagemaker_predictions.writeback import WritebackError
-    from stack.warehouse import WarehouseUnavailable
 
     contract = None
     if args.output_dir:
-        from processing.contract import ProcessingContract
-
         contract = ProcessingContract.from_environment()
     try:
         result = _run_writeback(config, args)
@@ -265,12 +259,11 @@ class EndpointNotReady(Exception):
 def _run_writeback(config: Config, args: argparse.Namespace) -> Any:
     from features import load_feature_set
     from snowflake.sagemaker_predictions.writeback import endpoint_scorer, write_back
-    from stack.resources import build_resources
 
     feature_set = load_feature_set(
         config.features.feature_set, config.features.directory
     )
-    resources = build_resources(config)
+    resources = stack.resources.build_resources(config)
     endpoint = args.endpoint or config.sagemaker.endpoint_name
     _wait_in_service(resources.endpoints, endpoint, args.wait_for_endpoint)
     # scores record the model that made them; by default, the one the endpoint serves
