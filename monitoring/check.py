@@ -49,7 +49,7 @@ from monitoring.baseline import (
     STATISTICS_FILE,
     Baseline,
 )
-from monitoring.decision import results_prefix
+from monitoring.decision import DRIFT_FILE, results_prefix
 from monitoring.drift import DriftResult, InsufficientData, compare
 from monitoring.report import render_report
 from pipelines.console import Console, location
@@ -64,7 +64,6 @@ log = logging.getLogger("monitoring.check")
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_UNJUDGED = 0, 1, 2
 VIOLATIONS_FILE = "constraint_violations.json"
-DRIFT_FILE = "drift.json"
 REPORT_FILE = "report.html"
 PIPELINE_OUTPUT = "/opt/ml/processing/monitoring"
 

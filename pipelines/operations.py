@@ -76,7 +76,7 @@ def run_local(
     console = console or Console()
     started = time.monotonic()
     from features import SchemaError, load_feature_set  # pandas
-    from pipelines.definition import build_definition  # the SageMaker SDK
+    from pipelines.definition import build_definition  # pandas; the SDK to build
 
     pipelines = stack.resources.build_pipelines(config)
     if not isinstance(pipelines, LocalPipelines):

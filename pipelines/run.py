@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     tags = check_tags(arguments.tags_from(args.tags))
     config = load_config(args.env, arguments.config_overrides(args))
     if args.definition:
-        from pipelines.definition import build_definition  # the SageMaker SDK
+        from pipelines.definition import build_definition  # pandas; the SDK to build
 
         print_json(console, build_definition(config), args.definition)
         return EXIT_OK
