@@ -57,6 +57,13 @@ AUC_PATH = "binary_classification_metrics.auc.value"
 GATE_DECISION_PATH, GATE_RULE_PATH = "gate.decision", "gate.rule"
 TRAINING_SPLITS = ("train", "validation")
 # The processing steps, by name, in the order they are built
+# The hyperparameters that are pipeline parameters too (unless a tuning step searches
+# them): their parameter's name and type
+TUNABLE_PARAMETERS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "max_depth": ("MaxDepth", int),
+    "eta": ("LearningRate", float),
+    "num_round": ("NumRound", int),
+}
 PROCESSING_SPECS = {
     spec.name: spec
     for spec in (
@@ -115,12 +122,10 @@ def parameters(sdk: Any, config: Config) -> list[Any]:
     # the hyperparameters worth setting per execution are pipeline parameters too,
     # unless a tuning step searches them
     declared += [
-        kind(parameter, default_value=convert(hyperparameters[name]))
-        for name, parameter, kind, convert in (
-            ("max_depth", "MaxDepth", sdk.ParameterInteger, int),
-            ("eta", "LearningRate", sdk.ParameterFloat, float),
-            ("num_round", "NumRound", sdk.ParameterInteger, int),
+        (sdk.ParameterInteger if kind is int else sdk.ParameterFloat)(
+            parameter, default_value=kind(hyperparameters[name])
         )
+        for name, (parameter, kind) in TUNABLE_PARAMETERS.items()
         if not (tuning and name in tuning.ranges)
     ]
     if tuning:
@@ -135,14 +140,6 @@ def parameters(sdk: Any, config: Config) -> list[Any]:
             ),
         ]
     return declared
-
-
-# The hyperparameters that are pipeline parameters (unless tuned), by their names
-TUNABLE_PARAMETERS = {
-    "max_depth": "MaxDepth",
-    "eta": "LearningRate",
-    "num_round": "NumRound",
-}
 
 
 def get_pipeline(config: Config, session: Any) -> Any:
@@ -244,7 +241,7 @@ def _training_step(build: PipelineBuilder) -> Any:
         environment["MLFLOW_ARTIFACT_LOCATION"] = config.mlflow_artifact_location
     tuned = {
         name: build.parameters[parameter].to_string()
-        for name, parameter in TUNABLE_PARAMETERS.items()
+        for name, (parameter, _) in TUNABLE_PARAMETERS.items()
         if parameter in build.parameters
     }
     trainer = sdk.ModelTrainer(
