@@ -37,9 +37,9 @@ from pipelines import arguments
 from pipelines.arguments import IMAGE_URI, ROLE_ARN, STATE_DIR
 from pipelines.builder import PipelineBuilder, make_session
 from pipelines.console import (
-    EXIT_FAILED,
     EXIT_OK,
     Console,
+    UsageError,
     print_json,
     run_command,
     show_progress,
@@ -50,6 +50,8 @@ from pipelines.sdk import load_sdk
 from pipelines.service import LocalPipelines
 from pipelines.start_requests import take_requests
 from pipelines.step_names import CHECK_DRIFT, DRIFT_CHECK, DRIFT_REPORT
+from pipelines.summary import verdict
+from pipelines.upsert import sagemaker_pipelines
 from pipelines.validation import InvalidDefinition, check_definition
 from stack.config import Config, ConfigError, load_config
 
@@ -144,24 +146,9 @@ def run_locally(config: Config, force_retrain: bool, console: Console) -> int:
             f"Drift check: {report.get('violations')} violation(s)",
             violations=report.get("violations"),
         )
-    failed = execution.failed_step
-    if failed:
-        console.event(
-            "execution",
-            f"Failed: step {failed.name}: {failed.failure_reason}",
-            status=execution.status,
-            execution_id=execution.execution_id,
-            failed_step=failed.name,
-        )
-        return EXIT_FAILED
-    console.event(
-        "execution",
-        execution.status,
-        status=execution.status,
-        execution_id=execution.execution_id,
-    )
-    if execution.status != "Succeeded":
-        return EXIT_FAILED
+    code = verdict(execution, console)
+    if code != EXIT_OK:
+        return code
     return _start_requested(config, console)
 
 
@@ -217,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         console,
         args.verbose,
         lambda: _command(args, console),
-        (ConfigError, InvalidDefinition),
+        (UsageError, ConfigError, InvalidDefinition),
     )
 
 
@@ -236,15 +223,8 @@ def _command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _upsert(config: Config, console: Console) -> int:
-    service = stack.resources.build_pipelines(config)
-    if service.runs_here:
-        raise ConfigError(
-            "--upsert needs an AWS environment: pass --env dev, staging or prod"
-        )
-    # built first: a missing role (ConfigError, exit 2) is likelier than missing
-    # credentials, and the build makes no AWS call
+    service, _ = sagemaker_pipelines(config)  # checked before the build
     definition = build_monitor_definition(config)
-    service.check_access()
     action, arn = upsert_monitor_pipeline(config, service, definition)
     console.event(
         "upserted", f"{action} pipeline {arn}", action=action, pipeline_arn=arn

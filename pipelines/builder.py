@@ -99,12 +99,9 @@ class PipelineBuilder:
             run["outputs"] = [self.output(o) for o in spec.outputs]
         if spec.arguments:
             run["arguments"] = list(self._arguments(spec.arguments))
-        policies = self.policies(cached=spec.cached)
-        if not spec.retried:
-            policies.pop("retry_policies")
         step = sdk.ProcessingStep(
             name=spec.name,
-            **policies,
+            **self.policies(cached=spec.cached, retried=spec.retried),
             step_args=self._processor(spec).run(**run),
             **({"property_files": files} if files else {}),
         )
@@ -214,16 +211,18 @@ class PipelineBuilder:
             ),
         )
 
-    def policies(self, cached: bool) -> dict[str, Any]:
-        """Retries for a job step, and SageMaker's step cache when ``cached``.
+    def policies(self, cached: bool, retried: bool = True) -> dict[str, Any]:
+        """Retries for a job step when ``retried``, and SageMaker's step cache when
+        ``cached``.
 
         SageMaker keys its cache on a step's resolved arguments (image, entry point,
         environment, inputs, hyperparameters), so a rerun with the same parameters
         reuses the previous outputs until they are ``cache_expire_after`` old.
         """
         sdk, sm = self.sdk, self.config.sagemaker
-        policies: dict[str, Any] = {
-            "retry_policies": [
+        policies: dict[str, Any] = {}
+        if retried:
+            policies["retry_policies"] = [
                 sdk.StepRetryPolicy(
                     exception_types=[
                         sdk.StepExceptionTypeEnum.THROTTLING,
@@ -244,7 +243,6 @@ class PipelineBuilder:
                     max_attempts=sm.retry_max_attempts,
                 ),
             ]
-        }
         if cached and sm.cache_expire_after:
             policies["cache_config"] = sdk.CacheConfig(
                 enable_caching=True, expire_after=sm.cache_expire_after

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stack.resources
-from pipelines.builder import make_session
 from pipelines.console import EXIT_FAILED, EXIT_OK, Console, UsageError, show_step
 from pipelines.local_runner import DefinitionError, bind_parameters
 from pipelines.service import ExecutionStatus, PipelineService, WaitTimeout
@@ -59,15 +58,24 @@ def check_display_name(name: str) -> str:
     return name
 
 
-def upsert_and_report(config: Config, console: Console, request: UpsertRequest) -> int:
-    """Upsert the pipeline, start and wait for it as asked; returns the exit code."""
+def sagemaker_pipelines(config: Config) -> tuple[PipelineService, str]:
+    """The environment's pipeline service and execution role, checked before any
+    definition is built: an AWS environment (UsageError), the role (ConfigError:
+    likelier missing than the credentials, so asked first), then the credentials.
+    """
     service = stack.resources.build_pipelines(config)
     if service.runs_here:
         raise UsageError(
             "--upsert needs an AWS environment: pass --env dev, staging or prod"
         )
-    role_arn = config.execution_role  # before looking for credentials: likelier
+    role_arn = config.execution_role
     service.check_access()
+    return service, role_arn
+
+
+def upsert_and_report(config: Config, console: Console, request: UpsertRequest) -> int:
+    """Upsert the pipeline, start and wait for it as asked; returns the exit code."""
+    service, role_arn = sagemaker_pipelines(config)
     name = config.sagemaker.pipeline_name
     result = service.upsert(
         checked_definition(config, request.parameters),
@@ -98,9 +106,9 @@ def checked_definition(config: Config, parameters: dict[str, str]) -> dict[str, 
     """The definition to send, checked against SageMaker's API model, and the
     parameters against it, before anything is sent.
     """
-    from pipelines.definition import build_definition  # the SDK
+    from pipelines.definition import build_definition  # pandas; the SDK to build
 
-    definition = build_definition(config, make_session(config))
+    definition = build_definition(config)
     try:
         bind_parameters(definition, parameters)
     except DefinitionError as exc:
