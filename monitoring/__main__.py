@@ -12,10 +12,10 @@ check``).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION
+from pipelines.process_exit import exit_process
 
 COMMANDS = {
     "check": "monitoring.check",
@@ -60,4 +60,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -36,6 +36,7 @@ from features.schema import FeatureSchema
 from inference import artifact
 from inference.model import load_model
 from monitoring import formats
+from pipelines.process_exit import exit_process
 from pipelines.spec import (
     MODEL,
     Input,
@@ -286,4 +287,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from pipelines.console import (
     show_step,
 )
 from pipelines.operations import run_local, with_git_commit
+from pipelines.process_exit import exit_process
 from pipelines.sdk import load_sdk
 from pipelines.service import LocalPipelines
 from pipelines.start_requests import take_requests
@@ -243,4 +243,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

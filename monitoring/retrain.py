@@ -15,7 +15,6 @@ SageMaker refused to start it); 2 bad configuration or input (nothing started).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
@@ -23,6 +22,7 @@ from monitoring.decision import DRIFT_FILE, InputError
 from monitoring.retraining import RetrainRequest, retrain
 from pipelines import arguments
 from pipelines.console import Console, run_command
+from pipelines.process_exit import exit_process
 from pipelines.spec import Input, ProcessingSpec, StepOutput, python_module
 from pipelines.step_names import DRIFT_CHECK, RETRAIN
 from processing.contract import command_config
@@ -107,4 +107,4 @@ def main(argv: Sequence[str] | None = None, today: date | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from pipelines.console import (
     show_progress,
     show_step,
 )
+from pipelines.process_exit import exit_process
 from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
 from stack.config import ConfigError, load_config
 
@@ -178,4 +178,4 @@ def _describe(console: Console, status: ExecutionStatus) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import stack.resources
+from pipelines.process_exit import exit_process
 from stack.config import DEFAULT_AWS_ENV, ENVIRONMENTS, Config, ConfigError, load_config
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
@@ -275,4 +276,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

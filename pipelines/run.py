@@ -22,13 +22,13 @@ other commands share are declared in ``pipelines.arguments``.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from pipelines import arguments
 from pipelines.arguments import BUCKET, IMAGE_URI, REGION, ROLE_ARN
 from pipelines.console import EXIT_OK, Console, UsageError, print_json, run_command
 from pipelines.operations import git_commit, run_local
+from pipelines.process_exit import exit_process
 from pipelines.upsert import (
     UpsertRequest,
     check_display_name,
@@ -183,4 +183,4 @@ def _parameters(args: argparse.Namespace) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from pipelines.console import EXIT_USAGE, Console, UsageError
+from pipelines.process_exit import exit_process
 from pipelines.upsert import UpsertRequest, check_tags, upsert_and_report
 from pipelines.validation import InvalidDefinition
 from stack.config import DEFAULT_AWS_ENV, ConfigError, load_config
@@ -165,4 +165,4 @@ def _tags(text: str | None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_pipeline())
+    exit_process(run_pipeline())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import stack.resources
+from pipelines.process_exit import exit_process
 from pipelines.spec import (
     EXECUTION_ID,
     Output,
@@ -307,4 +308,4 @@ def _wait_in_service(endpoints: Any, name: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1,0 +1,104 @@
+"""How our commands end: ``pipelines.process_exit.exit_process``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from tests.test_import_graph import project_modules
+
+# Long-running servers, stopped by a signal (the endpoint, the Streamlit dashboard),
+# and the benchmarks: their exit is on nobody's path.
+NOT_COMMANDS = ("benchmarks", "dashboard", "inference.server", "inference.worker")
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_exit_keeps_the_code_the_output_and_the_atexit_handlers() -> None:
+    done = _run(
+        """
+        import atexit, gc, logging, sys
+        from pipelines.process_exit import exit_process
+        logging.basicConfig(stream=sys.stderr, format="%(message)s")
+        atexit.register(
+            lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True)
+        )
+        logging.getLogger("job").warning("logged")
+        print("unflushed", end="")
+        exit_process(3)
+        """
+    )
+    assert done.returncode == 3
+    assert done.stdout == "unflushedfrozen at exit: True\n"
+    assert done.stderr == "logged\n"
+
+
+def test_a_process_with_duckdb_exits_the_normal_way_without_leak_reports() -> None:
+    done = _run(
+        """
+        import atexit, gc
+        import duckdb
+        from pipelines.process_exit import exit_process
+        duckdb.connect().execute("select 1").fetchall()
+        atexit.register(lambda: print("frozen:", gc.get_freeze_count() > 0))
+        exit_process(0)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "frozen: False\n"
+    assert "leaked" not in done.stderr
+
+
+@pytest.mark.parametrize("code", [None, 0, "a message"])
+def test_exit_takes_what_sys_exit_takes(code: object) -> None:
+    done = _run(
+        f"""
+        from pipelines.process_exit import exit_process
+        exit_process({code!r})
+        """
+    )
+    assert done.returncode == (1 if isinstance(code, str) else 0)
+    assert done.stderr == ("a message\n" if isinstance(code, str) else "")
+
+
+def _main_block_exits(tree: ast.Module) -> list[str]:
+    """The functions the module's ``if __name__ == "__main__":`` block calls to exit."""
+    calls = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            for call in ast.walk(node):
+                if isinstance(call, ast.Call):
+                    calls.append(ast.unparse(call.func))
+    return calls
+
+
+def test_every_command_of_ours_ends_through_exit_process() -> None:
+    modules = project_modules()
+    commands = {}
+    for name, path in modules.items():
+        if any(name == n or name.startswith(n + ".") for n in NOT_COMMANDS):
+            continue
+        calls = _main_block_exits(ast.parse(path.read_text()))
+        if calls:
+            commands[name] = calls
+    assert "pipelines.run" in commands and "training.train" in commands
+    wrong = {
+        name: calls
+        for name, calls in commands.items()
+        if "exit_process" not in calls or "sys.exit" in calls
+    }
+    assert not wrong, f"end these with pipelines.process_exit.exit_process: {wrong}"
