@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,26 @@ log = logging.getLogger("inference.model")
 
 class ModelLoadError(Exception):
     pass
+
+
+def import_xgboost_without_scikit_learn() -> None:
+    """Import XGBoost without the scikit-learn (and SciPy) it imports on import.
+
+    XGBoost imports scikit-learn only to offer its scikit-learn estimators, which
+    loading and scoring a booster never use: about 1.2 s of a process's start (1.5 s
+    to import XGBoost, 0.3 s without). Serving workers and the local endpoint's check
+    that a model loads pay it on every (re)deploy. With scikit-learn hidden while
+    XGBoost imports, XGBoost takes its no-scikit-learn path (its own fallback); the
+    booster and its predictions are the same. A process that has imported either
+    already keeps what it has.
+    """
+    if "xgboost" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # import fails: absent
+    try:
+        import xgboost  # noqa: F401
+    finally:
+        del sys.modules["sklearn"]
 
 
 @dataclass

@@ -923,8 +923,13 @@ def _server_environment() -> dict[str, str]:
 
 
 def _check_loads(model_dir: Path) -> None:
-    from inference.model import ModelLoadError, load_model
+    from inference.model import (
+        ModelLoadError,
+        import_xgboost_without_scikit_learn,
+        load_model,
+    )
 
+    import_xgboost_without_scikit_learn()  # as the workers do: 0.3 s, not 1.5 s
     try:
         load_model(model_dir)
     except ModelLoadError as exc:

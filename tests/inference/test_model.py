@@ -110,8 +110,8 @@ def test_a_worker_loads_xgboost_without_scikit_learn_and_scores_the_same(model_d
 
     script = (
         "import sys, json, pathlib, numpy as np\n"
-        "from inference.worker import _import_xgboost_without_scikit_learn\n"
-        "_import_xgboost_without_scikit_learn()\n"
+        "from inference.model import import_xgboost_without_scikit_learn\n"
+        "import_xgboost_without_scikit_learn()\n"
         "from inference.model import load_model\n"
         "m = load_model(pathlib.Path(sys.argv[1]), 1)\n"
         "x = np.array([[2.0, 0.0], [-2.0, np.nan], [0.5, 1.5]], dtype=np.float32)\n"
