@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.process_exit import exit_process
 from stack.registry import ModelRegistry, RegistryError, SageMakerModelRegistry
 
 log = logging.getLogger(__name__)
@@ -289,4 +288,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    sys.exit(main())
