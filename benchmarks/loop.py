@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,6 +306,39 @@ def measure(
     return steps, whole, output
 
 
+def median_of(
+    runs: list[tuple[list[StepTimes], dict[str, Any]]],
+) -> tuple[list[StepTimes], dict[str, Any]]:
+    """Each figure's median over ``runs`` (steps by name, in the first run's order;
+    a split that some run lacks is left out)."""
+    first_steps, first_whole = runs[0]
+    whole = dict(first_whole)
+    for key in ("seconds", "execution_seconds", "seed_seconds"):
+        whole[key] = round(statistics.median(w[key] for _, w in runs), 3)
+
+    def median(values: list[float | None]) -> float | None:
+        if any(v is None for v in values):
+            return None
+        return statistics.median(v for v in values if v is not None)
+
+    steps = []
+    for step in first_steps:
+        same = [s for run, _ in runs for s in run if s.name == step.name]
+        seconds = median([s.seconds for s in same])
+        steps.append(
+            StepTimes(
+                name=step.name,
+                kind=step.kind,
+                seconds=seconds if seconds is not None else step.seconds,
+                runner=median([s.runner for s in same]),
+                startup=median([s.startup for s in same]),
+                startup_exact=all(s.startup_exact for s in same),
+                work=median([s.work for s in same]),
+            )
+        )
+    return steps, whole
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loop")
     parser.add_argument(
@@ -322,6 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a fresh folder for the run's state, kept (default: a temporary one)",
     )
     parser.add_argument("--port", type=int, default=None, help="the endpoint's port")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs, each seeded into a fresh folder of its own; the table shows each "
+        "figure's median (the cores are shared: one run is mostly load)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results")
     parser.add_argument(
         "--baseline", type=Path, default=BASELINE, help="compare with these results"
@@ -340,19 +381,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     print(f"the loop on {customers:,} customers, state in {state_dir}", flush=True)
+    runs: list[tuple[list[StepTimes], dict[str, Any]]] = []
     try:
-        steps, whole, _ = measure(
-            state_dir.resolve(), customers, args.port or free_port()
-        )
+        for number in range(1, max(1, args.repeat) + 1):
+            folder = state_dir if args.repeat <= 1 else state_dir / f"run-{number}"
+            folder.mkdir(parents=True, exist_ok=True)
+            steps, whole, _ = measure(
+                folder.resolve(), customers, args.port or free_port()
+            )
+            whole["load"] = os.getloadavg()[0]
+            runs.append((steps, whole))
+            if args.repeat > 1:
+                print(
+                    f"run {number}: whole loop {whole['seconds']:.2f} s, execution "
+                    f"{whole['execution_seconds']:.2f} s (load {whole['load']:.2f})",
+                    flush=True,
+                )
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         if args.state_dir is None:
             shutil.rmtree(state_dir, ignore_errors=True)
+    steps, whole = median_of(runs)
     load_end = os.getloadavg()
     whole["load_start"], whole["load_end"] = load_start[0], load_end[0]
     baseline = load_baseline(args.baseline)
+    if len(runs) > 1:
+        print(f"medians of {len(runs)} runs")
     print(f"seeded in {whole['seed_seconds']:.1f} s (not counted)")
     print()
     for line in render(steps, whole, baseline):
@@ -364,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         document = {
             "benchmark": "loop",
             "results": [whole, *(s.result() for s in steps)],
+            "runs": [[w, *(s.result() for s in st)] for st, w in runs],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0

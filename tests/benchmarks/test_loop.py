@@ -6,7 +6,7 @@ import subprocess
 import sys
 from datetime import datetime
 
-from benchmarks.loop import first_read, step_times
+from benchmarks.loop import StepTimes, first_read, median_of, step_times
 from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS
 
 
@@ -58,6 +58,30 @@ def test_a_step_without_a_job_has_only_its_seconds(tmp_path):
     )
     assert (times.seconds, times.runner, times.startup) == (3.0, None, None)
     assert first_read(tmp_path / "missing.log") == (None, True)
+
+
+def test_repeated_runs_give_each_figure_its_median():
+    def run(seconds, startup, whole, deploy=None):
+        steps = [
+            StepTimes("Train", "Training", seconds, 0.01, startup, False, seconds - 1),
+            StepTimes("Deploy", "Endpoint", deploy or 2.0),
+        ]
+        return steps, {
+            "case": "loop",
+            "seconds": whole,
+            "execution_seconds": whole - 4,
+            "seed_seconds": 3.0,
+        }
+
+    steps, whole = median_of(
+        [run(5.0, 1.0, 21.0), run(3.0, None, 19.0, 1.0), run(4.0, 2.0, 30.0, 3.0)]
+    )
+    train, deploy = steps
+    assert (train.name, train.seconds, train.work) == ("Train", 4.0, 3.0)
+    assert train.startup is None  # one run lacks it: no median of the others
+    assert not train.startup_exact
+    assert (deploy.seconds, deploy.runner) == (2.0, None)
+    assert (whole["seconds"], whole["execution_seconds"]) == (21.0, 17.0)
 
 
 def test_the_loop_benchmark_runs_the_loop_and_prints_each_step(tmp_path):
