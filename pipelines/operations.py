@@ -10,6 +10,7 @@ are imported when a run needs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -21,7 +22,12 @@ from typing import TYPE_CHECKING
 
 import stack.resources
 from pipelines.console import Console, UsageError, show_progress
-from pipelines.local_runner import DefinitionError, StateBusy, bind_parameters
+from pipelines.local_runner import (
+    DefinitionError,
+    LocalRunner,
+    StateBusy,
+    bind_parameters,
+)
 from pipelines.parameters import PARAMETERS, ParameterError, check_parameters
 from pipelines.service import LocalPipelines
 from pipelines.summary import summarise, verdict
@@ -95,18 +101,24 @@ def run_local(
         load_feature_set(config.features.feature_set, config.features.directory)
     except SchemaError as exc:
         raise UsageError(str(exc)) from None
+    # a parameter refused here is refused by the binding below, before any work
+    ahead = _nothing_to_refuse(parameters)
+    approval = config.sagemaker.model_approval_status  # the parameter's default
+    if ahead and parameters.get("ModelApprovalStatus", approval) == "Approved":
+        _check_endpoint_port(config, resources)  # before the demo data's check starts
     try:
-        # one runner per state folder, held from the demo data to the last step
-        with runner.exclusive(), _DemoData(config) as demo_data:
-            if _nothing_to_refuse(parameters):  # else the binding below exits 2 first
-                # both while the SDK builds the definition
+        with contextlib.ExitStack() as held:
+            if ahead:  # all three while the SDK builds the definition
+                demo_data = _hold_state(held, runner, config)
                 runner.stage_image_ahead()
                 demo_data.start()
             definition = build_definition(config)
             try:
-                bound = bind_parameters(definition, parameters)  # before any work
+                bound = bind_parameters(definition, parameters)
             except DefinitionError as exc:
                 raise UsageError(str(exc)) from None
+            if not ahead:
+                demo_data = _hold_state(held, runner, config)
             if bound.get("ModelApprovalStatus") == "Approved":
                 _check_endpoint_port(config, resources)
             console.event(
@@ -126,6 +138,15 @@ def run_local(
         raise UsageError(str(exc)) from None
     summarise(config, execution, time.monotonic() - started, console, resources.store)
     return verdict(execution, console)
+
+
+def _hold_state(
+    held: contextlib.ExitStack, runner: LocalRunner, config: Config
+) -> _DemoData:
+    """Hold the state folder for this run (one runner per folder, from the demo data
+    to the last step) and its demo data's check, both until ``held`` closes."""
+    held.enter_context(runner.exclusive())
+    return held.enter_context(_DemoData(config))
 
 
 def _nothing_to_refuse(parameters: dict[str, str]) -> bool:
