@@ -31,9 +31,9 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import orjson
@@ -201,7 +201,8 @@ def _serve(
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = await loop.create_server(http_server, sock=sock, backlog=2048)
+        acceptor = _Acceptor(loop, sock, http_server)
+        acceptor.start()
         supervisor_pipe.tell(b"ready\n", close=False)
         supervisor = os.getppid()
         while not stop.is_set():
@@ -212,7 +213,7 @@ def _serve(
                 stop.set()
         # Stop accepting; only now may the supervisor report a redeploy done: until
         # this worker stops accepting, a new connection may still reach the old model.
-        server.close()
+        acceptor.stop()
         supervisor_pipe.tell(b"stopped\n")
         await http_server.drain(_DRAIN_SECONDS, grace)
         if app.capture is not None:
@@ -224,6 +225,68 @@ def _serve(
     finally:
         supervisor_pipe.close()
     return 0
+
+
+class _Acceptor:
+    """Takes connections from the socket the workers share, one per wake-up.
+
+    An event loop's own server (``loop.create_server``) accepts every connection
+    waiting at once, so the worker that wakes first takes a whole burst: of the 8
+    keep-alive connections a client opens together, one worker often got all 8 and
+    the other none, which halved what the endpoint could serve (docs/benchmarks.md,
+    "The workers' share of connections"). Taking one connection per wake-up, every
+    idle worker takes its turn; a busy worker, which wakes later, takes fewer.
+    """
+
+    _PAUSE_SECONDS = 0.1  # after an accept that failed (out of descriptors, say)
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.loop, self.sock, self.protocol_factory = loop, sock, protocol_factory
+        self.sock.setblocking(False)
+        self._accepting = False
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def start(self) -> None:
+        self._accepting = True
+        self.loop.add_reader(self.sock.fileno(), self._accept_one)
+
+    def stop(self) -> None:
+        """Accept no more; the connections already taken are served on."""
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def _accept_one(self) -> None:
+        try:
+            connection, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            log.warning("cannot accept a connection (%s); pausing accepts", exc)
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.call_later(self._PAUSE_SECONDS, self._resume)
+            return
+        connection.setblocking(False)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        opened = asyncio.ensure_future(
+            self.loop.connect_accepted_socket(self.protocol_factory, connection)
+        )
+        self._pending.add(opened)
+        opened.add_done_callback(functools.partial(self._opened, connection))
+
+    def _opened(self, connection: socket.socket, opened: asyncio.Future[Any]) -> None:
+        self._pending.discard(opened)
+        if opened.cancelled() or opened.exception() is not None:
+            connection.close()
+
+    def _resume(self) -> None:
+        if self._accepting:
+            self.loop.add_reader(self.sock.fileno(), self._accept_one)
 
 
 class HttpServer:
