@@ -4,22 +4,12 @@ process of its own, so that ``pipelines.run`` never loads DuckDB."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
-from tests.conftest import PROJECT_ROOT, SMALL_CUSTOMERS
+from tests.conftest import SMALL_CUSTOMERS, run_python
 
 
 def _in_a_fresh_process(code: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

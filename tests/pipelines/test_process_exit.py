@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import run_python
 from tests.test_import_graph import project_modules
 
 # Long-running servers, stopped by a signal (the endpoint, the Streamlit dashboard),
@@ -24,19 +21,8 @@ NOT_COMMANDS = (
 )
 
 
-def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_exit_keeps_the_code_the_output_and_the_atexit_handlers() -> None:
-    done = _run(
+    done = run_python(
         """
         import atexit, gc, logging, sys
         from pipelines.process_exit import exit_process
@@ -55,7 +41,7 @@ def test_exit_keeps_the_code_the_output_and_the_atexit_handlers() -> None:
 
 
 def test_a_process_with_duckdb_exits_the_normal_way_without_leak_reports() -> None:
-    done = _run(
+    done = run_python(
         """
         import atexit, gc
         import duckdb
@@ -72,7 +58,7 @@ def test_a_process_with_duckdb_exits_the_normal_way_without_leak_reports() -> No
 
 @pytest.mark.parametrize("code", [None, 0, "a message"])
 def test_exit_takes_what_sys_exit_takes(code: object) -> None:
-    done = _run(
+    done = run_python(
         f"""
         from pipelines.process_exit import exit_process
         exit_process({code!r})
