@@ -26,7 +26,6 @@ import gc
 import sys
 from typing import NoReturn
 
-
 # the bindings that report, at their finalization, objects a collection would free
 _REPORTS_LEAKS_AT_EXIT = ("_duckdb",)
 
