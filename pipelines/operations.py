@@ -190,9 +190,11 @@ class _DemoData:
         self._seed = self._pool.submit(ensure_demo_data_of, self.config)
 
     def result(self) -> SeedResult:
-        if self._seed is None:
+        if self._seed is None or self._pool is None:
             return ensure_demo_data_of(self.config)
-        return self._seed.result()
+        seed = self._seed.result()
+        self._pool.shutdown(wait=False)  # its process ends beside the first steps
+        return seed
 
 
 def ensure_demo_data_of(config: Config) -> SeedResult:

@@ -16,7 +16,7 @@ def _in_a_fresh_process(code: str) -> dict[str, object]:
 
 def test_the_demo_data_is_seeded_then_found_by_a_child_process(tmp_path):
     code = f"""
-        import json, sys
+        import json, multiprocessing, sys, time
         from pipelines.operations import _DemoData
         from stack.config import load_config
 
@@ -24,17 +24,23 @@ def test_the_demo_data_is_seeded_then_found_by_a_child_process(tmp_path):
             "local",
             {{"state_dir": {str(tmp_path)!r}, "demo.customers": {SMALL_CUSTOMERS}}},
         )
-        results = []
+        results, released = [], []
         for _ in range(2):
             with _DemoData(config) as demo_data:
                 demo_data.start()
                 seed = demo_data.result()
+                deadline = time.monotonic() + 30
+                while multiprocessing.active_children() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                released.append(not multiprocessing.active_children())
             results.append([seed.created, seed.rows["CUSTOMERS"]])
-        print(json.dumps({{"results": results, "duckdb": "_duckdb" in sys.modules}}))
+        print(json.dumps({{"results": results, "released": released,
+                          "duckdb": "_duckdb" in sys.modules}}))
         """
     found = _in_a_fresh_process(code)
     assert found["results"] == [[True, SMALL_CUSTOMERS], [False, SMALL_CUSTOMERS]]
     assert found["duckdb"] is False  # the check ran in its own process
+    assert found["released"] == [True, True]  # which ends once it has answered
 
 
 def test_not_started_the_demo_data_is_checked_in_this_process(tmp_path):
