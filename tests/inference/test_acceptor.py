@@ -32,7 +32,11 @@ def test_one_wake_up_takes_one_connection_and_leaves_the_rest_queued() -> None:
     async def take_one() -> int:
         acceptor = _Acceptor(asyncio.get_running_loop(), listening, _Recorder)
         acceptor._accept_one()  # what one readiness of the socket runs
-        await asyncio.sleep(0.05)  # the accepted connection's transport is made
+        for _ in range(200):  # until the accepted connection's transport is made
+            if _Recorder.opened:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # time enough for a second one, were it taken
         taken = len(_Recorder.opened)
         for transport in _Recorder.opened:
             transport.close()
