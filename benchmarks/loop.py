@@ -324,12 +324,11 @@ def median_of(
     steps = []
     for step in first_steps:
         same = [s for run, _ in runs for s in run if s.name == step.name]
-        seconds = median([s.seconds for s in same])
         steps.append(
             StepTimes(
                 name=step.name,
                 kind=step.kind,
-                seconds=seconds if seconds is not None else step.seconds,
+                seconds=statistics.median(s.seconds for s in same),
                 runner=median([s.runner for s in same]),
                 startup=median([s.startup for s in same]),
                 startup_exact=all(s.startup_exact for s in same),
