@@ -3,7 +3,7 @@
 When CPython exits it clears every module and collects the cyclic garbage of the
 whole heap. After importing the SageMaker SDK (about a thousand pydantic classes),
 MLflow's SQLAlchemy store or XGBoost with scikit-learn, that pass alone took 0.3 to
-0.9 s here (docs/benchmarks.md, "Exit"), on every job of the loop and on
+0.9 s here (docs/benchmarks.md, "Third pass (run 5)"), on every job of the loop and on
 ``pipelines.run`` itself. ``gc.freeze()`` moves every object alive at that point to
 the permanent generation, which those collections skip; the operating system frees
 the memory as the process ends.
@@ -30,7 +30,7 @@ from typing import NoReturn
 _REPORTS_LEAKS_AT_EXIT = ("_duckdb",)
 
 
-def exit_process(code: int | None) -> NoReturn:
+def exit_process(code: int | str | None) -> NoReturn:
     """``sys.exit(code)``, skipping the final garbage collections of the heap unless
     a module that would report it as a leak is loaded.
     """
