@@ -33,8 +33,7 @@ COPY snowflake ./snowflake
 COPY monitoring ./monitoring
 COPY dashboard ./dashboard
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . \
-    && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+    && /opt/venv/bin/pip install --no-cache-dir --no-compile -c constraints.txt .
 
 # Runtime stage: the venv only (no sources, no build cache). It runs as root, as
 # SageMaker expects: it mounts /opt/ml/... at run time owned by root, and an image with a
@@ -48,6 +47,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     OMP_NUM_THREADS=1
 COPY --from=build /opt/venv /opt/venv
+# Bytecode for every module a process may import, the standard library's included (the
+# python base images ship none). Without it each process compiles every module it
+# imports from source, at every start (PYTHONDONTWRITEBYTECODE keeps the result from
+# being cached): seconds per job and per serving worker (docs/benchmarks.md, "Bytecode
+# in the image"). Hash-based and unchecked: the image's files never change, and the
+# bytecode is the same at every build. Test folders are skipped (never imported).
+RUN python -m compileall -q -j 0 -x '/tests?/' --invalidation-mode unchecked-hash \
+        "$(python -c "print(__import__('sysconfig').get_path('stdlib'))")" /opt/venv
 COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 WORKDIR /opt/program
 EXPOSE 8080

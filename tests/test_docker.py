@@ -72,3 +72,38 @@ def test_the_local_runner_stages_the_default_base_image():
     assert spec.base == "python:3.11-slim"
     assert spec.python_version == (3, 11)
     assert spec.env["PATH"].endswith(":/usr/bin:/sbin:/bin")
+
+
+def test_the_image_carries_bytecode_for_the_standard_library_and_the_venv():
+    """The python base images ship no .pyc and the image sets PYTHONDONTWRITEBYTECODE,
+    so a module without bytecode built in is compiled from source at every process
+    start (docs/benchmarks.md, "Bytecode in the image"). The final stage compiles both,
+    hash-based, after the venv arrives, and nothing removes what it wrote.
+    """
+    import shlex
+
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(path=str(PROJECT_ROOT / "Dockerfile"))
+    final = parser.structure[
+        max(i for i, x in enumerate(parser.structure) if x["instruction"] == "FROM") :
+    ]
+    instructions = [x["instruction"] for x in final]
+    compiles = [
+        x for x in final if x["instruction"] == "RUN" and "compileall" in x["value"]
+    ]
+    assert len(compiles) == 1
+    (compile_run,) = compiles
+    words = shlex.split(compile_run["value"])
+    assert words[:3] == ["python", "-m", "compileall"]
+    assert words[words.index("--invalidation-mode") + 1] == "unchecked-hash"
+    assert "/opt/venv" in words
+    assert "get_path('stdlib')" in compile_run["value"]  # the base image's, whatever it is
+    # after the venv is copied in, and nothing afterwards deletes bytecode
+    copy_venv = next(
+        i for i, x in enumerate(final) if x["value"].startswith("--from=build /opt/venv")
+    )
+    assert copy_venv < final.index(compile_run)
+    assert instructions.count("RUN") == 1
+    assert not re.search(r"__pycache__|\*\.pyc|-delete", DOCKERFILE)
+    assert read_dockerfile(PROJECT_ROOT / "Dockerfile").env["PYTHONDONTWRITEBYTECODE"]
