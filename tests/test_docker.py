@@ -98,10 +98,14 @@ def test_the_image_carries_bytecode_for_the_standard_library_and_the_venv():
     assert words[:3] == ["python", "-m", "compileall"]
     assert words[words.index("--invalidation-mode") + 1] == "unchecked-hash"
     assert "/opt/venv" in words
-    assert "get_path('stdlib')" in compile_run["value"]  # the base image's, whatever it is
+    assert (
+        "get_path('stdlib')" in compile_run["value"]
+    )  # the base image's, whatever it is
     # after the venv is copied in, and nothing afterwards deletes bytecode
     copy_venv = next(
-        i for i, x in enumerate(final) if x["value"].startswith("--from=build /opt/venv")
+        i
+        for i, x in enumerate(final)
+        if x["value"].startswith("--from=build /opt/venv")
     )
     assert copy_venv < final.index(compile_run)
     assert instructions.count("RUN") == 1

@@ -37,7 +37,9 @@ def _probe(image, folder):
 
 def test_the_copy_holds_the_project_and_not_what_git_ignores(tmp_path):
     copy = copy_project(tmp_path / "copy")
-    assert (copy / "Dockerfile").read_bytes() == (PROJECT_ROOT / "Dockerfile").read_bytes()
+    assert (copy / "Dockerfile").read_bytes() == (
+        PROJECT_ROOT / "Dockerfile"
+    ).read_bytes()
     assert (copy / "processing" / "extract.py").is_file()
     assert not (copy / ".venv").exists() and not (copy / ".git").exists()
 
@@ -49,8 +51,12 @@ def test_only_the_variant_image_finds_no_bytecode(tmp_path):
     assert spec.env["PYTHONPYCACHEPREFIX"] == NO_BYTECODE
     assert "PYTHONPYCACHEPREFIX" not in read_dockerfile(PROJECT_ROOT / "Dockerfile").env
 
-    plain = _probe(stage_image(tmp_path / "images", PROJECT_ROOT / "Dockerfile"), tmp_path / "a")
-    variant = _probe(stage_image(tmp_path / "images", copy / "Dockerfile", copy), tmp_path / "b")
+    plain = _probe(
+        stage_image(tmp_path / "images", PROJECT_ROOT / "Dockerfile"), tmp_path / "a"
+    )
+    variant = _probe(
+        stage_image(tmp_path / "images", copy / "Dockerfile", copy), tmp_path / "b"
+    )
     # the image as built reads the standard library's bytecode ...
     assert plain["prefix"] is None and plain["read"]
     # ... the variant looks for it where there is none, so it compiles from source
