@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Sequence
 
 from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 
 COMMANDS = {
     "check": "monitoring.check",
@@ -60,4 +60,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

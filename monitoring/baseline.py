@@ -36,7 +36,7 @@ from features.schema import FeatureSchema
 from inference import artifact
 from inference.model import load_model
 from monitoring import formats
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     MODEL,
     Input,
@@ -287,4 +287,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

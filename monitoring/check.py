@@ -53,7 +53,7 @@ from monitoring.decision import DRIFT_FILE, results_prefix
 from monitoring.drift import DriftResult, InsufficientData, compare
 from monitoring.report import render_report
 from pipelines.console import Console, location
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import Output, ProcessingSpec, PropertyFile, python_module
 from pipelines.step_names import DRIFT_CHECK, DRIFT_REPORT
 from processing.contract import command_config
@@ -652,4 +652,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

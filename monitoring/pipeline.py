@@ -45,7 +45,7 @@ from pipelines.console import (
     show_step,
 )
 from pipelines.operations import run_local, with_git_commit
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.sdk import load_sdk
 from pipelines.service import LocalPipelines
 from pipelines.start_requests import take_requests
@@ -243,4 +243,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -22,7 +22,7 @@ from monitoring.decision import DRIFT_FILE, InputError
 from monitoring.retraining import RetrainRequest, retrain
 from pipelines import arguments
 from pipelines.console import Console, run_command
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import Input, ProcessingSpec, StepOutput, python_module
 from pipelines.step_names import DRIFT_CHECK, RETRAIN
 from processing.contract import command_config
@@ -107,4 +107,4 @@ def main(argv: Sequence[str] | None = None, today: date | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -35,7 +35,7 @@ from pipelines.arguments import (
 )
 from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.local_runner import serve_from_image
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.promote import DIGEST_KEY, find_promoted, package_arn_argument
 from stack.config import ConfigError, load_config
 from stack.endpoints import DeploymentReport, EndpointError, LocalEndpoints
@@ -219,4 +219,4 @@ def _rounded(value: str | None) -> str:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

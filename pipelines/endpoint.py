@@ -19,7 +19,7 @@ from pipelines.arguments import (
     add_global_options,
 )
 from pipelines.local_runner import serve_from_image
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from stack.config import ConfigError, load_config
 from stack.endpoints import EndpointError, LocalEndpoints
 from stack.resources import Resources, build_resources
@@ -113,4 +113,4 @@ def _deploy(resources: Resources, endpoint_name: str, package_arn: str | None) -
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

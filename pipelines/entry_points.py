@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from stack.config import DEFAULT_ENV, Config, ConfigError, load_config
 
 # A role for building dev/staging/prod definitions without the CD runner's settings:
@@ -78,4 +78,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

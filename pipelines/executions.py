@@ -34,7 +34,7 @@ from pipelines.console import (
     show_progress,
     show_step,
 )
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.service import ExecutionStatus, PipelineService, PipelineServiceError
 from stack.config import ConfigError, load_config
 
@@ -178,4 +178,4 @@ def _describe(console: Console, status: ExecutionStatus) -> None:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

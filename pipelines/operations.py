@@ -166,7 +166,7 @@ class _DemoData:
     Started while the SDK builds the definition, so the check, which loads the
     embedded Snowflake (fakesnow on DuckDB), overlaps the build, and this process never
     loads DuckDB: its exit can then skip the last garbage collections of the SDK's
-    heap (``pipelines.process_exit``; 1.7 s). Not started, the demo data is seeded
+    heap (``pipelines.process_gc``; 1.7 s). Not started, the demo data is seeded
     here when asked for. Leaving the block waits for a started check: a seed is never
     left half-written by a run that stopped early (and the marker row, written last,
     makes an interrupted one start again in full).

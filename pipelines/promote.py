@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import stack.resources
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from stack.config import DEFAULT_AWS_ENV, ENVIRONMENTS, Config, ConfigError, load_config
 from stack.objectstore import ObjectStore, ObjectStoreError, join_uri
 from stack.registry import ModelPackage, ModelRegistry, RegistryError
@@ -276,4 +276,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

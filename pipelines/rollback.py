@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from pipelines.arguments import ENV_OPTION, STATE_DIR_OPTION, add_global_options
 from pipelines.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.promote import find_promoted, package_arn_argument
 from snowflake.sagemaker_predictions.__main__ import main as snowflake_main
 from snowflake.sagemaker_predictions.procedure_code import (
@@ -132,4 +132,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -28,7 +28,7 @@ from pipelines import arguments
 from pipelines.arguments import BUCKET, IMAGE_URI, REGION, ROLE_ARN
 from pipelines.console import EXIT_OK, Console, UsageError, print_json, run_command
 from pipelines.operations import git_commit, run_local
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.upsert import (
     UpsertRequest,
     check_display_name,
@@ -183,4 +183,4 @@ def _parameters(args: argparse.Namespace) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.console import EXIT_USAGE, Console, UsageError
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.upsert import UpsertRequest, check_tags, upsert_and_report
 from pipelines.validation import InvalidDefinition
 from stack.config import DEFAULT_AWS_ENV, ConfigError, load_config
@@ -165,4 +165,4 @@ def _tags(text: str | None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    exit_process(run_pipeline())
+    run_process(run_pipeline)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import stack.resources
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from stack.config import ConfigError, load_config
 
 
@@ -81,4 +81,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

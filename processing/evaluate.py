@@ -31,7 +31,7 @@ from features.channels import data_window, read_split
 from inference import artifact
 from inference.calibration import Calibration
 from inference.model import load_model
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     MODEL,
     Input,
@@ -332,4 +332,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

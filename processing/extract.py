@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from features import FeatureSet, SchemaError, load_feature_set
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     Output,
     Parameter,
@@ -409,4 +409,4 @@ def _stage_paths(contract: ProcessingContract, artifact_root: str) -> dict[str, 
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

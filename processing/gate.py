@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from features.channels import read_split
 from inference import artifact
 from inference.model import load_model
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     EXECUTION_ID,
     Input,
@@ -314,4 +314,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.parameters import ParameterError, check_parameters
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     EVERY_PARAMETER,
     Output,
@@ -140,4 +140,4 @@ def run(feature_set_name: str, data_version: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

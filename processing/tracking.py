@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import ProcessingSpec, ReportValue, StepProperty, python_module
 from pipelines.step_names import GATE, GATE_REPORT, REGISTER, TRACK
 from processing.contract import ProcessingContract, log_first_read
@@ -141,4 +141,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -30,7 +30,7 @@ import xgboost as xgb
 from features import FeatureSchema, SchemaError, load_feature_set
 from features.channels import data_window, parquet_files
 from inference.calibration import CalibrationError
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from training import checkpoints, distributed, metric_lines
 from training.calibration import fit_platt
 from training.contract import TrainingContract
@@ -404,4 +404,4 @@ def share_summary(frame: pd.DataFrame, entity_id: str) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import stack.resources
-from pipelines.process_exit import exit_process
+from pipelines.process_gc import run_process
 from pipelines.spec import (
     EXECUTION_ID,
     Output,
@@ -308,4 +308,4 @@ def _wait_in_service(endpoints: Any, name: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_process(main)
