@@ -725,6 +725,7 @@ def _link_dependencies(
     """
     site = Path(_site_packages())
     inside = {d.key for d in closure}
+    paths: list[tuple[bool, tuple[str, ...]]] = []
     owners: dict[tuple[str, ...], set[bool]] = {}
     for dist in installed.values():
         in_image = dist.key in inside
@@ -736,7 +737,14 @@ def _link_dependencies(
                 or parts[0].startswith("__editable__")
             ):
                 continue
-            for depth in range(1, len(parts) + 1):
+            paths.append((in_image, parts))
+            owners.setdefault(parts[:1], set()).add(in_image)
+    # below the top only where the top is shared (a namespace package): elsewhere
+    # the top decides alone, and most of the 100,000 files are never walked into
+    shared = {top for top, marks in owners.items() if len(marks) > 1}
+    for in_image, parts in paths:
+        if parts[:1] in shared:
+            for depth in range(2, len(parts) + 1):
                 owners.setdefault(parts[:depth], set()).add(in_image)
     target.mkdir(parents=True, exist_ok=True)
     for key in _linked(owners):
