@@ -90,9 +90,7 @@ def test_every_command_of_ours_runs_through_run_process() -> None:
             commands[name] = calls
     assert "pipelines.run" in commands and "training.train" in commands
     wrong = {
-        name: calls
-        for name, calls in commands.items()
-        if calls != ["run_process"]
+        name: calls for name, calls in commands.items() if calls != ["run_process"]
     }
     assert not wrong, f"run these with pipelines.process_gc.run_process: {wrong}"
 
