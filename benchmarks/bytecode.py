@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.loop import DEFAULT_CUSTOMERS, QUICK_CUSTOMERS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CUSTOMERS = 100_000
-QUICK_CUSTOMERS = 3_000
 VARIANTS = ("without", "with bytecode")
 # Where the "without" image looks for bytecode: nowhere that holds any.
 NO_BYTECODE = "/nonexistent/no-bytecode"
@@ -171,16 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average at start: {_load()}", flush=True)
     runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench-bytecode-") as folder:
-        projects = {}
-        for variant in VARIANTS:
-            project = copy_project(Path(folder) / variant.replace(" ", "-"))
-            if variant == VARIANTS[0]:
-                without_bytecode(project / "Dockerfile")
-            projects[variant] = project
+        projects = {
+            variant: copy_project(Path(folder) / variant.replace(" ", "-"))
+            for variant in VARIANTS
+        }
+        without_bytecode(projects[VARIANTS[0]] / "Dockerfile")
         try:
             for number in range(1, args.repeat + 1):
                 for variant in VARIANTS:
-                    result = Path(folder) / f"{variant.replace(' ', '-')}-{number}.json"
+                    result = projects[variant].with_name(
+                        f"{projects[variant].name}-{number}.json"
+                    )
                     seconds = run_loop(projects[variant], args.customers, result)
                     runs[variant].append(seconds)
                     print(
